@@ -1,0 +1,1 @@
+"""Packets to entries: pure, synchronous, sans-IO (see docs/internals.md)."""

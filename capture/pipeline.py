@@ -1,0 +1,232 @@
+"""The whole packet side in one synchronous object: frames in, entries and pcap records out.
+
+Decode → reassembly → HTTP/1.x → entries, chained by plain calls in one place so that replay and
+live capture share every line of it (the Trio layer only feeds frames and drains `Output`). Time
+is the packet's time; nothing here reads a clock, so a replay is deterministic.
+
+A connection gets its pcap stream number the first time HTTP is recognised on it, not when it
+opens: most connections a node sees are not HTTP (TLS, DNS over TCP, databases), and numbering
+them would fill the data directory with pcaps no entry points to. Packets that arrive before
+recognition are held, bounded per connection and in total (`PipelineLimits`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from capture.decode import Decoder
+from capture.entries import Identity, build_entry
+from capture.http1 import HttpConnection, HttpLimits
+from capture.reassembly import Closed, Data, Gap, Opened, Reassembler, ReassemblyLimits
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+_SECOND_NS = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineLimits:
+    """Every bound the packet side keeps, with what happens when it is reached.
+
+    held_packets_per_conn / held_bytes_total: packets of a connection not yet recognised as HTTP
+    are held so its pcap can start at the SYN. Past either bound the oldest held packet of that
+    connection is discarded and counted in `held_packets_discarded` (the pcap then starts later;
+    entries are unaffected).
+    expire_every_ns: how often (in packet time) idle connections are looked for.
+    """
+
+    reassembly: ReassemblyLimits = field(default_factory=ReassemblyLimits)
+    http: HttpLimits = field(default_factory=HttpLimits)
+    held_packets_per_conn: int = 64
+    held_bytes_total: int = 32 << 20
+    expire_every_ns: int = _SECOND_NS
+
+
+@dataclass(slots=True)
+class Output:
+    """What one batch produced; the store consumes it (see kshark/store.py)."""
+
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    packets: list[tuple[int, int, int, bytes]] = field(default_factory=list)
+    closed_streams: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Conn:
+    opened: Opened
+    http: HttpConnection
+    stream: int = 0  # 0 until HTTP is recognised
+    index: int = 0
+    held: list[tuple[int, int, bytes]] = field(default_factory=list)
+    held_bytes: int = 0
+
+
+class Pipeline:
+    """Frames → entries for one capture point (one worker)."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        allocate_stream: Callable[[], int],
+        limits: PipelineLimits | None = None,
+    ) -> None:
+        self.limits = limits or PipelineLimits()
+        self.identity = identity
+        self._allocate_stream = allocate_stream
+        self.decoder = Decoder()
+        self.reassembler = Reassembler(self.limits.reassembly)
+        self._conns: dict[int, _Conn] = {}
+        self._out = Output()
+        self._held_bytes = 0
+        self._next_expire_ns = 0
+        self._last_ts_ns = 0
+        self.counters: dict[str, int] = {
+            "http_connections": 0,
+            "entries": 0,
+            "entries_with_error": 0,
+            "held_packets_discarded": 0,
+        }
+        self.errors_by_type: dict[str, int] = {}
+
+    # -- input ---------------------------------------------------------------------------
+
+    def feed(self, ts_ns: int, linktype: int, frame: bytes) -> None:
+        """One captured frame."""
+        seg = self.decoder.decode(ts_ns, linktype, frame)
+        if seg is None:
+            return
+        if ts_ns > self._last_ts_ns:
+            self._last_ts_ns = ts_ns
+        conn_id = self.reassembler.feed(seg)
+        self._drain_events()
+        if conn_id is not None:
+            conn = self._conns.get(conn_id)
+            if conn is not None:
+                if conn.stream:
+                    self._out.packets.append((conn.stream, ts_ns, linktype, frame))
+                elif conn.http.active:
+                    self._hold(conn, ts_ns, linktype, frame)
+        if ts_ns >= self._next_expire_ns:
+            self._next_expire_ns = ts_ns + self.limits.expire_every_ns
+            self.reassembler.expire(ts_ns)
+            self._drain_events()
+
+    def advance(self, now_ns: int) -> None:
+        """Let time pass without packets (live capture on a quiet link): expire idle connections."""
+        self.reassembler.expire(now_ns)
+        self._drain_events()
+
+    def finish(self, ts_ns: int | None = None) -> None:
+        """End of input: every open connection is closed and its pending exchanges written."""
+        self.reassembler.close_all(self._last_ts_ns if ts_ns is None else ts_ns)
+        self._drain_events()
+
+    def pop_output(self) -> Output:
+        out, self._out = self._out, Output()
+        return out
+
+    # -- statistics ----------------------------------------------------------------------
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._conns)
+
+    def stats(self) -> dict[str, int]:
+        merged: dict[str, int] = {}
+        for key, value in self.decoder.stats.as_dict().items():
+            merged[f"decode_{key}"] = value
+        for key, value in self.reassembler.stats.as_dict().items():
+            merged[f"tcp_{key}"] = value
+        merged.update(self.counters)
+        merged["open_connections"] = len(self._conns)
+        for key, value in self.errors_by_type.items():
+            merged[f"errors_{key.replace('-', '_')}"] = value
+        return merged
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _hold(self, conn: _Conn, ts_ns: int, linktype: int, frame: bytes) -> None:
+        conn.held.append((ts_ns, linktype, frame))
+        conn.held_bytes += len(frame)
+        self._held_bytes += len(frame)
+        limits = self.limits
+        while conn.held and (
+            len(conn.held) > limits.held_packets_per_conn
+            or self._held_bytes > limits.held_bytes_total
+        ):
+            dropped = conn.held.pop(0)
+            conn.held_bytes -= len(dropped[2])
+            self._held_bytes -= len(dropped[2])
+            self.counters["held_packets_discarded"] += 1
+
+    def _release_held(self, conn: _Conn) -> None:
+        stream = conn.stream
+        append = self._out.packets.append
+        for ts_ns, linktype, frame in conn.held:
+            append((stream, ts_ns, linktype, frame))
+        self._held_bytes -= conn.held_bytes
+        conn.held = []
+        conn.held_bytes = 0
+
+    def _drop_held(self, conn: _Conn) -> None:
+        self._held_bytes -= conn.held_bytes
+        conn.held = []
+        conn.held_bytes = 0
+
+    def _drain_events(self) -> None:
+        events = self.reassembler.pop_events()
+        if not events:
+            return
+        conns = self._conns
+        for ev in events:
+            if type(ev) is Data:
+                conn = conns.get(ev.conn_id)
+                if conn is not None:
+                    conn.http.data(ev.side, ev.data, ev.ts_ns)
+                    self._after_http(conn)
+            elif type(ev) is Opened:
+                conns[ev.conn_id] = _Conn(ev, HttpConnection(self.limits.http))
+            elif type(ev) is Gap:
+                conn = conns.get(ev.conn_id)
+                if conn is not None:
+                    conn.http.gap(ev.side, ev.length, ev.ts_ns)
+                    self._after_http(conn)
+            elif type(ev) is Closed:
+                conn = conns.pop(ev.conn_id, None)
+                if conn is not None:
+                    conn.http.end(ev.reason, ev.ts_ns)
+                    self._after_http(conn)
+                    if conn.stream:
+                        self._out.closed_streams.append(conn.stream)
+                    else:
+                        self._drop_held(conn)
+
+    def _after_http(self, conn: _Conn) -> None:
+        http = conn.http
+        if not conn.stream:
+            if http.client_side is None:
+                if not http.active and conn.held:
+                    self._drop_held(conn)  # decided: not HTTP, its packets are not ours to keep
+                return
+            conn.stream = self._allocate_stream()
+            self.counters["http_connections"] += 1
+            self._release_held(conn)
+        exchanges = http.pop_exchanges()
+        if not exchanges:
+            return
+        client_side = http.client_side if http.client_side is not None else 0
+        append = self._out.entries.append
+        max_decoded = self.limits.http.max_decoded
+        for ex in exchanges:
+            entry = build_entry(
+                ex, conn.opened, client_side, self.identity, conn.stream, conn.index, max_decoded
+            )
+            conn.index += 1
+            append(entry)
+            self.counters["entries"] += 1
+            if ex.error is not None:
+                self.counters["entries_with_error"] += 1
+                kind = ex.error[0]
+                self.errors_by_type[kind] = self.errors_by_type.get(kind, 0) + 1

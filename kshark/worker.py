@@ -1,0 +1,389 @@
+"""kshark-worker: capture (replayed or live) → pipeline → store, and the API, in one nursery.
+
+The packet side is synchronous (capture/); this module is the Trio edge around it. Frames are
+handed to the pipeline in batches and the store is written once per batch, because a Trio
+checkpoint or a memory-channel hop per packet costs more than the whole packet's processing
+(shared/reference/perf-baseline.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from capture.entries import Identity
+from capture.pipeline import Pipeline, PipelineLimits
+from capture.sources import CaptureFile, CaptureOpenError
+from kshark import __version__
+from kshark.live import LiveCaptureError
+from kshark.store import Store
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from kshark.live import LiveCapture
+
+log = logging.getLogger("kshark.worker")
+
+# Frames fed to the pipeline between two store writes / Trio checkpoints during replay. Large
+# enough that the per-batch costs vanish, small enough that API clients are served every few ms.
+REPLAY_BATCH_FRAMES = 2048
+# How often live capture lets idle connections expire when no packet arrives to move time on.
+LIVE_TICK_SECONDS = 1.0
+
+
+@dataclass
+class WorkerConfig:
+    pcaps: list[str] = field(default_factory=list)
+    ifaces: list[str] = field(default_factory=list)
+    bpf: str | None = None
+    data_dir: Path = Path("kshark-data")
+    host: str = "127.0.0.1"
+    port: int = 30001
+    advertise: str | None = None
+    node_name: str | None = None
+    token: str | None = None
+    once: bool = False
+    storage_limit: int = 1 << 30
+    max_body: int = 1 << 20
+
+
+class Worker:
+    """One worker's state: the store, the pipeline and the counters the API reports."""
+
+    def __init__(self, cfg: WorkerConfig, api_port: int) -> None:
+        self.cfg = cfg
+        self.store = Store(cfg.data_dir, storage_limit=cfg.storage_limit)
+        host = cfg.advertise or (
+            cfg.host if cfg.host not in ("0.0.0.0", "::", "") else _primary_ip()
+        )
+        self.worker_id = f"{host}:{api_port}"
+        identity = Identity(
+            worker=self.worker_id,
+            node_ip=host,
+            node_name=cfg.node_name or socket.gethostname(),
+            local_ips=frozenset(_local_ips()) if cfg.ifaces else frozenset(),
+        )
+        from capture.http1 import HttpLimits
+
+        limits = PipelineLimits(http=HttpLimits(max_body=cfg.max_body))
+        self.pipeline = Pipeline(identity, self.store.allocate_stream, limits)
+        self.packets = 0
+        self.capture_warnings: list[str] = []
+        self.live_stats: dict[str, int] = {}
+        self.started = time.time()
+
+    def flush(self) -> None:
+        out = self.pipeline.pop_output()
+        if out.entries or out.packets or out.closed_streams:
+            self.store.write(out)
+
+    def process(self, frames: Iterable[tuple[int, int, bytes]]) -> None:
+        feed = self.pipeline.feed
+        n = 0
+        for ts_ns, linktype, frame in frames:
+            feed(ts_ns, linktype, frame)
+            n += 1
+        self.packets += n
+        self.flush()
+
+    def stats(self) -> dict[str, Any]:
+        pipeline = self.pipeline.stats()
+        live = self.live_stats
+        return {
+            "worker": self.worker_id,
+            "version": __version__,
+            "uptime_seconds": round(time.time() - self.started, 3),
+            "packets": self.packets,
+            "dropped_kernel": live.get("kernel_drops", 0),
+            "dropped_ours": live.get("our_drops", 0) + pipeline.get("held_packets_discarded", 0),
+            "connections": pipeline.get("http_connections", 0),
+            "open_connections": pipeline.get("open_connections", 0),
+            "entries": pipeline.get("entries", 0),
+            "errors": pipeline.get("entries_with_error", 0),
+            "capture_warnings": list(self.capture_warnings),
+            "pipeline": pipeline,
+            "live": dict(live),
+            "store": self.store.stats,
+        }
+
+    def summary_line(self) -> str:
+        s = self.pipeline.stats()
+        # Gaps are not drops: they are bytes the capture never held, reported on their own.
+        dropped = self.live_stats.get("kernel_drops", 0) + self.live_stats.get("our_drops", 0)
+        dropped += s.get("held_packets_discarded", 0) + self.store.stats.get("dropped_entries", 0)
+        return (
+            f"kshark-worker: {self.packets} packets, {s.get('decode_tcp', 0)} tcp, "
+            f"{s.get('http_connections', 0)} http connections, {s.get('entries', 0)} entries "
+            f"({s.get('entries_with_error', 0)} with errors), {dropped} dropped, "
+            f"{s.get('tcp_gap_bytes', 0)} bytes missing from the capture, "
+            f"{len(self.capture_warnings)} capture warnings"
+        )
+
+
+def _primary_ip() -> str:
+    # The address a packet to the outside would leave from; no packet is sent (UDP connect).
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))
+            return str(s.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
+
+
+def _local_ips() -> set[str]:
+    ips: set[str] = {"127.0.0.1", "::1"}
+    try:
+        for info in socket.getaddrinfo(socket.gethostname(), None):
+            ips.add(str(info[4][0]))
+    except OSError:
+        pass
+    try:
+        import fcntl  # noqa: F401  (Linux only; the interface walk below needs /proc)
+
+        with open("/proc/net/fib_trie") as fh:
+            lines = fh.read().splitlines()
+        for i, line in enumerate(lines):
+            if "/32 host LOCAL" in line and i > 0:
+                ips.add(lines[i - 1].split()[-1])
+    except OSError:
+        pass
+    return ips
+
+
+async def _replay(worker: Worker, paths: list[str]) -> None:
+    for path in paths:
+        cap = CaptureFile(path)
+        batch: list[tuple[int, int, bytes]] = []
+        for rec in cap:
+            batch.append(rec)
+            if len(batch) >= REPLAY_BATCH_FRAMES:
+                worker.process(batch)
+                batch = []
+                await trio.lowlevel.checkpoint()
+        worker.process(batch)
+        for warning in cap.warnings:
+            log.warning("%s", warning)
+            worker.capture_warnings.append(warning)
+        await trio.lowlevel.checkpoint()
+
+
+async def _live(worker: Worker, cap: LiveCapture) -> None:
+    from kshark.live import CHANNEL_BATCHES
+
+    send, receive = trio.open_memory_channel[list[tuple[int, int, bytes]]](CHANNEL_BATCHES)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(cap.run, send)
+        async with receive:
+            while True:
+                batch: list[tuple[int, int, bytes]] | None = None
+                with trio.move_on_after(LIVE_TICK_SECONDS):
+                    try:
+                        batch = await receive.receive()
+                    except trio.EndOfChannel:
+                        return
+                if batch is not None:
+                    worker.process(batch)
+                else:
+                    # A quiet link: packet time stands still, so let wall time expire idle connections.
+                    worker.pipeline.advance(time.time_ns())
+                    worker.flush()
+                worker.live_stats = cap.stats()
+
+
+async def run_worker(cfg: WorkerConfig, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Run a worker until cancelled (or, with `once`, until the captures are processed)."""
+    async with trio.open_nursery() as nursery:
+        worker_box: list[Worker] = []
+        port = cfg.port
+        if not cfg.once:
+            from kshark.api.httpserver import serve
+            from kshark.api.worker_app import WorkerApp
+
+            app = WorkerApp(
+                lambda: worker_box[0].store,
+                stats_provider=lambda: worker_box[0].stats() if worker_box else {},
+            )
+            port = await nursery.start(serve, app, cfg.host, cfg.port, token=cfg.token)
+        worker = Worker(cfg, port)
+        worker_box.append(worker)
+        capture: LiveCapture | None = None
+        if cfg.ifaces:
+            from kshark.live import LiveCapture
+
+            capture = LiveCapture(cfg.ifaces, bpf_filter=cfg.bpf)
+            capture.open()  # fails here, before anything is captured, with a message users can act on
+        try:
+            task_status.started(worker)
+            if cfg.pcaps:
+                await _replay(worker, cfg.pcaps)
+                if not cfg.ifaces:
+                    worker.pipeline.finish()
+                    worker.flush()
+                    log.info("%s", worker.summary_line())
+            if capture is not None:
+                await _live(worker, capture)
+            if cfg.once:
+                nursery.cancel_scope.cancel()
+        finally:
+            # Synchronous on purpose: cancellation cannot interrupt the final flush.
+            if capture is not None:
+                capture.close()
+                worker.pipeline.finish()
+            worker.flush()
+            worker.store.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kshark-worker",
+        description="Capture HTTP/1.x traffic (live or from pcap files) into Kubeshark entries, "
+        "and serve them on a filterable websocket API.",
+    )
+    p.add_argument(
+        "--pcap",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="replay a pcap/pcapng file (gzip allowed); repeat for several, processed in order",
+    )
+    p.add_argument(
+        "--iface",
+        action="append",
+        default=[],
+        metavar="IFACE",
+        help="capture live on this interface (repeatable, or 'any'); needs root or CAP_NET_RAW",
+    )
+    p.add_argument("--filter", dest="bpf", metavar="BPF", help="kernel BPF filter for live capture")
+    p.add_argument(
+        "--data-dir", default="kshark-data", type=Path, help="where entries and pcaps are kept"
+    )
+    p.add_argument(
+        "--storage-limit",
+        default="1GiB",
+        help="disk budget; oldest connections go first (default 1GiB)",
+    )
+    p.add_argument("--max-body", default="1MiB", help="body bytes kept per message (default 1MiB)")
+    p.add_argument("--host", default="127.0.0.1", help="API listen address (default 127.0.0.1)")
+    p.add_argument("--port", default=30001, type=int, help="API port (default 30001)")
+    p.add_argument(
+        "--advertise", metavar="HOST", help="host written into entry ids (default: --host)"
+    )
+    p.add_argument("--node-name", help="node.name in entries (default: this host's name)")
+    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (or ?token=) on the API")
+    p.add_argument(
+        "--once", action="store_true", help="process the captures, print a summary, exit"
+    )
+    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--version", action="version", version=f"kshark {__version__}")
+    return p
+
+
+def parse_size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    if t and t[-1] in units:
+        return int(float(t[:-1]) * units[t[-1]])
+    return int(t)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not args.pcap and not args.iface:
+        print(
+            "kshark-worker: nothing to capture: give --pcap FILE or --iface IFACE", file=sys.stderr
+        )
+        return 2
+    if args.once and args.iface:
+        print("kshark-worker: --once is for --pcap replay only", file=sys.stderr)
+        return 2
+    try:
+        storage_limit = parse_size(args.storage_limit)
+        max_body = parse_size(args.max_body)
+    except ValueError as exc:
+        print(f"kshark-worker: bad size: {exc}", file=sys.stderr)
+        return 2
+    for path in args.pcap:
+        try:
+            CaptureFile(path)  # opens and checks the header: fail before anything starts
+        except CaptureOpenError as exc:
+            print(f"kshark-worker: {exc}", file=sys.stderr)
+            return 2
+    try:
+        args.data_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(args.data_dir, os.W_OK):
+            raise PermissionError(f"{args.data_dir}: not writable")
+    except OSError as exc:
+        print(
+            f"kshark-worker: data directory {args.data_dir}: {exc.strerror or exc}", file=sys.stderr
+        )
+        return 2
+    cfg = WorkerConfig(
+        pcaps=list(args.pcap),
+        ifaces=list(args.iface),
+        bpf=args.bpf,
+        data_dir=args.data_dir,
+        host=args.host,
+        port=args.port,
+        advertise=args.advertise,
+        node_name=args.node_name,
+        token=args.token,
+        once=args.once,
+        storage_limit=storage_limit,
+        max_body=max_body,
+    )
+    return trio.run(_main_async, cfg)
+
+
+async def _main_async(cfg: WorkerConfig) -> int:
+    worker: Worker | None = None
+    try:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def _stop_on_signal() -> None:
+                    async for signum in signals:
+                        log.info("%s received: flushing and exiting", signal.Signals(signum).name)
+                        nursery.cancel_scope.cancel()
+                        return
+
+                async def _supervise(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                    await run_worker(cfg, task_status=task_status)
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(_stop_on_signal)
+                worker = await nursery.start(_supervise)
+    except* (OSError, LiveCaptureError) as group:
+        # Startup and capture failures users can act on (port in use, no privilege, no such
+        # interface): one line each, no traceback.
+        for exc in _leaves(group):
+            print(f"kshark-worker: {exc}", file=sys.stderr)
+        return 2
+    if cfg.once and worker is not None:
+        print(worker.summary_line())
+    return 0
+
+
+def _leaves(group: BaseExceptionGroup[Exception]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            out.extend(_leaves(exc))
+        else:
+            out.append(exc)
+    return out
