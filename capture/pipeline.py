@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 _SECOND_NS = 1_000_000_000
+CLOSED_REMEMBERED = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,10 @@ class Pipeline:
         self.decoder = Decoder()
         self.reassembler = Reassembler(self.limits.reassembly)
         self._conns: dict[int, _Conn] = {}
+        # conn_id -> stream of recently closed HTTP connections, so packets the reassembler
+        # still attributes to them (final ACKs, late retransmissions) reach their pcap.
+        # Bounded by CLOSED_REMEMBERED; the oldest is forgotten first.
+        self._closed: dict[int, int] = {}
         self._out = Output()
         self._held_bytes = 0
         self._next_expire_ns = 0
@@ -100,14 +105,30 @@ class Pipeline:
         if ts_ns > self._last_ts_ns:
             self._last_ts_ns = ts_ns
         conn_id = self.reassembler.feed(seg)
-        self._drain_events()
         if conn_id is not None:
+            # File the packet before its events run: the events may close the connection (the
+            # last FIN, a RST), and its closing packets belong in its pcap too.
             conn = self._conns.get(conn_id)
             if conn is not None:
                 if conn.stream:
                     self._out.packets.append((conn.stream, ts_ns, linktype, frame))
                 elif conn.http.active:
                     self._hold(conn, ts_ns, linktype, frame)
+                self._drain_events()
+            else:
+                self._drain_events()
+                conn = self._conns.get(conn_id)
+                if conn is not None:  # opened by this very packet
+                    if conn.stream:
+                        self._out.packets.append((conn.stream, ts_ns, linktype, frame))
+                    elif conn.http.active:
+                        self._hold(conn, ts_ns, linktype, frame)
+                else:
+                    stream = self._closed.get(conn_id)
+                    if stream:  # the last ACK after both FINs: the reassembler lets it linger
+                        self._out.packets.append((stream, ts_ns, linktype, frame))
+        else:
+            self._drain_events()
         if ts_ns >= self._next_expire_ns:
             self._next_expire_ns = ts_ns + self.limits.expire_every_ns
             self.reassembler.expire(ts_ns)
@@ -200,6 +221,9 @@ class Pipeline:
                     self._after_http(conn)
                     if conn.stream:
                         self._out.closed_streams.append(conn.stream)
+                        self._closed[ev.conn_id] = conn.stream
+                        if len(self._closed) > CLOSED_REMEMBERED:
+                            del self._closed[next(iter(self._closed))]
                     else:
                         self._drop_held(conn)
 

@@ -26,7 +26,7 @@ from capture.pipeline import Pipeline, PipelineLimits
 from capture.sources import CaptureFile, CaptureOpenError
 from kshark import __version__
 from kshark.live import LiveCaptureError
-from kshark.store import Store
+from kshark.store import Store, StoreError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -230,7 +230,8 @@ async def run_worker(cfg: WorkerConfig, *, task_status: Any = trio.TASK_STATUS_I
                 if not cfg.ifaces:
                     worker.pipeline.finish()
                     worker.flush()
-                    log.info("%s", worker.summary_line())
+                    if not cfg.once:
+                        log.info("%s", worker.summary_line())
             if capture is not None:
                 await _live(worker, capture)
             if cfg.once:
@@ -352,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
 
 async def _main_async(cfg: WorkerConfig) -> int:
     worker: Worker | None = None
+    failed = False
     try:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
@@ -368,11 +370,13 @@ async def _main_async(cfg: WorkerConfig) -> int:
 
                 nursery.start_soon(_stop_on_signal)
                 worker = await nursery.start(_supervise)
-    except* (OSError, LiveCaptureError) as group:
+    except* (OSError, LiveCaptureError, StoreError) as group:
         # Startup and capture failures users can act on (port in use, no privilege, no such
-        # interface): one line each, no traceback.
+        # interface, a data directory another worker holds): one line each, no traceback.
         for exc in _leaves(group):
             print(f"kshark-worker: {exc}", file=sys.stderr)
+        failed = True
+    if failed:
         return 2
     if cfg.once and worker is not None:
         print(worker.summary_line())

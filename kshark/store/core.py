@@ -1,0 +1,873 @@
+"""The worker's data directory: entry files, one pcap per connection, the journal, retention.
+
+One `Store` per data directory and process, used from one thread (the worker's Trio thread):
+`write()` is synchronous and is called with a whole pipeline batch, readers (`read_after`,
+`seq_of_id`, `entry_bytes`, `pcap_path`) are plain calls that never block on the writer, and
+`wait_for_seq` is the one async method, woken by `write()`. The layout on disk and what a reader
+may rely on are in docs/store.md.
+
+Order inside one `write()` is what makes a concurrent reader (even another process) safe: the
+packets of every entry in the batch reach their pcap first, then each entry file appears whole
+(temp file + rename), and only then does the journal line that announces it get appended. A line
+in the journal therefore always names a complete file with its packets already on disk.
+
+Write errors (a full disk, EIO) never escape `write()`: what could not be written is dropped and
+counted, one log line per errno says what happened, and every later write simply tries again, so
+the store recovers by itself when space returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+import trio
+
+from kshark.store import fileio, names, pcapfile
+from kshark.store.journal import Journal, segment_end, segment_of
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from types import TracebackType
+
+log = logging.getLogger("kshark.store")
+
+DEFAULT_STORAGE_LIMIT = 1 << 30
+# Stream numbers are reserved on disk this many at a time, so allocating is a memory increment
+# and a crash skips at most this many numbers (it never reuses one).
+RESERVATION_BLOCK = 1024
+# Packets wait in memory until their stream has an entry in the batch, is closed, or its buffer
+# passes PCAP_BUFFER_PER_STREAM; if all buffers together pass PCAP_BUFFER_TOTAL, every buffer is
+# written out. Buffering turns a packet into a list append instead of an open/write/close.
+PCAP_BUFFER_PER_STREAM = 256 << 10
+PCAP_BUFFER_TOTAL = 64 << 20
+# The newest entries' bytes, as written, so live followers do not read back a file that was
+# written a moment ago. Oldest dropped first past either bound; entries retention deletes are
+# dropped at once, so the cache never serves what the disk no longer has.
+RECENT_ENTRIES_MAX = 4096
+RECENT_BYTES_MAX = 8 << 20
+# Once usage passes the limit, oldest streams are deleted until it is under 90% of it, so
+# retention runs in bursts instead of on every write.
+RETENTION_TARGET = 0.9
+# Past the limit, a write deletes as many streams as needed to get back under it at once; the
+# rest of the way to the target goes at most this many streams per write, so deleting a few
+# hundred MB of small files never stalls the event loop in one go.
+RETENTION_STREAMS_PER_WRITE = 512
+# Lines read from the journal at a time by `read_after` when skipping deleted entries.
+_READ_CHUNK_LINES = 1024
+
+_STATE_RESERVATION = "stream-reservation"
+_STATE_LOCK = "lock"
+_TMP_ENTRY = "entry.tmp"
+_SUBDIRS = ("entries", "pcaps", "journal", "state", "tmp")
+_SORT_KEYS = orjson.OPT_SORT_KEYS
+_SECOND_NS = 1_000_000_000
+_SEQ_SHIFT = 30  # indexes are < 10**9 < 2**30 (names.py)
+_INDEX_MASK = (1 << _SEQ_SHIFT) - 1
+
+
+class StoreOutput(Protocol):
+    """What `write()` consumes: capture.pipeline.Output has this shape (duck typing, so the store
+    does not import the pipeline)."""
+
+    @property
+    def entries(self) -> Sequence[Mapping[str, Any]]: ...
+
+    @property
+    def packets(self) -> Sequence[tuple[int, int, int, bytes]]: ...
+
+    @property
+    def closed_streams(self) -> Sequence[int]: ...
+
+
+class StoreError(Exception):
+    """The data directory cannot be used (startup) or the store was used after close()."""
+
+
+class StoreLockedError(StoreError):
+    """Another process has this data directory open."""
+
+
+class _Stream:
+    """What the store knows of one connection: its files on disk and its pending packets."""
+
+    __slots__ = (
+        "buf",
+        "buf_bytes",
+        "buf_packets",
+        "closed",
+        "entries",
+        "entry_usage",
+        "linktype",
+        "pcap_size",
+    )
+
+    def __init__(self, closed: bool) -> None:
+        self.buf: list[bytes] | None = None  # record headers and frames not yet written
+        self.buf_bytes = 0
+        self.buf_packets = 0
+        self.closed = closed
+        self.entry_usage = 0  # disk usage of its entry files
+        # Its entry files on disk, each as one int `seq << _SEQ_SHIFT | index` (one small object
+        # per entry instead of two; seq 0: found on disk at startup, seq not read).
+        self.entries: list[int] = []
+        self.linktype: int | None = None
+        self.pcap_size = 0  # bytes in its pcap file (0: no file)
+
+
+# An entry ready to be written: (its stream, stream number, index, entryFile, JSON bytes).
+_Pending = tuple[_Stream, int, int, str, bytes]
+
+
+class Store:
+    """Entry files, per-connection pcaps and the journal under one data directory."""
+
+    def __init__(
+        self, data_dir: str | os.PathLike[str], storage_limit: int = DEFAULT_STORAGE_LIMIT
+    ) -> None:
+        if storage_limit <= 0:
+            raise ValueError(f"storage_limit must be positive, not {storage_limit}")
+        self.data_dir = Path(data_dir).absolute()
+        self.storage_limit = int(storage_limit)
+        self._closed = True  # until fully open: close() then has nothing to undo
+        self._fds: list[int] = []
+        try:
+            for sub in _SUBDIRS:
+                (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+            self._lock_fd = self._lock()
+            self._fds.append(self._lock_fd)
+            self._entries_fd = self._open_dir("entries")
+            self._pcaps_fd = self._open_dir("pcaps")
+            self._journal_fd = self._open_dir("journal")
+            self._state_fd = self._open_dir("state")
+            self._tmp_fd = self._open_dir("tmp")
+            for leftover in os.listdir(self._tmp_fd):
+                fileio.unlink_quietly(self._tmp_fd, leftover)
+            vfs = os.statvfs(self.data_dir)
+            self._block = min(max(vfs.f_frsize or vfs.f_bsize, 512), 1 << 16)
+            self._journal = Journal(self._journal_fd, self._block)
+            self._streams: dict[int, _Stream] = {}
+            # Journal segment → entries written since this start that are still on disk; a
+            # segment whose count reaches 0 (and that holds no legacy entry) can be deleted.
+            self._segment_live: dict[int, int] = {}
+            self._usage = self._journal.bytes_used
+            self._entries_on_disk = 0
+            self._scan()
+            self._next_stream = self._resume_counter()
+        except StoreError:
+            self._close_fds()
+            raise
+        except OSError as exc:
+            self._close_fds()
+            raise StoreError(
+                f"cannot use the data directory {self.data_dir}: {exc.strerror or exc}"
+            ) from exc
+        self._reserved = self._next_stream  # the first allocation reserves a block
+        self._closed = False
+        self._open_streams = 0
+        self._buffered = 0
+        self._recent: dict[int, tuple[int, bytes]] = {}  # seq → (stream, entry bytes)
+        self._recent_bytes = 0
+        # Every seq from here to last_seq is in _recent unless retention deleted it.
+        self._recent_low = self._journal.last_seq + 1
+        self._event: trio.Event | None = None
+        self._evicting = False
+        self._evict_order: list[int] = []
+        self._evict_pos = 0
+        self._logged_errnos: set[int] = set()
+        self._entries_written = 0
+        self._deleted_streams = 0
+        self._deleted_entries = 0
+        self._deleted_segments = 0
+        self._write_errors = 0
+        self._dropped_entries = 0
+        self._dropped_packets = 0
+        self._invalid_entries = 0
+        self._linktype_mismatch = 0
+        self._successes = 0  # files written; tells a recovery from a write with nothing to do
+        self._drop_old_segments()
+        if self._usage > self.storage_limit:
+            self._evict(budget=None)  # the limit was lowered since the last run
+
+    # -- opening -------------------------------------------------------------------------
+
+    def _open_dir(self, sub: str) -> int:
+        fd = fileio.open_dir(self.data_dir / sub)
+        self._fds.append(fd)
+        return fd
+
+    def _lock(self) -> int:
+        """One writer per data directory: a second worker would hand out the same stream numbers.
+
+        A POSIX record lock (lockf): it is released when the process dies, however it dies.
+        It is per process, so a second Store on the same directory in the same process is not
+        refused (tests reopen a store to simulate a restart).
+        """
+        path = self.data_dir / "state" / _STATE_LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreLockedError(
+                f"the data directory {self.data_dir} is in use by another kshark process "
+                f"(pid {holder}); give each worker its own --data-dir"
+            ) from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    def _scan(self) -> None:
+        """Account every file a previous run left, so retention and the counter know them."""
+        block = self._block
+        streams = self._streams
+        with os.scandir(self._pcaps_fd) as it:
+            for de in it:
+                stream = names.parse_pcap_file(de.name)
+                if stream is None:
+                    continue
+                size = de.stat(follow_symlinks=False).st_size
+                if size < pcapfile.GLOBAL_HEADER_SIZE:
+                    # A failed first write that could not even be cut back: not a pcap.
+                    fileio.unlink_quietly(self._pcaps_fd, de.name)
+                    continue
+                st = streams.get(stream)
+                if st is None:
+                    st = streams[stream] = _Stream(closed=True)
+                st.pcap_size = size
+                self._usage += fileio.disk_usage(size, block)
+        with os.scandir(self._entries_fd) as it:
+            for de in it:
+                parsed = names.parse_entry_file(de.name)
+                if parsed is None:
+                    continue
+                stream, index = parsed
+                size = de.stat(follow_symlinks=False).st_size
+                st = streams.get(stream)
+                if st is None:
+                    st = streams[stream] = _Stream(closed=True)
+                st.entries.append(index)  # seq unknown (0): not worth reading the journal
+                st.entry_usage += fileio.disk_usage(size, block)
+                self._usage += fileio.disk_usage(size, block)
+                self._entries_on_disk += 1
+        for st in streams.values():
+            st.entries.sort()
+        # Entries from before this start pin every journal segment that existed then, until
+        # retention has deleted them all (they are the oldest, so they go first).
+        self._legacy_entries = self._entries_on_disk
+        self._legacy_last_segment = self._journal.current_segment
+
+    def _resume_counter(self) -> int:
+        """Past every number reserved, on disk, or named by the newest journal line."""
+        candidates = [1]
+        data = fileio.read_all(self._state_fd, _STATE_RESERVATION)
+        if data is not None:
+            try:
+                candidates.append(int(data))
+            except ValueError:
+                log.warning("state/%s is not a number (%r); ignoring it", _STATE_RESERVATION, data)
+        if self._streams:
+            candidates.append(max(self._streams) + 1)
+        if self._journal.last_name:
+            stream = names.parse_entry_file_bytes(self._journal.last_name)
+            if stream is not None:
+                candidates.append(stream + 1)
+        return max(candidates)
+
+    # -- the stream counter --------------------------------------------------------------
+
+    def allocate_stream(self) -> int:
+        """The next stream number (from 1; never 0, which the pipeline reads as "none yet")."""
+        self._check_open()
+        n = self._next_stream
+        if n > names.MAX_STREAM:
+            raise StoreError("stream numbers exhausted (12 digits)")
+        if n >= self._reserved:
+            self._reserve(n + RESERVATION_BLOCK)
+        self._next_stream = n + 1
+        return n
+
+    def _reserve(self, mark: int) -> bool:
+        try:
+            fileio.replace_durably(self._state_fd, _STATE_RESERVATION, b"%d\n" % mark)
+        except OSError as exc:
+            # Keep handing out numbers: the ones that reach disk are found again by the scan at
+            # the next start. The reservation is retried at the next allocation.
+            self._write_failed("stream reservation", f"state/{_STATE_RESERVATION}", exc)
+            return False
+        self._reserved = mark
+        return True
+
+    # -- writing -------------------------------------------------------------------------
+
+    def write(self, out: StoreOutput) -> None:
+        """Store one pipeline batch: packets, closed streams, entries; then apply retention."""
+        self._check_open()
+        errors_before = self._write_errors
+        successes_before = self._successes
+        streams = self._streams
+        to_flush: set[int] = set()
+
+        if out.packets:
+            pack = pcapfile.RECORD_HEADER.pack
+            snaplen = pcapfile.SNAPLEN
+            per_stream = PCAP_BUFFER_PER_STREAM
+            total = self._buffered
+            for stream, ts_ns, linktype, frame in out.packets:
+                st = streams.get(stream)
+                if st is None:
+                    st = self._new_stream(stream)
+                    if st is None:
+                        self._dropped_packets += 1
+                        continue
+                if st.linktype != linktype and not self._adopt_linktype(stream, st, linktype):
+                    continue
+                buf = st.buf
+                if buf is None:
+                    buf = st.buf = []
+                orig = len(frame)
+                if orig > snaplen:
+                    frame = frame[:snaplen]
+                sec, nsec = divmod(ts_ns, _SECOND_NS)
+                buf.append(pack(sec, nsec, len(frame), orig))
+                buf.append(frame)
+                size = pcapfile.RECORD_HEADER_SIZE + len(frame)
+                st.buf_bytes += size
+                st.buf_packets += 1
+                total += size
+                if st.buf_bytes > per_stream:
+                    to_flush.add(stream)
+            self._buffered = total
+
+        for stream in out.closed_streams:
+            st = streams.get(stream)
+            if st is not None and not st.closed:
+                st.closed = True
+                self._open_streams -= 1
+                if st.buf:
+                    to_flush.add(stream)
+
+        pending: list[_Pending] = []
+        if out.entries:
+            batch_names: set[str] = set()
+            for entry in out.entries:
+                rec = self._prepare_entry(entry, batch_names)
+                if rec is not None:
+                    pending.append(rec)
+                    if rec[0].buf:
+                        to_flush.add(rec[1])
+
+        if self._buffered > PCAP_BUFFER_TOTAL:
+            to_flush.update(n for n, st in streams.items() if st.buf)
+        for stream in to_flush:
+            self._flush_stream(stream, streams[stream])
+
+        if pending:
+            self._write_entries(pending)
+
+        for stream in out.closed_streams:
+            st = streams.get(stream)
+            if st is not None and st.closed and not (st.pcap_size or st.entries or st.buf):
+                del streams[stream]  # nothing of it reached the disk (write errors)
+
+        if self._usage > self.storage_limit or self._evicting:
+            self._evict(budget=RETENTION_STREAMS_PER_WRITE)
+        if (
+            self._logged_errnos
+            and self._write_errors == errors_before
+            and self._successes > successes_before
+        ):
+            log.warning(
+                "store writes under %s succeed again (%d write errors so far: %d entries and "
+                "%d packets dropped)",
+                self.data_dir,
+                self._write_errors,
+                self._dropped_entries,
+                self._dropped_packets,
+            )
+            self._logged_errnos.clear()
+
+    def _new_stream(self, stream: int) -> _Stream | None:
+        if isinstance(stream, bool) or not isinstance(stream, int):
+            return None
+        if not 0 <= stream <= names.MAX_STREAM:
+            return None
+        if stream >= self._next_stream:
+            # A number this store did not hand out: move the counter past it so it is never
+            # handed out later.
+            self._next_stream = stream + 1
+        st = self._streams[stream] = _Stream(closed=False)
+        self._open_streams += 1
+        return st
+
+    def _adopt_linktype(self, stream: int, st: _Stream, linktype: int) -> bool:
+        """A pcap has one link type, the first packet's; a packet of another is dropped."""
+        if st.linktype is None:
+            if st.pcap_size == 0:
+                st.linktype = linktype
+                return True
+            head = fileio.read_all(self._pcaps_fd, names.stream_name(stream)) or b""
+            st.linktype = pcapfile.linktype_of_header(head[: pcapfile.GLOBAL_HEADER_SIZE])
+            if st.linktype == linktype:
+                return True
+        self._linktype_mismatch += 1
+        self._dropped_packets += 1
+        return False
+
+    def _prepare_entry(self, entry: Mapping[str, Any], batch_names: set[str]) -> _Pending | None:
+        name = entry.get("entryFile")
+        parsed = names.parse_entry_file(name) if isinstance(name, str) else None
+        if parsed is None:
+            self._invalid_entry(f"entryFile {name!r} is not a valid entry file name")
+            return None
+        assert isinstance(name, str)
+        stream, index = parsed
+        try:
+            data = orjson.dumps(entry, option=_SORT_KEYS)
+        except orjson.JSONEncodeError as exc:
+            self._invalid_entry(f"{name}: cannot be serialised ({exc})")
+            return None
+        st = self._streams.get(stream)
+        if st is None:
+            st = self._new_stream(stream)
+            assert st is not None  # the name's 12 digits are always a valid number
+        done = st.entries
+        if name in batch_names or (
+            done
+            and index <= (done[-1] & _INDEX_MASK)
+            and any(e & _INDEX_MASK == index for e in done)
+        ):
+            self._invalid_entry(f"{name} was already written; the duplicate is dropped")
+            return None
+        batch_names.add(name)
+        return st, stream, index, name, data
+
+    def _invalid_entry(self, why: str) -> None:
+        self._invalid_entries += 1
+        if self._invalid_entries == 1 or self._invalid_entries % 10000 == 0:
+            log.error("entry not stored (%d so far): %s", self._invalid_entries, why)
+
+    def _flush_stream(self, stream: int, st: _Stream) -> None:
+        buf = st.buf
+        if not buf:
+            return
+        size = st.pcap_size
+        data = b"".join(buf)
+        if size == 0:
+            assert st.linktype is not None
+            data = pcapfile.global_header(st.linktype) + data
+        name = names.stream_name(stream)
+        try:
+            fileio.append(self._pcaps_fd, name, data, size)
+        except OSError as exc:
+            if size == 0:
+                fileio.unlink_quietly(self._pcaps_fd, name)
+            self._write_failed("pcap", name, exc)
+            self._dropped_packets += st.buf_packets
+        else:
+            self._successes += 1
+            new = size + len(data)
+            block = self._block
+            self._usage += fileio.disk_usage(new, block) - fileio.disk_usage(size, block)
+            st.pcap_size = new
+        self._buffered -= st.buf_bytes
+        st.buf = None
+        st.buf_bytes = 0
+        st.buf_packets = 0
+
+    def _write_entries(self, pending: list[_Pending]) -> None:
+        tmp_fd = self._tmp_fd
+        entries_fd = self._entries_fd
+        written: list[_Pending] = []
+        for rec in pending:
+            try:
+                fileio.replace_atomically(tmp_fd, _TMP_ENTRY, entries_fd, rec[3], rec[4])
+            except OSError as exc:
+                self._write_failed("entry file", rec[3], exc)
+                self._dropped_entries += 1
+                continue
+            written.append(rec)
+        if not written:
+            return
+        done, delta, error = self._journal.append([rec[3].encode() for rec in written])
+        self._usage += delta
+        if error is not None:
+            self._write_failed("journal", "journal/", error)
+            for rec in written[done:]:
+                # Not announced, so never seen: remove it rather than leave an entry that only
+                # /item could find.
+                fileio.unlink_quietly(entries_fd, rec[3])
+                self._dropped_entries += 1
+        if not done:
+            return
+        self._successes += 1
+        block = self._block
+        recent = self._recent
+        live = self._segment_live
+        seq = self._journal.last_seq - done + 1
+        added = 0
+        for st, stream, index, _, data in written[:done]:
+            usage = fileio.disk_usage(len(data), block)
+            st.entry_usage += usage
+            self._usage += usage
+            st.entries.append(seq << _SEQ_SHIFT | index)
+            segment = segment_of(seq)
+            live[segment] = live.get(segment, 0) + 1
+            recent[seq] = (stream, data)
+            added += len(data)
+            seq += 1
+        self._recent_bytes += added
+        self._trim_recent()
+        self._entries_written += done
+        self._entries_on_disk += done
+        if self._event is not None:
+            event, self._event = self._event, None
+            event.set()
+
+    def _trim_recent(self) -> None:
+        recent = self._recent
+        while recent and (
+            len(recent) > RECENT_ENTRIES_MAX or self._recent_bytes > RECENT_BYTES_MAX
+        ):
+            seq = next(iter(recent))
+            self._recent_bytes -= len(recent.pop(seq)[1])
+            self._recent_low = seq + 1
+
+    def _write_failed(self, what: str, name: str, exc: OSError) -> None:
+        """Count it; say it once per errno until writes succeed again."""
+        self._write_errors += 1
+        code = exc.errno or 0
+        if code in self._logged_errnos:
+            return
+        self._logged_errnos.add(code)
+        if code == errno.ENOSPC:
+            hint = (
+                f"The disk is full: free space on it, or lower --storage-limit (now "
+                f"{self.storage_limit} bytes; the store holds {self._usage})."
+            )
+        elif code == errno.EDQUOT:
+            hint = "The disk quota is exhausted: raise it, or lower --storage-limit."
+        elif code == errno.EIO:
+            hint = "The disk reports an I/O error: check the device."
+        elif code == errno.EROFS:
+            hint = "The filesystem is read-only."
+        else:
+            hint = ""
+        log.error(
+            "cannot write the %s %s under %s: %s [%s]. %s The worker keeps running; what cannot "
+            "be written is dropped and counted (write_errors, dropped_entries, dropped_packets) "
+            "and every later write tries again.",
+            what,
+            name,
+            self.data_dir,
+            exc.strerror or exc,
+            errno.errorcode.get(code, str(code)),
+            hint,
+        )
+
+    def flush(self) -> None:
+        """Write every buffered packet to its pcap."""
+        self._check_open()
+        for stream, st in list(self._streams.items()):
+            if st.buf:
+                self._flush_stream(stream, st)
+
+    # -- retention -----------------------------------------------------------------------
+
+    def _evict(self, budget: int | None) -> None:
+        """Delete the oldest streams' files until usage is under RETENTION_TARGET of the limit.
+
+        Oldest = lowest stream number (numbers are handed out in the order connections are
+        first seen as HTTP). Closed connections go first; a connection still open goes only
+        when every closed one is gone (its pcap then restarts with the packets that follow).
+        """
+        limit = self.storage_limit
+        target = int(limit * RETENTION_TARGET)
+        if not self._evicting:
+            if self._usage <= limit:
+                return
+            self._evicting = True
+            self._evict_order = self._eviction_order()
+            self._evict_pos = 0
+        deleted: set[int] = set()
+        recomputed = False
+        spent = 0
+        while self._usage > target:
+            if budget is not None and spent >= budget and self._usage <= limit:
+                break
+            if self._evict_pos >= len(self._evict_order):
+                if recomputed:
+                    break  # nothing left that can be deleted
+                recomputed = True
+                self._evict_order = self._eviction_order()
+                self._evict_pos = 0
+                if not self._evict_order:
+                    break
+            stream = self._evict_order[self._evict_pos]
+            self._evict_pos += 1
+            st = self._streams.get(stream)
+            if st is None or not (st.pcap_size or st.entries):
+                continue
+            self._delete_stream(stream, st)
+            deleted.add(stream)
+            spent += 1
+        if self._usage <= target or (recomputed and self._evict_pos >= len(self._evict_order)):
+            self._evicting = False
+            self._evict_order = []
+        if deleted:
+            self._forget_recent(deleted)
+            self._drop_old_segments()
+
+    def _eviction_order(self) -> list[int]:
+        closed: list[int] = []
+        still_open: list[int] = []
+        for stream, st in self._streams.items():
+            if st.pcap_size or st.entries:
+                (closed if st.closed else still_open).append(stream)
+        closed.sort()
+        still_open.sort()
+        return closed + still_open
+
+    def _delete_stream(self, stream: int, st: _Stream) -> None:
+        block = self._block
+        if st.pcap_size:
+            name = names.stream_name(stream)
+            error = fileio.remove(self._pcaps_fd, name)
+            if error is None:
+                self._usage -= fileio.disk_usage(st.pcap_size, block)
+                st.pcap_size = 0
+            else:
+                self._write_failed("pcap (deleting)", name, error)
+        kept: list[int] = []
+        live = self._segment_live
+        for packed in st.entries:
+            name = names.entry_file_name(stream, packed & _INDEX_MASK)
+            error = fileio.remove(self._entries_fd, name)
+            if error is not None:
+                self._write_failed("entry file (deleting)", name, error)
+                kept.append(packed)
+                continue
+            self._deleted_entries += 1
+            self._entries_on_disk -= 1
+            seq = packed >> _SEQ_SHIFT
+            if seq:
+                live[segment_of(seq)] -= 1
+            else:
+                self._legacy_entries -= 1
+        if not kept:
+            self._usage -= st.entry_usage
+            st.entry_usage = 0
+        st.entries = kept
+        self._deleted_streams += 1
+        if st.closed and not kept and not st.pcap_size and not st.buf:
+            del self._streams[stream]
+
+    def _drop_old_segments(self) -> None:
+        """Delete the journal segments none of whose entries is still on disk (never the one
+        being appended to): their lines can only say "missed", which seq arithmetic says too."""
+        journal = self._journal
+        live = self._segment_live
+        for segment in journal.segments:
+            if segment >= journal.current_segment:
+                break
+            if live.get(segment, 0) or (
+                self._legacy_entries and segment <= self._legacy_last_segment
+            ):
+                continue
+            freed = journal.delete_segment(segment)
+            if freed is not None:
+                live.pop(segment, None)
+                self._usage -= freed
+                self._deleted_segments += 1
+
+    def _forget_recent(self, deleted: set[int]) -> None:
+        recent = self._recent
+        gone = [seq for seq, (stream, _) in recent.items() if stream in deleted]
+        for seq in gone:
+            self._recent_bytes -= len(recent.pop(seq)[1])
+
+    # -- reading -------------------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the newest entry (0: none yet). Seqs start at 1 and only grow."""
+        return self._journal.last_seq
+
+    def read_after(self, seq: int, max_items: int) -> tuple[list[tuple[int, bytes]], int]:
+        """Entries after `seq` in write order: ([(seq, entry JSON bytes)], missed).
+
+        `missed` counts entries in the range walked whose files retention deleted; they are
+        not returned. Items and missed together cover seq + 1 … seq + len(items) + missed
+        exactly, so the caller's next cursor is `seq + len(items) + missed` (≥ the last item's
+        seq). At most `max_items` items; any number of missed entries may be skipped.
+        """
+        self._check_open()
+        items: list[tuple[int, bytes]] = []
+        missed = 0
+        if max_items <= 0:
+            return items, missed
+        last = self._journal.last_seq
+        s = max(seq, 0) + 1
+        recent_low = self._recent_low
+        streams = self._streams
+        entries_fd = self._entries_fd
+        while s <= last and len(items) < max_items:
+            if s >= recent_low:
+                recent = self._recent
+                while s <= last and len(items) < max_items:
+                    hit = recent.get(s)
+                    if hit is None:
+                        missed += 1
+                    else:
+                        items.append((s, hit[1]))
+                    s += 1
+                break
+            want = min(max(max_items - len(items), _READ_CHUNK_LINES), recent_low - s)
+            batch = self._journal.read_names(s, want)
+            if batch is None:  # the whole journal segment is gone: so are its entries
+                end = min(segment_end(s), recent_low - 1)
+                missed += end - s + 1
+                s = end + 1
+                continue
+            if not batch:
+                break
+            for name in batch:
+                if len(items) >= max_items:
+                    break
+                data = None
+                if name:
+                    stream = names.parse_entry_file_bytes(name)
+                    if stream is not None and stream in streams:
+                        data = fileio.read_all(entries_fd, name)
+                if data is None:
+                    missed += 1
+                else:
+                    items.append((s, data))
+                s += 1
+        return items, missed
+
+    def seq_of_id(self, entry_id_or_file: str) -> int | None:
+        """The seq of an entry named by a full id, a short id or an entryFile (see names.py);
+        None if the journal has no such entry. Works for entries retention deleted as long as
+        their journal segment is still on disk, so an old cursor still resumes in place."""
+        self._check_open()
+        name = names.entry_file_from_id(entry_id_or_file)
+        if name is None:
+            return None
+        stream, index = int(name[:12]), int(name[name.index("-") + 1 : name.index("_entry")])
+        st = self._streams.get(stream)
+        if st is not None:
+            for packed in st.entries:
+                if packed & _INDEX_MASK == index and packed >> _SEQ_SHIFT:
+                    return packed >> _SEQ_SHIFT
+        # Deleted, from before this start, or unknown: the journal, oldest segment first
+        # (deleted entries are the oldest).
+        return self._journal.find(name.encode(), self._journal.first_segment)
+
+    def entry_bytes(self, stream: int, index: int) -> bytes | None:
+        """One entry's JSON as stored, or None (unknown, invalid numbers, or deleted)."""
+        self._check_open()
+        number = names.parse_stream(stream)
+        if number is None or not names.valid_index(index):
+            return None
+        return fileio.read_all(self._entries_fd, names.entry_file_name(number, index))
+
+    def pcap_path(self, stream: int | str) -> Path | None:
+        """The path of a connection's pcap inside the data directory, or None if it has none.
+
+        Takes the number or its text (`"000000000007.pcap"`, `"7"`). Buffered packets of that
+        stream are written first, so the file holds every packet received so far.
+        """
+        self._check_open()
+        number = names.parse_stream(stream)
+        if number is None:
+            return None
+        st = self._streams.get(number)
+        if st is not None and st.buf:
+            self._flush_stream(number, st)
+        name = names.stream_name(number)
+        try:
+            mode = os.stat(name, dir_fd=self._pcaps_fd, follow_symlinks=False).st_mode
+        except OSError:
+            return None
+        # Only a regular file the store wrote: a symlink planted there could point anywhere.
+        return self.data_dir / "pcaps" / name if stat.S_ISREG(mode) else None
+
+    async def wait_for_seq(self, seq: int) -> None:
+        """Return once last_seq > seq (woken by write(); always a Trio checkpoint)."""
+        if self._journal.last_seq > seq:
+            await trio.lowlevel.checkpoint()
+            return
+        while self._journal.last_seq <= seq:
+            if self._event is None:
+                self._event = trio.Event()
+            await self._event.wait()
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return {
+            "entries_written": self._entries_written,
+            "entries_on_disk": self._entries_on_disk,
+            "last_seq": self._journal.last_seq,
+            "streams": len(self._streams),
+            "open_streams": self._open_streams,
+            "next_stream": self._next_stream,
+            "bytes_used": self._usage,
+            "storage_limit": self.storage_limit,
+            "deleted_streams": self._deleted_streams,
+            "deleted_entries": self._deleted_entries,
+            "deleted_journal_segments": self._deleted_segments,
+            "journal_segments": len(self._journal.segments),
+            "write_errors": self._write_errors,
+            "dropped_entries": self._dropped_entries,
+            "dropped_packets": self._dropped_packets,
+            "invalid_entries": self._invalid_entries,
+            "pcap_linktype_mismatch": self._linktype_mismatch,
+            "pcap_buffered_bytes": self._buffered,
+        }
+
+    # -- closing -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Write buffered packets, record the exact counter (a clean restart skips no number),
+        release the directory. Idempotent."""
+        if self._closed:
+            return
+        self.flush()
+        if self._next_stream < self._reserved:
+            self._reserve(self._next_stream)
+        self._journal.close()
+        self._closed = True
+        self._close_fds()
+
+    def _close_fds(self) -> None:
+        for fd in self._fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds = []
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"the store of {self.data_dir} is closed")
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.data_dir)!r}, last_seq={self.last_seq}, bytes={self._usage})"
