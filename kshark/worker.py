@@ -9,6 +9,7 @@ checkpoint or a memory-channel hop per packet costs more than the whole packet's
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -214,7 +215,7 @@ async def run_worker(cfg: WorkerConfig, *, task_status: Any = trio.TASK_STATUS_I
                 lambda: worker_box[0].store,
                 stats_provider=lambda: worker_box[0].stats() if worker_box else {},
             )
-            port = await nursery.start(serve, app, cfg.host, cfg.port, token=cfg.token)
+            port = await nursery.start(functools.partial(serve, app, cfg.host, cfg.port, token=cfg.token))
         worker = Worker(cfg, port)
         worker_box.append(worker)
         capture: LiveCapture | None = None
@@ -236,6 +237,8 @@ async def run_worker(cfg: WorkerConfig, *, task_status: Any = trio.TASK_STATUS_I
                 await _live(worker, capture)
             if cfg.once:
                 nursery.cancel_scope.cancel()
+            else:
+                await trio.sleep_forever()  # replay done: keep serving what it stored
         finally:
             # Synchronous on purpose: cancellation cannot interrupt the final flush.
             if capture is not None:
