@@ -1,0 +1,735 @@
+"""KFL AST → one generated Python function per query.
+
+Why generated source: a KFL filter runs once per entry per subscriber, so it must cost about
+what a hand-written ``entry["response"]["status"] == 500`` costs. A tree of closures pays a call
+per node; a generated function inlines selector chains (``e[k0][k1]`` inside one ``try``) and
+literal comparisons (``v == k2 if type(v) is int else <slow path>``), and calls
+:mod:`kshark.kfl.values` only off the fast path.
+
+Why it is safe: no text from the query ever reaches the generated source. Every key, literal,
+regex and list is passed to the factory as an argument (``k0``, ``k1``, …, closure cells); the
+source is made only of this module's own fragments and of names it numbers itself. A test
+(tests/kfl/test_kfl_codegen.py) checks this with hostile keys, strings and regexes.
+
+Purity: compiling reads no clock unless the query uses ``now()``, ``seconds()`` … ``years()``;
+then it reads it exactly once (``time.time_ns()``), unless ``now_ms`` was given.
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar
+
+from . import values
+from .ast import (
+    And,
+    Call,
+    Compare,
+    Decode,
+    Descend,
+    Expr,
+    In,
+    Index,
+    Key,
+    ListLit,
+    Literal,
+    Method,
+    Neg,
+    Not,
+    Or,
+    Regex,
+    Select,
+    Step,
+    Wild,
+)
+from .decoders import decode_json, decode_xml, xml_leaf
+from .errors import KflError
+from .helpers import DATETIME_EXAMPLE, FUNCTIONS, METHODS, UNIT_MS, parse_datetime
+from .macros import BUILTIN_MACROS, MAX_MACRO_DEPTH
+from .parser import compile_regex, parse
+from .redact import PathError, RedactPath
+from .walk import Op, walk
+
+
+class _Unset:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+_UNSET: Final = _Unset()
+
+# What generated code may call: module-level helpers, reached as globals of the generated module.
+_RUNTIME: Final[dict[str, Any]] = {
+    "_M": values.MISSING,
+    "_U": _UNSET,
+    "_eq": values.eq,
+    "_ne": values.ne,
+    "_eq_str": values.eq_str,
+    "_ne_str": values.ne_str,
+    "_eq_num": values.eq_num,
+    "_ne_num": values.ne_num,
+    "_eq_nil": values.eq_nil,
+    "_ne_nil": values.ne_nil,
+    "_lt": values.lt,
+    "_le": values.le,
+    "_gt": values.gt,
+    "_ge": values.ge,
+    "_re_any": values.re_any,
+    "_re_none": values.re_none,
+    "_truthy": values.truthy,
+    "_str_pred": values.str_pred,
+    "_str_pred_dyn": values.str_pred_dyn,
+    "_size": values.size,
+    "_neg": values.neg,
+    "_in_items": values.in_items,
+    "_in_value": values.in_value,
+    "_hdr": values.header,
+    "_walk": walk,
+    "_dj": decode_json,
+    "_dx": decode_xml,
+    "_xleaf": xml_leaf,
+}
+_ORDER_FN: Final = {"<": "_lt", "<=": "_le", ">": "_gt", ">=": "_ge"}
+_FLIP: Final = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+# The operator text that goes into generated source comes from this table, never from the query.
+_PY_OP: Final = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+_STR_TESTS: Final[dict[str, Callable[[str, str], bool]]] = {
+    "startsWith": str.startswith,
+    "endsWith": str.endswith,
+    "contains": values.contains,
+}
+_STR_INLINE: Final = {
+    "startsWith": "{a}.startswith({k})",
+    "endsWith": "{a}.endswith({k})",
+    "contains": "({k} in {a})",
+}
+# Python refuses more than 100 indentation levels; stay well clear once macros are expanded.
+_MAX_INDENT: Final = 90
+
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class _K:
+    """A value known at compile time."""
+
+    value: Any
+
+
+def _header_fold_at(base: Expr | None, steps: tuple[Step, ...]) -> int:
+    """The step naming a header under request/response.headers (case-insensitive), or -1."""
+    if (
+        base is None
+        and len(steps) >= 3
+        and steps[0] in (Key("request"), Key("response"))
+        and steps[1] == Key("headers")
+        and isinstance(steps[2], Key)
+    ):
+        return 2
+    return -1
+
+
+def _is_headers_object(node: Expr) -> bool:
+    return (
+        isinstance(node, Select)
+        and node.base is None
+        and node.steps in ((Key("request"), Key("headers")), (Key("response"), Key("headers")))
+    )
+
+
+def _ops(steps: tuple[Step, ...], fold_at: int, offset: int, xml: bool) -> tuple[list[Op], bool]:
+    """Selector steps → walk ops (see kshark.kfl.walk); returns the ops and the XML mode after."""
+    ops: list[Op] = []
+    for i, st in enumerate(steps, offset):
+        if isinstance(st, Key):
+            ops.append(("h", (st.name, st.name.lower())) if i == fold_at else ("k", st.name))
+        elif isinstance(st, Index):
+            ops.append(("i", st.index))
+        elif isinstance(st, Wild):
+            ops.append(("w", None))
+        elif isinstance(st, Descend):
+            ops.append(("d", st.name))
+        else:
+            if xml:
+                ops.append(("L", None))
+            ops.append(("j" if st.kind == "json" else "x", None))
+            xml = st.kind == "xml"
+    return ops, xml
+
+
+def _suggest(name: str, known: frozenset[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    if not close:
+        lowered = [k for k in known if k.lower() == name.lower()]
+        close = lowered[:1]
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def _plural(n: int) -> str:
+    return f"{n} argument" if n == 1 else f"{n} arguments"
+
+
+@dataclass
+class Compiled:
+    """What compiling one query yields (wrapped by kshark.kfl.query.Query)."""
+
+    match: Callable[[Mapping[str, Any]], bool]
+    limit: int | None
+    redactions: tuple[RedactPath, ...]
+    source: str
+    now_ms: int | None
+
+
+@dataclass
+class _Gen:
+    """Code generation state for one query: emitted lines, constants, temporaries, findings."""
+
+    macros: Mapping[str, str]
+    now_ms: int | None
+    lines: list[str] = field(default_factory=list)
+    consts: list[Any] = field(default_factory=list)
+    const_ids: dict[Any, str] = field(default_factory=dict)
+    ntmp: int = 0
+    lazy: dict[tuple[Step, ...], str] = field(default_factory=dict)
+    shared_decodes: set[tuple[Step, ...]] = field(default_factory=set)
+    expanding: list[str] = field(default_factory=list)
+    macro_asts: dict[str, Expr] = field(default_factory=dict)
+    limit: int | None = None
+    redactions: list[RedactPath] = field(default_factory=list)
+    clock_used: bool = False
+
+    # --- emission ------------------------------------------------------------------------------
+
+    def emit(self, ind: int, text: str) -> None:
+        self.lines.append("    " * ind + text)
+
+    def tmp(self, prefix: str = "v") -> str:
+        self.ntmp += 1
+        return f"{prefix}{self.ntmp}"
+
+    def const(self, value: Any) -> str:
+        """The closure name holding ``value`` (shared between equal scalar constants)."""
+        try:
+            key: Any = (type(value), value) if type(value) in (str, int, float) else id(value)
+            hash(key)
+        except TypeError:
+            key = id(value)
+        name = self.const_ids.get(key)
+        if name is None:
+            name = f"k{len(self.consts)}"
+            self.consts.append(value)
+            self.const_ids[key] = name
+        return name
+
+    def now(self) -> int:
+        self.clock_used = True
+        if self.now_ms is None:
+            self.now_ms = time.time_ns() // 1_000_000  # the one documented clock read
+        return self.now_ms
+
+    def root(self, node: Expr, ind: int) -> None:
+        """The function body: a top-level and/or returns as soon as its outcome is known."""
+        if isinstance(node, And | Or):
+            early = (
+                ("if not {}:", "return False")
+                if isinstance(node, And)
+                else ("if {}:", "return True")
+            )
+            for op in node.operands[:-1]:
+                self.emit(ind, early[0].format(self.pred(op, ind)))
+                self.emit(ind + 1, early[1])
+            node = node.operands[-1]
+        self.emit(ind, f"return {self.pred(node, ind)}")
+
+    # --- predicates: return a side-effect-free Python expression that is a bool ---------------
+
+    def pred(self, node: Expr, ind: int) -> str:
+        if ind > _MAX_INDENT:
+            raise KflError(node.line, node.column, "the query nests too deeply")
+        if isinstance(node, And | Or):
+            r = self.tmp("r")
+            self.emit(ind, f"{r} = {self.pred(node.operands[0], ind)}")
+            test = f"if {r}:" if isinstance(node, And) else f"if not {r}:"
+            for op in node.operands[1:]:
+                self.emit(ind, test)
+                self.emit(ind + 1, f"{r} = {self.pred(op, ind + 1)}")
+            return r
+        if isinstance(node, Not):
+            return f"(not {self.pred(node.operand, ind)})"
+        if isinstance(node, Compare):
+            return self.compare(node, ind)
+        if isinstance(node, In):
+            return self.in_(node, ind)
+        if isinstance(node, Method):
+            return self.method(node, ind)
+        if isinstance(node, Select) and self._is_macro(node):
+            return self.expand(node, ind, self.pred)
+        atom, known = self.value(node, ind)
+        if known is not None:
+            return "True" if values.truthy(known.value) else "False"
+        return f"({atom} if type({atom}) is bool else _truthy({atom}))"
+
+    # --- values: return (atom, known) where atom is a name or literal safe to repeat ----------
+
+    def value(self, node: Expr, ind: int) -> tuple[str, _K | None]:
+        if isinstance(node, Literal):
+            v = node.value
+            if v is None or type(v) is bool:
+                return repr(v), _K(v)  # None/True/False: Python keywords, not query text
+            return self.const(v), _K(v)
+        if isinstance(node, Regex):
+            raise KflError(
+                node.line,
+                node.column,
+                'a regex can only be compared (== or !=), listed after "in", or given to matches()',
+            )
+        if isinstance(node, ListLit):
+            raise KflError(node.line, node.column, 'a list is only allowed on the right of "in"')
+        if isinstance(node, Select):
+            if self._is_macro(node):
+                return self.expand(node, ind, self.value)
+            return self.select(node, ind), None
+        if isinstance(node, Call):
+            return self.call(node, ind)
+        if isinstance(node, Neg):
+            atom, known = self.value(node.operand, ind)
+            if known is not None:
+                v = values.neg(known.value)
+                if v is values.MISSING:
+                    raise KflError(node.line, node.column, "unary minus needs a number")
+                return self.const(v), _K(v)
+            t = self.tmp()
+            self.emit(ind, f"{t} = _neg({atom})")
+            return t, None
+        # A predicate used as a value: (a == 1) == true
+        expr = self.pred(node, ind)
+        t = self.tmp()
+        self.emit(ind, f"{t} = {expr}")
+        return t, None
+
+    # --- selectors ------------------------------------------------------------------------------
+
+    def select(self, node: Select, ind: int) -> str:
+        fold_at = _header_fold_at(node.base, node.steps)
+        steps = node.steps
+        start = 0
+        src = "e"
+        xml = False
+        if node.base is None:
+            # The longest decoded prefix used more than once is computed once per entry.
+            for i in range(len(steps) - 1, -1, -1):
+                if isinstance(steps[i], Decode) and steps[: i + 1] in self.shared_decodes:
+                    src = self.lazy_decode(steps[: i + 1], fold_at, ind)
+                    start = i + 1
+                    xml = steps[i].kind == "xml"  # type: ignore[union-attr]
+                    break
+        else:
+            src, _known = self.value(node.base, ind)
+        ops, xml = _ops(steps[start:], fold_at, start, xml)
+        if xml:
+            ops.append(("L", None))
+        target = self.tmp()
+        self.fetch(src, ops, target, ind)
+        return target
+
+    def lazy_decode(self, prefix: tuple[Step, ...], fold_at: int, ind: int) -> str:
+        var = self.lazy.get(prefix)
+        if var is None:
+            var = self.lazy[prefix] = self.tmp("d")
+        self.emit(ind, f"if {var} is _U:")
+        inner = Select(None, prefix, 0, 0)
+        self.shared_decodes.discard(prefix)  # the prefix's own fetch must not use itself
+        try:
+            got = self.select(inner, ind + 1)
+        finally:
+            self.shared_decodes.add(prefix)
+        self.emit(ind + 1, f"{var} = {got}")
+        return var
+
+    def fetch(self, src: str, ops: list[Op], target: str, ind: int) -> None:
+        stmts: list[str] = []
+        expr = src
+        for idx, (code, arg) in enumerate(ops):
+            if code == "k":
+                expr = f"{expr}[{self.const(arg)}]"
+                continue
+            if expr != target:
+                stmts.append(f"{target} = {expr}")
+                expr = target
+            if code == "h":
+                k, low = self.const(arg[0]), self.const(arg[1])
+                stmts.append(
+                    f"{target} = {target}[{k}] if {k} in {target} else _hdr({target}, {low})"
+                )
+            elif code == "i":
+                n = self.const(arg)
+                stmts.append(f"{target} = {target}[{n}] if type({target}) is list else _M")
+            elif code == "j":
+                stmts.append(f"{target} = _dj({target})")
+            elif code == "x":
+                stmts.append(f"{target} = _dx({target})")
+            elif code == "L":
+                stmts.append(f"{target} = _xleaf({target})")
+            else:  # "w" / "d": the rest applies to many values
+                stmts.append(f"{target} = _walk({target}, {self.const(tuple(ops[idx:]))})")
+                break
+        if expr != target:
+            stmts.append(f"{target} = {expr}")
+        self.emit(ind, "try:")
+        for s in stmts:
+            self.emit(ind + 1, s)
+        self.emit(ind, "except Exception:")
+        self.emit(ind + 1, f"{target} = _M")
+
+    # --- macros ---------------------------------------------------------------------------------
+
+    def _is_macro(self, node: Select) -> bool:
+        if not node.bare or node.base is not None:
+            return False
+        name = node.steps[0].name  # type: ignore[union-attr]
+        return name in self.macros and name not in self.expanding
+
+    def expand(self, node: Select, ind: int, how: Callable[[Expr, int], _T]) -> _T:
+        name: str = node.steps[0].name  # type: ignore[union-attr]
+        if len(self.expanding) >= MAX_MACRO_DEPTH:
+            raise KflError(node.line, node.column, f'macro "{name}" expands too deeply')
+        try:
+            tree = self.macro_asts.get(name)
+            if tree is None:
+                parsed = parse(self.macros[name])
+                if parsed is None:
+                    raise KflError(1, 1, "the expansion is empty")
+                tree = self.macro_asts[name] = parsed
+            self.expanding.append(name)
+            try:
+                return how(tree, ind)
+            finally:
+                self.expanding.pop()
+        except KflError as err:
+            if self.expanding:  # let the outermost macro use report it
+                raise
+            raise KflError(node.line, node.column, f'in macro "{name}": {err}') from None
+
+    # --- comparisons ----------------------------------------------------------------------------
+
+    def compare(self, node: Compare, ind: int) -> str:
+        op, left, right = node.op, node.left, node.right
+        if isinstance(left, Regex) and isinstance(right, Regex):
+            raise KflError(node.line, node.column, "cannot compare two regexes")
+        if isinstance(left, Regex):
+            left, right = right, left
+        if isinstance(right, Regex):
+            if op not in ("==", "!="):
+                raise KflError(
+                    right.line, right.column, "a regex can only be compared with == or !="
+                )
+            return self.regex_test(left, right.pattern.search, op == "!=", ind)
+        for side in (left, right):
+            if isinstance(side, ListLit):
+                raise KflError(
+                    side.line, side.column, 'a list is only allowed on the right of "in"'
+                )
+        a, ka = self.value(left, ind)
+        b, kb = self.value(right, ind)
+        if ka is not None and kb is not None:
+            fn = {"==": values.eq, "!=": values.ne}.get(op) or values.ORDER[op]
+            return "True" if fn(ka.value, kb.value) else "False"
+        if ka is not None:
+            a, b, kb, op = b, a, ka, _FLIP[op]
+        if kb is None:
+            fn_name = {"==": "_eq", "!=": "_ne"}.get(op) or _ORDER_FN[op]
+            return f"{fn_name}({a}, {b})"
+        k = kb.value
+        n = values.num(k)
+        if n is not None:  # a number, or a string that spells one: numeric compare
+            kn = self.const(n)
+            slow = {"==": "_eq_num", "!=": "_ne_num"}.get(op) or _ORDER_FN[op]
+            return f"(({a} {_PY_OP[op]} {kn}) if type({a}) is int else {slow}({a}, {kn}))"
+        if type(k) is str and op in ("==", "!="):
+            slow = "_eq_str" if op == "==" else "_ne_str"
+            return f"(({a} {_PY_OP[op]} {b}) if type({a}) is str else {slow}({a}, {b}))"
+        if k is None and op in ("==", "!="):
+            return f"{'_eq_nil' if op == '==' else '_ne_nil'}({a})"
+        fn_name = {"==": "_eq", "!=": "_ne"}.get(op) or _ORDER_FN[op]
+        return f"{fn_name}({a}, {b})"
+
+    def regex_test(
+        self, subject: Expr, search: Callable[[str], object], negate: bool, ind: int
+    ) -> str:
+        if isinstance(subject, ListLit):
+            raise KflError(
+                subject.line, subject.column, 'a list is only allowed on the right of "in"'
+            )
+        a, known = self.value(subject, ind)
+        if known is not None:
+            hit = values.re_any(search, known.value)
+            return "True" if hit != negate else "False"
+        s = self.const(search)
+        if negate:
+            return f"(({s}({a}) is None) if type({a}) is str else _re_none({s}, {a}))"
+        return f"(({s}({a}) is not None) if type({a}) is str else _re_any({s}, {a}))"
+
+    def in_(self, node: In, ind: int) -> str:
+        left, right = node.left, node.right
+        if isinstance(left, ListLit | Regex):
+            raise KflError(
+                left.line,
+                left.column,
+                f"a {'list' if isinstance(left, ListLit) else 'regex'} "
+                'cannot be on the left of "in"',
+            )
+        if isinstance(right, Regex | Literal):
+            raise KflError(
+                right.line,
+                right.column,
+                '"in" needs a list or a field on its right: x in ["a", "b"]',
+            )
+        a, known = self.value(left, ind)
+        if not isinstance(right, ListLit):
+            b, _ = self.value(right, ind)
+            fold = "True" if _is_headers_object(right) else "False"
+            return f"_in_value({a}, {b}, {fold})"
+        items: list[tuple[str, _K | None]] = []
+        for item in right.items:
+            if isinstance(item, ListLit):
+                raise KflError(item.line, item.column, "lists do not nest")
+            if isinstance(item, Regex):
+                items.append((self.const(item.pattern), _K(item.pattern)))
+            else:
+                items.append(self.value(item, ind))
+        if not items:
+            return "False"
+        if any(k is None for _, k in items):
+            return f"_in_items({a}, ({', '.join(atom for atom, _ in items)},))"
+        consts = tuple(k.value for _, k in items if k is not None)
+        if known is not None:
+            return "True" if values.in_items(known.value, consts) else "False"
+        kitems = self.const(consts)
+        if all(type(v) is str and values.num(v) is None for v in consts):
+            kset = self.const(frozenset(consts))
+            return f"(({a} in {kset}) if type({a}) is str else _in_items({a}, {kitems}))"
+        nums = [values.num(v) for v in consts]
+        if all(n is not None for n in nums):
+            kset = self.const(frozenset(nums))
+            return f"(({a} in {kset}) if type({a}) is int else _in_items({a}, {kitems}))"
+        return f"_in_items({a}, {kitems})"
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _arity(self, node: Method | Call, n: int) -> None:
+        if len(node.args) != n:
+            raise KflError(
+                node.line,
+                node.column,
+                f"{node.name}() takes {_plural(n)} ({len(node.args)} given)",
+            )
+
+    def method(self, node: Method, ind: int) -> str:
+        name = node.name
+        if name in _STR_TESTS:
+            self._arity(node, 1)
+            arg = node.args[0]
+            if isinstance(arg, Regex | ListLit):
+                raise KflError(
+                    arg.line,
+                    arg.column,
+                    f"{name}() takes a text"
+                    + (' (for a regex use matches(r"..."))' if isinstance(arg, Regex) else ""),
+                )
+            a, known = self.value(node.receiver, ind)
+            b, kb = self.value(arg, ind)
+            test = _STR_TESTS[name]
+            if kb is not None:
+                text = values.sform(kb.value)
+                if text is None:
+                    return "False"
+                if known is not None:
+                    return "True" if values.str_pred(known.value, text, test) else "False"
+                k = self.const(text)
+                inline = _STR_INLINE[name].format(a=a, k=k)
+                return (
+                    f"({inline} if type({a}) is str else _str_pred({a}, {k}, {self.const(test)}))"
+                )
+            return f"_str_pred_dyn({a}, {b}, {self.const(test)})"
+        if name == "matches":
+            self._arity(node, 1)
+            arg = node.args[0]
+            if isinstance(arg, Regex):
+                search = arg.pattern.search
+            elif isinstance(arg, Literal) and type(arg.value) is str:
+                # A plain string's escapes are already decoded: "\\d" is the regex \d.
+                search = compile_regex(arg.value, arg.line, arg.column).search
+            else:
+                raise KflError(
+                    arg.line, arg.column, 'matches() takes a regex in quotes: matches(r"^/api/")'
+                )
+            return self.regex_test(node.receiver, search, False, ind)
+        if name in FUNCTIONS:
+            raise KflError(
+                node.line, node.column, f"{name}() is a function, not a method: write {name}(...)"
+            )
+        raise KflError(node.line, node.column, f'unknown helper "{name}"' + _suggest(name, METHODS))
+
+    def call(self, node: Call, ind: int) -> tuple[str, _K | None]:
+        name = node.name
+        if name == "size":
+            self._arity(node, 1)
+            atom, known = self.value(node.args[0], ind)
+            if known is not None:
+                v = values.size(known.value)
+                if v is not values.MISSING:
+                    return self.const(v), _K(v)
+            t = self.tmp()
+            self.emit(ind, f"{t} = _size({atom})")
+            return t, None
+        if name == "now":
+            self._arity(node, 0)
+            ms = self.now()
+            return self.const(ms), _K(ms)
+        if name in UNIT_MS:
+            self._arity(node, 1)
+            arg = node.args[0]
+            n = arg.value if isinstance(arg, Literal) else None
+            if not isinstance(n, int | float) or isinstance(n, bool):
+                raise KflError(arg.line, arg.column, f"{name}() takes a number, like {name}(-5)")
+            ms = self.now() + round(n * UNIT_MS[name])
+            return self.const(ms), _K(ms)
+        if name == "datetime":
+            self._arity(node, 1)
+            arg = node.args[0]
+            ms_or_none = (
+                parse_datetime(arg.value)
+                if isinstance(arg, Literal) and type(arg.value) is str
+                else None
+            )
+            if ms_or_none is None:
+                raise KflError(
+                    arg.line,
+                    arg.column,
+                    f'datetime() takes a date and time like "{DATETIME_EXAMPLE}" (UTC)',
+                )
+            return self.const(ms_or_none), _K(ms_or_none)
+        if name == "limit":
+            self._arity(node, 1)
+            arg = node.args[0]
+            if not (isinstance(arg, Literal) and type(arg.value) is int and arg.value >= 1):
+                raise KflError(
+                    arg.line, arg.column, "limit() takes a whole number of entries, like limit(100)"
+                )
+            self.limit = arg.value if self.limit is None else min(self.limit, arg.value)
+            return "True", _K(True)
+        if name == "redact":
+            if not node.args:
+                raise KflError(node.line, node.column, "redact() takes at least one path")
+            for arg in node.args:
+                if not (isinstance(arg, Literal) and type(arg.value) is str):
+                    raise KflError(
+                        arg.line,
+                        arg.column,
+                        'redact() takes paths in quotes, like redact("request.headers.Authorization")',
+                    )
+                try:
+                    self.redactions.append(RedactPath(arg.value))
+                except PathError as err:
+                    raise KflError(
+                        arg.line,
+                        arg.column,
+                        f"redact(): bad path {arg.value!r} at offset {err.offset}: {err.message}",
+                    ) from None
+            return "True", _K(True)
+        if name in METHODS:
+            raise KflError(
+                node.line,
+                node.column,
+                f"{name}() is a method: write sel.{name}(...)",
+            )
+        raise KflError(
+            node.line, node.column, f'unknown helper "{name}"' + _suggest(name, FUNCTIONS)
+        )
+
+
+def _count_decodes(node: Expr | None, counts: dict[tuple[Step, ...], int]) -> None:
+    """How often each root-based decoded prefix (``a.b.json()``) occurs in the query."""
+    stack: list[Any] = [node]
+    while stack:
+        n = stack.pop()
+        if n is None:
+            continue
+        if isinstance(n, Select):
+            if n.base is None:
+                for i, st in enumerate(n.steps):
+                    if isinstance(st, Decode):
+                        key = n.steps[: i + 1]
+                        counts[key] = counts.get(key, 0) + 1
+            else:
+                stack.append(n.base)
+        elif isinstance(n, And | Or):
+            stack.extend(n.operands)
+        elif isinstance(n, Not | Neg):
+            stack.append(n.operand)
+        elif isinstance(n, Compare | In):
+            stack.extend((n.left, n.right))
+        elif isinstance(n, Method):
+            stack.append(n.receiver)
+            stack.extend(n.args)
+        elif isinstance(n, Call | ListLit):
+            stack.extend(n.args if isinstance(n, Call) else n.items)
+
+
+def _match_all(_entry: Mapping[str, Any]) -> bool:
+    return True
+
+
+_MATCH_ALL_SOURCE: Final = "def match(e):\n    return True\n"
+
+
+def compile_ast(
+    tree: Expr | None,
+    macros: Mapping[str, str] | None = None,
+    *,
+    now_ms: int | None = None,
+    safety_net: bool = True,
+) -> Compiled:
+    """Generate and compile the predicate for ``tree``.
+
+    ``safety_net`` wraps the body in ``try/except Exception: return False`` (free in CPython
+    3.11 until something raises). The runtime helpers are written never to raise; the property
+    tests compile with ``safety_net=False`` so that a helper that does raise is caught there.
+    """
+    all_macros = dict(BUILTIN_MACROS)
+    if macros:
+        all_macros.update(macros)
+    gen = _Gen(all_macros, now_ms)
+    if tree is None:
+        return Compiled(_match_all, None, (), _MATCH_ALL_SOURCE, None)
+    counts: dict[tuple[Step, ...], int] = {}
+    _count_decodes(tree, counts)
+    gen.shared_decodes = {k for k, c in counts.items() if c > 1}
+    body_ind = 3 if safety_net else 2
+    gen.root(tree, body_ind)
+    head = [f"def _factory({', '.join(f'k{i}' for i in range(len(gen.consts)))}):"]
+    head.append("    def match(e):")
+    head.extend(f"        {var} = _U" for var in gen.lazy.values())
+    if safety_net:
+        head.append("        try:")
+        tail = ["        except Exception:", "            return False"]
+    else:
+        tail = []
+    tail.append("    return match")
+    source = "\n".join([*head, *gen.lines, *tail]) + "\n"
+    namespace = dict(_RUNTIME)
+    exec(compile(source, "<kfl>", "exec"), namespace)  # source holds no query text; see above
+    match = namespace["_factory"](*gen.consts)
+    return Compiled(
+        match,
+        gen.limit,
+        tuple(gen.redactions),
+        source,
+        gen.now_ms if gen.clock_used else None,
+    )

@@ -1,0 +1,415 @@
+"""KFL text → typed AST (kshark.kfl.ast), with errors that say where and what was expected.
+
+The grammar lives in ``kfl.lark`` (package data). Parsing is LALR with lark's contextual lexer,
+so keywords stay usable as keys after a dot (``request.in``). Lark's ``UnexpectedInput`` is turned
+into a :class:`KflError` whose message names the offending token and, in words, what would have
+been valid there. Checks the grammar cannot express (string escapes, regexes that do not
+compile, indexes that are not whole numbers, nesting depth) raise ``KflError`` from the
+transformer; lark wraps those in ``VisitError`` and :func:`parse` unwraps them.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from importlib import resources
+from typing import Any, TypeVar
+
+from lark import Lark, Token, Transformer_NonRecursive
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
+
+from .ast import (
+    And,
+    Call,
+    Compare,
+    Decode,
+    Descend,
+    Expr,
+    In,
+    Index,
+    Key,
+    ListLit,
+    Literal,
+    Method,
+    Neg,
+    Not,
+    Or,
+    Regex,
+    Select,
+    Step,
+    Wild,
+)
+from .errors import KflError
+
+# Limits on what one query may be. The text is bounded so that parsing, code generation and
+# Python's own compile() stay cheap (a websocket client chooses this text); the nesting depth
+# is bounded because code generation indents once per boolean level and Python's tokenizer
+# refuses more than 100 indentation levels.
+MAX_QUERY_CHARS = 65_536
+MAX_DEPTH = 48
+
+_parser_lock = threading.Lock()
+_parser: Lark | None = None
+
+
+def _lark() -> Lark:
+    """The LALR parser, built once on first use (building it takes ~50 ms)."""
+    global _parser
+    if _parser is None:
+        with _parser_lock:
+            if _parser is None:
+                grammar = resources.files(__package__).joinpath("kfl.lark").read_text("utf-8")
+                _parser = Lark(
+                    grammar,
+                    parser="lalr",
+                    lexer="contextual",
+                    propagate_positions=False,
+                    maybe_placeholders=True,
+                )
+    return _parser
+
+
+def parse(text: str) -> Expr | None:
+    """Parse a KFL text. ``None`` means the empty query (empty or whitespace only): match all."""
+    if len(text) > MAX_QUERY_CHARS:
+        raise KflError(1, 1, f"query too long ({len(text)} characters; at most {MAX_QUERY_CHARS})")
+    try:
+        tree = _lark().parse(text)
+    except UnexpectedInput as exc:
+        raise _syntax_error(text, exc) from None
+    try:
+        result: Expr | None = _ToAst().transform(tree)
+    except VisitError as exc:
+        if isinstance(exc.orig_exc, KflError):
+            raise exc.orig_exc from None
+        raise
+    return result
+
+
+# --- syntax errors ----------------------------------------------------------------------------
+
+_VALUE_START = {"NAME", "NUMBER", "STRING"}
+_OPERATORS = {"AND", "ANDAND", "OR", "OROR", "EQ", "NE", "LT", "LE", "GT", "GE", "IN"}
+_COMPARISONS = {"EQ", "NE", "LT", "LE", "GT", "GE", "IN"}
+_MAX_SHOWN = 40
+
+
+def _show(text: str) -> str:
+    if len(text) > _MAX_SHOWN:
+        text = text[: _MAX_SHOWN - 1] + "…"
+    return text
+
+
+def _describe_expected(expected: set[str], got: str) -> str:
+    """What the parser would have accepted, in words ("" when nothing useful can be said)."""
+    closers = [sym for name, sym in (("RPAR", '")"'), ("RSQB", '"]"')) if name in expected]
+    if expected >= _VALUE_START:
+        return "expected " + " or ".join(["a value", *closers])
+    if {"STRING", "NUMBER", "STAR"} <= expected:
+        return 'expected a key in quotes, an index or "*"'
+    if "NAME" in expected:
+        return 'expected a field name or "*"' if "STAR" in expected else "expected a field name"
+    if got in _COMPARISONS and not expected & _COMPARISONS and "AND" in expected:
+        return 'comparisons do not chain: join them with "and"'
+    parts = list(closers)
+    if "COMMA" in expected:
+        parts.append('","')
+    if expected & _OPERATORS:
+        parts.append("an operator")
+    if "$END" in expected:
+        parts.append("the end of the query")
+    return "expected " + " or ".join(parts) if parts else ""
+
+
+def _syntax_error(text: str, exc: UnexpectedInput) -> KflError:
+    if isinstance(exc, UnexpectedCharacters):
+        pos = exc.pos_in_stream or 0
+        char = text[pos] if pos < len(text) else ""
+        if char in ("'", '"'):
+            msg = (
+                "unterminated string (strings end on the same line with the quote they began with)"
+            )
+        elif char == "=":
+            msg = 'unexpected character "=" (use == to compare)'
+        elif char == "&":
+            msg = 'unexpected character "&" (use && or and)'
+        elif char == "|":
+            msg = 'unexpected character "|" (use || or or)'
+        else:
+            msg = f"unexpected character {_quote_char(char)}"
+        return KflError(exc.line, exc.column, msg)
+    if isinstance(exc, UnexpectedToken):
+        tok = exc.token
+        expected = set(exc.accepts or exc.expected)
+        if tok.type == "$END":
+            # lark lends $END the position of the last token; point just after it instead.
+            line = tok.end_line if tok.end_line is not None else 1
+            column = tok.end_column if tok.end_column is not None else 1
+            if not text.strip():
+                line, column = 1, 1
+            what = "unexpected end of query"
+        else:
+            line, column = tok.line or 1, tok.column or 1
+            if tok.type == "STRING":
+                what = f"unexpected string {_show(tok.value)}"
+            elif tok.type == "REGEX":
+                what = f"unexpected regex {_show(tok.value)}"
+            elif tok.type == "NUMBER":
+                what = f"unexpected number {_show(tok.value)}"
+            else:
+                what = f'unexpected token "{_show(tok.value)}"'
+        hint = _describe_expected(expected, tok.type)
+        return KflError(line, column, f"{what} ({hint})" if hint else what)
+    return KflError(getattr(exc, "line", 1) or 1, getattr(exc, "column", 1) or 1, str(exc))
+
+
+def _quote_char(char: str) -> str:
+    if char.isprintable() and char != '"':
+        return f'"{char}"'
+    return f"U+{ord(char):04X}"
+
+
+# --- literals -----------------------------------------------------------------------------------
+
+_ESCAPES = {
+    '"': '"',
+    "'": "'",
+    "\\": "\\",
+    "/": "/",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+}
+_HEX4 = re.compile(r"[0-9A-Fa-f]{4}")
+
+
+def decode_string(tok: Token) -> str:
+    """The value of a STRING token: quotes removed, escapes decoded, unknown escapes rejected."""
+    body: str = tok.value[1:-1]
+    if "\\" not in body:
+        return body
+    out: list[str] = []
+    i = 0
+    n = len(body)
+    base_col = (tok.column or 1) + 1  # column of body[0]
+    while i < n:
+        ch = body[i]
+        if ch != "\\":
+            out.append(ch)
+            i += 1
+            continue
+        nxt = body[i + 1]  # the token's regex guarantees a character after a backslash
+        if nxt in _ESCAPES:
+            out.append(_ESCAPES[nxt])
+            i += 2
+        elif nxt == "u" and _HEX4.fullmatch(body, i + 2, i + 6):
+            out.append(chr(int(body[i + 2 : i + 6], 16)))
+            i += 6
+        elif nxt == "u":
+            raise KflError(tok.line or 1, base_col + i, "\\u needs four hex digits (\\u00e9)")
+        else:
+            raise KflError(
+                tok.line or 1,
+                base_col + i,
+                f'unknown escape "\\{nxt}" in a string (write \\\\ for a backslash; '
+                f'regexes take raw bodies: r"\\{nxt}")',
+            )
+    value = "".join(out)
+    if any("\ud800" <= c <= "\udfff" for c in value):
+        # \ud83d\ude00 pairs make one character; a lone half cannot be text.
+        try:
+            value = value.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+        except UnicodeDecodeError:
+            raise KflError(
+                tok.line or 1, tok.column or 1, "a \\u escape leaves half a surrogate pair"
+            ) from None
+    return value
+
+
+def compile_regex(source: str, line: int, column: int) -> re.Pattern[str]:
+    """Compile a regex body; ``column`` is where the body starts (for the error position)."""
+    try:
+        return re.compile(source)
+    except re.error as exc:
+        pos = exc.pos or 0
+        raise KflError(line, column + pos, f"invalid regex: {exc.msg}") from None
+    except (OverflowError, RecursionError, ValueError) as exc:  # absurd repeat counts, nesting
+        raise KflError(line, column, f"invalid regex: {exc}") from None
+
+
+def _number(tok: Token) -> int | float:
+    text = tok.value
+    if "." in text or "e" in text or "E" in text:
+        return float(text)
+    return int(text)
+
+
+# --- tree → AST -------------------------------------------------------------------------------
+
+
+def _depth(*nodes: Any) -> int:
+    return 1 + max((getattr(n, "depth", 0) for n in nodes), default=0)
+
+
+_N = TypeVar("_N", bound=Expr)
+
+
+def _checked(node: _N) -> _N:
+    if node.depth > MAX_DEPTH:
+        raise KflError(
+            node.line, node.column, f"the query nests too deeply (at most {MAX_DEPTH} levels)"
+        )
+    return node
+
+
+def _extend(base: Expr, step: Step) -> Select:
+    """Append a selector step; a selector base is extended in place of being nested."""
+    if isinstance(base, Select):
+        return Select(base.base, (*base.steps, step), base.line, base.column, base.depth)
+    return _checked(Select(base, (step,), base.line, base.column, _depth(base)))
+
+
+# Reserved words. The contextual lexer reads one as a plain name wherever the keyword could not
+# stand (`x and and`, a lone `in`); after a dot that is harmless (`request.in` is a key), but as
+# a field name of its own it would hide a typo, so it is rejected.
+RESERVED = frozenset({"and", "or", "not", "in", "true", "false", "nil", "null"})
+
+
+def _not_reserved(tok: Token) -> None:
+    if tok.value in RESERVED:
+        raise KflError(
+            tok.line or 1,
+            tok.column or 1,
+            f'unexpected keyword "{tok.value}" (expected a value; '
+            f'a field named so is written ["{tok.value}"] after its parent)',
+        )
+
+
+def _args(node: Any) -> tuple[Expr, ...]:
+    return () if node is None else tuple(node)
+
+
+class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
+    """Builds the AST bottom-up without recursion (long selector chains cannot blow the stack)."""
+
+    def start(self, children: list[Any]) -> Expr | None:
+        return children[0] if children else None
+
+    def args(self, children: list[Any]) -> list[Expr]:
+        return [c for c in children if not isinstance(c, Token)]
+
+    def _bool_op(self, children: list[Any], cls: type[And] | type[Or]) -> Expr:
+        operands = tuple(c for c in children if not isinstance(c, Token))
+        first = operands[0]
+        return _checked(cls(operands, first.line, first.column, _depth(*operands)))
+
+    def or_expr(self, children: list[Any]) -> Expr:
+        return self._bool_op(children, Or)
+
+    def and_expr(self, children: list[Any]) -> Expr:
+        return self._bool_op(children, And)
+
+    def not_(self, children: list[Any]) -> Expr:
+        tok, operand = children
+        return _checked(Not(operand, tok.line, tok.column, _depth(operand)))
+
+    def compare(self, children: list[Any]) -> Expr:
+        left, op, right = children
+        return _checked(Compare(op.value, left, right, op.line, op.column, _depth(left, right)))
+
+    def in_(self, children: list[Any]) -> Expr:
+        left, tok, right = children
+        return _checked(In(left, right, tok.line, tok.column, _depth(left, right)))
+
+    def neg(self, children: list[Any]) -> Expr:
+        tok, operand = children
+        if (
+            isinstance(operand, Literal)
+            and isinstance(operand.value, int | float)
+            and not isinstance(operand.value, bool)
+        ):
+            return Literal(-operand.value, tok.line, tok.column)
+        return _checked(Neg(operand, tok.line, tok.column, _depth(operand)))
+
+    def member(self, children: list[Any]) -> Expr:
+        base, _dot, name = children
+        return _extend(base, Key(name.value))
+
+    def wildcard(self, children: list[Any]) -> Expr:
+        return _extend(children[0], Wild())
+
+    def descend(self, children: list[Any]) -> Expr:
+        base, _dots, name = children
+        return _extend(base, Descend(name.value))
+
+    def key(self, children: list[Any]) -> Expr:
+        base, _l, string, _r = children
+        return _extend(base, Key(decode_string(string)))
+
+    def index(self, children: list[Any]) -> Expr:
+        base, _l, number, _r = children
+        value = _number(number)
+        if not isinstance(value, int):
+            raise KflError(
+                number.line, number.column, f"an index must be a whole number, not {number.value}"
+            )
+        return _extend(base, Index(value))
+
+    def method(self, children: list[Any]) -> Expr:
+        base, _dot, name, _l, args, _r = children
+        arguments = _args(args)
+        if name.value in ("json", "xml"):
+            if arguments:
+                raise KflError(name.line, name.column, f"{name.value}() takes no arguments")
+            return _extend(base, Decode(name.value))
+        return _checked(
+            Method(base, name.value, arguments, name.line, name.column, _depth(base, *arguments))
+        )
+
+    def string(self, children: list[Any]) -> Expr:
+        (tok,) = children
+        return Literal(decode_string(tok), tok.line, tok.column)
+
+    def number(self, children: list[Any]) -> Expr:
+        (tok,) = children
+        return Literal(_number(tok), tok.line, tok.column)
+
+    def regex(self, children: list[Any]) -> Expr:
+        (tok,) = children
+        source = tok.value[2:-1]
+        pattern = compile_regex(source, tok.line, tok.column + 2)
+        return Regex(source, pattern, tok.line, tok.column)
+
+    def true(self, children: list[Any]) -> Expr:
+        (tok,) = children
+        return Literal(True, tok.line, tok.column)
+
+    def false(self, children: list[Any]) -> Expr:
+        (tok,) = children
+        return Literal(False, tok.line, tok.column)
+
+    def nil(self, children: list[Any]) -> Expr:
+        (tok,) = children
+        return Literal(None, tok.line, tok.column)
+
+    def list_lit(self, children: list[Any]) -> Expr:
+        tok, args, _r = children
+        items = _args(args)
+        return _checked(ListLit(items, tok.line, tok.column, _depth(*items)))
+
+    def name(self, children: list[Any]) -> Expr:
+        (tok,) = children
+        _not_reserved(tok)
+        return Select(None, (Key(tok.value),), tok.line, tok.column, 1, True)
+
+    def call(self, children: list[Any]) -> Expr:
+        name, _l, args, _r = children
+        _not_reserved(name)
+        arguments = _args(args)
+        return _checked(Call(name.value, arguments, name.line, name.column, _depth(*arguments)))
+
+    def group(self, children: list[Any]) -> Expr:
+        _l, expr, _r = children
+        return expr  # type: ignore[no-any-return]

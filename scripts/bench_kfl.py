@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""KFL benchmark: ``compile_query(q).match`` against a hand-written Python function doing the
+same test on the same entry (the ENTRY.md example, an HTTP/1.1 GET with a base64 JSON body).
+
+Target (issue 3): at most 2x the hand-written time for every query. The hand-written functions
+are what a careful Python programmer would write for that one test: direct subscripts inside
+one ``try`` (the fastest safe form), the same regex, orjson + base64 for the body. Both sides are
+called as plain functions from the same timing loop, so the call itself is in both figures.
+Each figure is the minimum over interleaved repeats (the machine is shared and noisy).
+
+    .venv/bin/python scripts/bench_kfl.py             # title, notes and the table
+    .venv/bin/python scripts/bench_kfl.py --markdown  # the table only (scripts/bench uses this)
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kshark.kfl import compile_query
+
+ENTRY: dict[str, Any] = json.loads(
+    """{"dst":{"endpointSlice":null,"ip":"10.0.53.101","name":"","namespace":"","pod":null,
+ "port":"80","service":null},"elapsedTime":2,"entryFile":"000000020017_pcap-0_entry.json",
+ "error":null,"failed":false,"id":"10.0.41.65:30001/000000020017.pcap-0","index":0,
+ "node":{"ip":"10.0.41.65","name":"ip-10-0-41-65.ec2.internal"},"outgoing":false,"passed":false,
+ "protocol":{"abbr":"HTTP","backgroundColor":"#416CDE","fontSize":12,"foregroundColor":"#ffffff",
+ "layer3":"ip","layer4":"tcp","longName":"Hypertext Transfer Protocol -- HTTP/1.1","macro":"http",
+ "name":"http","ports":["80","443","8080"],"priority":0,
+ "referenceLink":"https://datatracker.ietf.org/doc/html/rfc2616","version":"1.1"},"record":"",
+ "request":{"bodySize":0,"cookies":{},"headers":{"Accept":"application/json","Host":"catalogue",
+ "User-Agent":"Go-http-client/1.1"},"headersSize":-1,"httpVersion":"HTTP/1.1","method":"GET",
+ "path":"/catalogue","pathSegments":["catalogue"],"queryString":{"size":"5","tags":"blue"},
+ "targetUri":"/catalogue?size=5&tags=blue","url":"/catalogue?size=5&tags=blue"},"requestSize":152,
+ "response":{"bodySize":77,"content":{"encoding":"base64",
+ "mimeType":"application/json; charset=utf-8","size":77,
+ "text":"W3siaWQiOiIzMzk1YTQzZS0yZDg4LTQwZGUtYjk1Zi1lMDBlMTUwMjA4NWIiLCJuYW1lIjoiQ29sb3VyZnVsIiwicHJpY2UiOjE4fV0="},
+ "cookies":{},"headers":{"Content-Length":"77","Content-Type":"application/json; charset=utf-8"},
+ "headersSize":-1,"httpVersion":"HTTP/1.1","redirectURL":"","status":200,"statusText":"OK"},
+ "responseSize":237,"src":{"endpointSlice":null,"ip":"10.0.53.77","name":"","namespace":"",
+ "pod":null,"port":"51846","service":null},"startTime":"2023-12-19T20:51:07.482113205Z",
+ "stream":"000000020017.pcap","timestamp":1703019067482,"tls":false,"worker":"10.0.41.65:30001"}"""
+)
+
+_LOOKUP = (KeyError, TypeError, IndexError)
+
+
+def hand_simple(e: Any) -> bool:
+    try:
+        return bool(e["response"]["status"] == 200)
+    except _LOOKUP:
+        return False
+
+
+def hand_and3(e: Any) -> bool:
+    try:
+        return bool(
+            e["protocol"]["abbr"] == "HTTP"
+            and e["request"]["method"] == "GET"
+            and e["response"]["status"] < 400
+        )
+    except _LOOKUP:
+        return False
+
+
+_PATH_RE = re.compile(r"^/cat[a-z]+$")
+
+
+def hand_regex(e: Any) -> bool:
+    try:
+        return _PATH_RE.search(e["request"]["path"]) is not None
+    except _LOOKUP:
+        return False
+
+
+def hand_header(e: Any) -> bool:
+    try:
+        return bool(e["request"]["headers"]["User-Agent"].startswith("Go-http-client/"))
+    except (*_LOOKUP, AttributeError):
+        return False
+
+
+def hand_json(e: Any) -> bool:
+    try:
+        body = orjson.loads(base64.b64decode(e["response"]["content"]["text"]))
+        return bool(body[0]["price"] >= 18)
+    except (*_LOOKUP, ValueError):
+        return False
+
+
+def hand_in(e: Any) -> bool:
+    try:
+        return e["request"]["method"] in ("GET", "HEAD")
+    except _LOOKUP:
+        return False
+
+
+def hand_missing(e: Any) -> bool:
+    try:
+        return bool(e["request"]["postData"]["mimeType"] == "application/json")
+    except _LOOKUP:
+        return False
+
+
+def hand_or_not(e: Any) -> bool:
+    try:
+        if e["response"]["status"] >= 500:
+            return True
+    except _LOOKUP:
+        pass
+    try:
+        return not e["src"]["ip"].startswith("10.")
+    except (*_LOOKUP, AttributeError):
+        return True
+
+
+CASES: list[tuple[str, str, Callable[[Any], bool]]] = [
+    ("simple comparison", "response.status == 200", hand_simple),
+    (
+        "three-clause and",
+        'http and request.method == "GET" and response.status < 400',
+        hand_and3,
+    ),
+    ("regex", 'request.path == r"^/cat[a-z]+$"', hand_regex),
+    (
+        "header lookup",
+        'request.headers["User-Agent"].startsWith("Go-http-client/")',
+        hand_header,
+    ),
+    ("json() body path", "response.content.text.json()[0].price >= 18", hand_json),
+    ("in list", 'request.method in ["GET", "HEAD"]', hand_in),
+    ("missing field", 'request.postData.mimeType == "application/json"', hand_missing),
+    ("or + not", 'response.status >= 500 or !src.ip.startsWith("10.")', hand_or_not),
+]
+
+
+def _per_call_ns(fn: Callable[[Any], bool], entry: Any, n: int) -> float:
+    loops = range(n)
+    start = time.perf_counter_ns()
+    for _ in loops:
+        fn(entry)
+    return (time.perf_counter_ns() - start) / n
+
+
+def _calibrate(fn: Callable[[Any], bool], entry: Any, target_s: float) -> int:
+    n = 1000
+    while True:
+        spent = _per_call_ns(fn, entry, n) * n / 1e9
+        if spent >= target_s / 4 or n >= 10_000_000:
+            return max(1000, int(n * target_s / max(spent, 1e-9)))
+        n *= 4
+
+
+def run(repeats: int, target_s: float) -> list[tuple[str, str, float, float]]:
+    rows = []
+    for label, text, hand in CASES:
+        compiled = compile_query(text).match
+        if compiled(ENTRY) != hand(ENTRY):
+            raise SystemExit(f"bench_kfl: {label!r}: compiled and hand-written disagree")
+        n = _calibrate(hand, ENTRY, target_s)
+        best_k = best_h = float("inf")
+        for _ in range(repeats):  # interleaved, so that noise hits both sides alike
+            best_k = min(best_k, _per_call_ns(compiled, ENTRY, n))
+            best_h = min(best_h, _per_call_ns(hand, ENTRY, n))
+        rows.append((label, text, best_k, best_h))
+    return rows
+
+
+def table(rows: list[tuple[str, str, float, float]]) -> str:
+    out = [
+        "| query | KFL | compiled ns/match | hand-written ns/match | ratio |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for label, text, k, h in rows:
+        shown = text.replace("|", "\\|")  # a literal | would end the table cell
+        out.append(f"| {label} | `{shown}` | {k:.0f} | {h:.0f} | {k / h:.2f} |")
+    worst = max(k / h for _, _, k, h in rows)
+    out.append("")
+    out.append(f"Worst ratio {worst:.2f} (target ≤ 2.00).")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--markdown", action="store_true", help="print only the markdown table")
+    ap.add_argument("--repeats", type=int, default=7, help="interleaved repeats (default 7)")
+    ap.add_argument(
+        "--seconds", type=float, default=0.05, help="target time per measurement (default 0.05)"
+    )
+    args = ap.parse_args()
+    started = time.perf_counter()
+    rows = run(args.repeats, args.seconds)
+    if not args.markdown:
+        print("KFL: compiled query vs hand-written Python, on the ENTRY.md example entry")
+        print(f"Python {sys.version.split()[0]}; min of {args.repeats} interleaved repeats.\n")
+    print(table(rows))
+    if not args.markdown:
+        print(f"\n({time.perf_counter() - started:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
