@@ -1,0 +1,495 @@
+"""Exchange → the entry dict of ../shared/ENTRY.md (Kubeshark's v52 shape), and its summary form.
+
+`build_entry` produces every field of the contract, with the same key names and value types, so
+that existing Kubeshark clients read our entries unchanged. Choices the contract leaves open:
+
+* `request.headers` / `response.headers`: names in Go's canonical form
+  (`textproto.CanonicalMIMEHeaderKey`: first letter and letters after "-" upper-case, the rest
+  lower-case; a name with a byte outside the token set is left as is), repeated fields joined with
+  ", " in wire order. Cookies are parsed from each Cookie / Set-Cookie field line, not from the
+  joined value (a Set-Cookie value may itself contain ", ").
+* `queryString`: parsed like Go's `url.ParseQuery`: pairs split on "&", "+" is a space, %XX
+  decoded (as UTF-8, invalid sequences replaced), a pair with ";" or a bad %-escape is skipped;
+  one value → a string, a repeated name → a list in order.
+* `path`: the target up to "?" (an absolute-form target "http://host/p" gives "/p").
+* `postData`: present when the request has a body (body_size > 0); the body after removing its
+  Content-Encoding; `text` is that body as UTF-8 text, or base64 with `"encoding": "base64"` when it
+  is not valid UTF-8; `params` lists the pairs of an application/x-www-form-urlencoded body (in
+  order) and is [] otherwise.
+* `response.content.text`: base64 of the body after de-chunking and Content-Encoding removal,
+  left out when that is empty. A body that cannot be decoded (corrupt, unsupported coding,
+  decoded size over max_decoded) is given raw and the entry gets
+  `{"type": "dissection", "msg": "... content not decoded: ..."}` unless it already has an
+  error. A body cut short on purpose (max_body) or by a gap decodes as far as it goes, silently:
+  the gap itself is already the entry's error.
+* `timestamp` / `startTime`: the request's first byte (the response's when there is no request),
+  ms truncated / RFC 3339 with all 9 fractional digits; `elapsedTime`: response first byte minus
+  request first byte, rounded to the nearest ms, 0 when negative or when a half is missing.
+* `protocol`: the HTTP/1.0 variant when the request (else the response) says "HTTP/1.0", else
+  HTTP/1.1 (odd versions such as "HTTP/1." included).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from binascii import b2a_base64
+from dataclasses import dataclass
+from datetime import date
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import unquote_to_bytes
+
+from capture.content import decode_body
+
+if TYPE_CHECKING:
+    from capture.http1 import Exchange, Message
+
+__all__ = ["ConnectionEnds", "Identity", "build_entry", "summarize"]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who writes the entries: the worker's address, its node, and the node's own addresses."""
+
+    worker: str  # "host:port" the worker's API is reachable at
+    node_ip: str
+    node_name: str
+    local_ips: frozenset[str] = frozenset()  # addresses of the capturing node (for `outgoing`)
+
+
+class ConnectionEnds(Protocol):
+    """What build_entry reads of capture.reassembly.Opened (any object with these fields)."""
+
+    @property
+    def family(self) -> int: ...
+    @property
+    def client_ip(self) -> bytes: ...
+    @property
+    def client_port(self) -> int: ...
+    @property
+    def server_ip(self) -> bytes: ...
+    @property
+    def server_port(self) -> int: ...
+
+
+_PORTS = ("80", "443", "8080")
+
+
+def _protocol(version: str, layer3: str) -> dict[str, Any]:
+    if version == "1.0":
+        long_name = "Hypertext Transfer Protocol -- HTTP/1.0"
+        link = "https://datatracker.ietf.org/doc/html/rfc1945"
+    else:
+        long_name = "Hypertext Transfer Protocol -- HTTP/1.1"
+        link = "https://datatracker.ietf.org/doc/html/rfc2616"
+    return {
+        "abbr": "HTTP",
+        "backgroundColor": "#416CDE",
+        "fontSize": 12,
+        "foregroundColor": "#ffffff",
+        "layer3": layer3,
+        "layer4": "tcp",
+        "longName": long_name,
+        "macro": "http",
+        "name": "http",
+        "ports": list(_PORTS),
+        "priority": 0,
+        "referenceLink": link,
+        "version": version,
+    }
+
+
+@lru_cache(maxsize=4096)
+def _ip_text(packed: bytes) -> str:
+    """Packed address → text; cached because one connection yields many entries."""
+    return socket.inet_ntop(socket.AF_INET if len(packed) == 4 else socket.AF_INET6, packed)
+
+
+def _endpoint(ip: str, port: int) -> dict[str, Any]:
+    return {
+        "endpointSlice": None,
+        "ip": ip,
+        "name": "",
+        "namespace": "",
+        "pod": None,
+        "port": str(port),
+        "service": None,
+    }
+
+
+# src/dst of the last connection seen: a connection's entries come one after another, so most
+# entries copy these instead of formatting addresses again (one slot, nothing to bound).
+_last_ends: list[Any] = [None, -1, {}, {}]
+
+
+def _ends(conn: ConnectionEnds, client_side: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fresh src and dst dicts (each entry gets its own: consumers may annotate them)."""
+    last = _last_ends
+    if last[0] is not conn or last[1] != client_side:
+        a = _endpoint(_ip_text(conn.client_ip), conn.client_port)
+        b = _endpoint(_ip_text(conn.server_ip), conn.server_port)
+        last[:] = [conn, client_side, a, b] if client_side == 0 else [conn, client_side, b, a]
+    return dict(last[2]), dict(last[3])
+
+
+# --- headers ---------------------------------------------------------------------------------
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_CANON_MAX = 4096  # canonical-name cache entries; past it names are computed each time
+_canon: dict[str, str] = {}
+
+
+def canonical_header(name: str) -> str:
+    """Go's textproto.CanonicalMIMEHeaderKey."""
+    c = _canon.get(name)
+    if c is not None:
+        return c
+    if _TOKEN.fullmatch(name):
+        c = "-".join(p[:1].upper() + p[1:].lower() for p in name.split("-"))
+    else:
+        c = name  # Go leaves a key with a space or invalid byte untouched
+    if len(_canon) < _CANON_MAX:
+        _canon[name] = c
+    return c
+
+
+def _header_map(headers: list[tuple[str, str]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    canon = _canon
+    for name, value in headers:
+        key = canon.get(name) or canonical_header(name)
+        prev = out.get(key)
+        out[key] = value if prev is None else f"{prev}, {value}"
+    return out
+
+
+def _unquote_cookie(value: str) -> str:
+    if len(value) > 1 and value[0] == '"' and value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def _request_cookies(headers: list[tuple[str, str]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in headers:
+        if len(name) == 6 and name.lower() == "cookie":
+            for part in value.split(";"):
+                k, _, v = part.strip().partition("=")
+                k = k.strip()
+                if k:
+                    out[k] = _unquote_cookie(v.strip())
+    return out
+
+
+def _response_cookies(headers: list[tuple[str, str]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in headers:
+        if len(name) == 10 and name.lower() == "set-cookie":
+            k, eq, v = value.split(";", 1)[0].partition("=")
+            k = k.strip()
+            if eq and k:
+                out[k] = _unquote_cookie(v.strip())
+    return out
+
+
+# --- URL pieces ------------------------------------------------------------------------------
+
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _unescape(s: str) -> str | None:
+    """Go's url.QueryUnescape; None where Go returns an error."""
+    if "%" not in s:
+        return s.replace("+", " ") if "+" in s else s
+    if _BAD_ESCAPE.search(s):
+        return None
+    return unquote_to_bytes(s.replace("+", " ")).decode("utf-8", "replace")
+
+
+def _pairs(query: str) -> list[tuple[str, str]]:
+    """Go's url.ParseQuery, keeping order and every pair."""
+    out = []
+    for part in query.split("&"):
+        if not part or ";" in part:
+            continue
+        k, _, v = part.partition("=")
+        key = _unescape(k)
+        value = _unescape(v)
+        if key is not None and value is not None:
+            out.append((key, value))
+    return out
+
+
+def _query_map(query: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "%" not in query and "+" not in query and ";" not in query:
+        # Common case: nothing to unescape, no empty or repeated names.
+        for part in query.split("&"):
+            k, _, v = part.partition("=")
+            if not part or k in out:
+                out.clear()
+                break
+            out[k] = v
+        else:
+            return out
+    for k, v in _pairs(query):
+        prev = out.get(k)
+        if prev is None:
+            out[k] = v
+        elif type(prev) is list:
+            prev.append(v)
+        else:
+            out[k] = [prev, v]
+    return out
+
+
+def _split_target(target: str) -> tuple[str, str]:
+    """(path, query) of a request target."""
+    path, _, query = target.partition("?")
+    if path[:1] != "/" and (path[:7].lower() == "http://" or path[:8].lower() == "https://"):
+        slash = path.find("/", path.find("//") + 2)
+        path = path[slash:] if slash >= 0 else ""
+    return path, query
+
+
+# --- time ------------------------------------------------------------------------------------
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+# The "YYYY-MM-DDTHH:MM:SS." of the last second formatted: entries come in time order, so most
+# share it (one slot, nothing to bound).
+_last_second = [-1, ""]
+
+
+def rfc3339_ns(ts_ns: int) -> str:
+    """RFC 3339 UTC with nanoseconds, always 9 fractional digits: 2023-12-19T20:51:07.482113205Z."""
+    sec, frac = divmod(ts_ns, 1_000_000_000)
+    cached = _last_second
+    if sec != cached[0]:
+        day, sod = divmod(sec, 86400)
+        hour, rest = divmod(sod, 3600)
+        minute, second = divmod(rest, 60)
+        d = date.fromordinal(day + _EPOCH_ORDINAL).isoformat()
+        cached[1] = f"{d}T{hour:02d}:{minute:02d}:{second:02d}."
+        cached[0] = sec
+    return f"{cached[1]}{frac:09d}Z"
+
+
+# --- bodies ----------------------------------------------------------------------------------
+
+
+def _decoded(msg: Message, headers: dict[str, str], max_decoded: int) -> tuple[bytes, str | None]:
+    """The body with its Content-Encoding removed, and why not when it could not be."""
+    coding = headers.get("Content-Encoding")
+    if not coding or not msg.body:
+        return msg.body, None
+    body, problem = decode_body(msg.body, coding, max_decoded)
+    if problem is not None and msg.body_truncated and " stream truncated" in problem:
+        problem = None  # cut by max_body or a gap: decoding as far as it goes is all we can do
+    return body, problem
+
+
+def _post_data(req: Message, headers: dict[str, str], max_decoded: int) -> tuple[Any, str | None]:
+    body, problem = _decoded(req, headers, max_decoded)
+    mime = headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+    post: dict[str, Any] = {"mimeType": mime, "params": []}
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        post["text"] = b2a_base64(body, newline=False).decode("ascii")
+        post["encoding"] = "base64"
+    else:
+        post["text"] = text
+        if mime == "application/x-www-form-urlencoded":
+            post["params"] = [{"name": k, "value": v} for k, v in _pairs(text)]
+    return post, problem
+
+
+# --- the entry -------------------------------------------------------------------------------
+
+
+def build_entry(
+    ex: Exchange,
+    conn: ConnectionEnds,
+    client_side: int,
+    identity: Identity,
+    stream: int,
+    index: int,
+    max_decoded: int,
+) -> dict[str, Any]:
+    """The entry of ENTRY.md for one exchange of one connection.
+
+    conn is the connection's `Opened` event; its client/server are the reassembler's guess, so
+    client_side == 1 (learnt from content by the dissector) swaps them: `src` is the HTTP client.
+    """
+    req = ex.request
+    resp = ex.response
+    src, dst = _ends(conn, client_side)
+    first = req if req is not None else resp
+    version = first.version if first is not None else ""
+    ts_ns = first.ts_first_ns if first is not None else 0
+    elapsed = 0
+    if req is not None and resp is not None:
+        delta = resp.ts_first_ns - req.ts_first_ns
+        if delta > 0:
+            elapsed = (delta + 500_000) // 1_000_000
+    error: dict[str, str] | None = None
+    if ex.error is not None:
+        error = {"type": ex.error[0], "msg": ex.error[1]}
+    problems: list[str] = []
+
+    request: dict[str, Any] = {}
+    if req is not None:
+        headers = _header_map(req.headers)
+        target = req.target or ""
+        path, query = _split_target(target)
+        segments = path.split("/")
+        if segments[0] == "":
+            del segments[0]
+        request = {
+            "bodySize": req.body_size,
+            "cookies": _request_cookies(req.headers) if "Cookie" in headers else {},
+            "headers": headers,
+            "headersSize": -1,
+            "httpVersion": req.version,
+            "method": req.method or "",
+            "path": path,
+            "pathSegments": segments,
+            "queryString": _query_map(query) if query else {},
+            "targetUri": target,
+            "url": target,
+        }
+        if req.body_size > 0:
+            post, problem = _post_data(req, headers, max_decoded)
+            request["postData"] = post
+            if problem is not None:
+                problems.append(f"request content not decoded: {problem}")
+
+    response: dict[str, Any] = {}
+    if resp is not None:
+        headers = _header_map(resp.headers)
+        status = resp.status or 0
+        body, problem = _decoded(resp, headers, max_decoded)
+        if problem is not None:
+            problems.append(f"response content not decoded: {problem}")
+        content: dict[str, Any] = {
+            "encoding": "base64",
+            "mimeType": headers.get("Content-Type", ""),
+            "size": len(body),
+        }
+        if body:
+            content["text"] = b2a_base64(body, newline=False).decode("ascii")
+        response = {
+            "bodySize": resp.body_size,
+            "content": content,
+            "cookies": _response_cookies(resp.headers) if "Set-Cookie" in headers else {},
+            "headers": headers,
+            "headersSize": -1,
+            "httpVersion": resp.version,
+            "redirectURL": headers.get("Location", "") if 300 <= status < 400 else "",
+            "status": status,
+            "statusText": resp.reason or "",
+        }
+    if problems and error is None:
+        error = {"type": "dissection", "msg": "; ".join(problems)}
+
+    digits = f"{stream:012d}"
+    stream_name = digits + ".pcap"
+    return {
+        "dst": dst,
+        "elapsedTime": elapsed,
+        "entryFile": f"{digits}_pcap-{index}_entry.json",
+        "error": error,
+        "failed": False,
+        "id": f"{identity.worker}/{stream_name}-{index}",
+        "index": index,
+        "node": {"ip": identity.node_ip, "name": identity.node_name},
+        "outgoing": src["ip"] in identity.local_ips,
+        "passed": False,
+        "protocol": _protocol(
+            "1.0" if version == "HTTP/1.0" else "1.1", "ip" if conn.family == 4 else "ipv6"
+        ),
+        "record": "",
+        "request": request,
+        "requestSize": req.wire_size if req is not None else 0,
+        "response": response,
+        "responseSize": resp.wire_size if resp is not None else 0,
+        "src": src,
+        "startTime": rfc3339_ns(ts_ns),
+        "stream": stream_name,
+        "timestamp": ts_ns // 1_000_000,
+        "tls": False,
+        "worker": identity.worker,
+    }
+
+
+# --- summary (/api/ws) -----------------------------------------------------------------------
+
+
+def _kfl_string(value: str) -> str:
+    """A KFL string literal (KFL.md: \\" \\\\ \\n \\t \\r \\uXXXX escapes)."""
+    out = value.replace("\\", "\\\\").replace('"', '\\"')
+    out = out.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+    if any(c < " " or c == "\x7f" for c in out):
+        out = "".join(f"\\u{ord(c):04x}" if c < " " or c == "\x7f" else c for c in out)
+    return f'"{out}"'
+
+
+def _names(obj: Any) -> dict[str, Any] | None:
+    if not isinstance(obj, dict):
+        return None
+    meta = obj.get("metadata") or {}
+    return {"metadata": {"name": meta.get("name", ""), "namespace": meta.get("namespace", "")}}
+
+
+def _resolution_summary(res: dict[str, Any]) -> dict[str, Any]:
+    """src/dst with pod/service/endpointSlice cut to names (Kubeshark's ResolutionSummary)."""
+    out = dict(res)
+    pod = res.get("pod")
+    if isinstance(pod, dict):
+        meta = pod.get("metadata") or {}
+        out["pod"] = {
+            "metadata": {"name": meta.get("name", ""), "namespace": meta.get("namespace", "")},
+            "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName", "")},
+            "status": {"hostIp": (pod.get("status") or {}).get("hostIP", "")},
+        }
+    else:
+        out["pod"] = None
+    out["service"] = _names(res.get("service"))
+    out["endpointSlice"] = _names(res.get("endpointSlice"))
+    return out
+
+
+def summarize(entry: dict[str, Any]) -> dict[str, Any]:
+    """The summary record of ENTRY.md ("Summary form (/api/ws)") for a full entry."""
+    request = entry["request"]
+    response = entry["response"]
+    method = request.get("method", "")
+    path = request.get("path", "")
+    status = response.get("status", 0)
+    return {
+        "dst": _resolution_summary(entry["dst"]),
+        "elapsedTime": entry["elapsedTime"],
+        "error": entry["error"],
+        "failed": entry["failed"],
+        "id": entry["id"],
+        "index": entry["index"],
+        "method": method,
+        "methodQuery": f"request.method == {_kfl_string(method)}",
+        "node": entry["node"],
+        "outgoing": entry["outgoing"],
+        "passed": entry["passed"],
+        "proto": entry["protocol"],
+        "record": entry["record"],
+        "requestSize": entry["requestSize"],
+        "responseSize": entry["responseSize"],
+        "src": _resolution_summary(entry["src"]),
+        "status": status,
+        "statusQuery": f"response.status == {status}",
+        "stream": entry["stream"],
+        "summary": path,
+        "summaryQuery": f"request.path == {_kfl_string(path)}",
+        "timestamp": entry["timestamp"],
+        "tls": entry["tls"],
+        "worker": entry["worker"],
+    }
