@@ -204,6 +204,22 @@ async def _live(worker: Worker, cap: LiveCapture) -> None:
 
 async def run_worker(cfg: WorkerConfig, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     """Run a worker until cancelled (or, with `once`, until the captures are processed)."""
+    capture: LiveCapture | None = None
+    if cfg.ifaces:
+        from kshark.live import LiveCapture
+
+        capture = LiveCapture(cfg.ifaces, bpf_filter=cfg.bpf)
+        # Fails here, before the API listens or anything is captured, so a refusal (no
+        # privilege, no such interface, bad filter) is the only thing the user sees.
+        capture.open()
+    try:
+        await _run_opened(cfg, capture, task_status)
+    finally:
+        if capture is not None:
+            capture.close()  # idempotent; covers a failure before the worker took it over
+
+
+async def _run_opened(cfg: WorkerConfig, capture: LiveCapture | None, task_status: Any) -> None:
     async with trio.open_nursery() as nursery:
         worker_box: list[Worker] = []
         port = cfg.port
@@ -215,15 +231,11 @@ async def run_worker(cfg: WorkerConfig, *, task_status: Any = trio.TASK_STATUS_I
                 lambda: worker_box[0].store,
                 stats_provider=lambda: worker_box[0].stats() if worker_box else {},
             )
-            port = await nursery.start(functools.partial(serve, app, cfg.host, cfg.port, token=cfg.token))
+            port = await nursery.start(
+                functools.partial(serve, app, cfg.host, cfg.port, token=cfg.token)
+            )
         worker = Worker(cfg, port)
         worker_box.append(worker)
-        capture: LiveCapture | None = None
-        if cfg.ifaces:
-            from kshark.live import LiveCapture
-
-            capture = LiveCapture(cfg.ifaces, bpf_filter=cfg.bpf)
-            capture.open()  # fails here, before anything is captured, with a message users can act on
         try:
             task_status.started(worker)
             if cfg.pcaps:
