@@ -1,0 +1,174 @@
+"""kshark-hub: one websocket endpoint for every worker, that survives worker failures.
+
+kshark-hub --worker 10.0.41.65:30001 --worker 10.0.41.66:30001
+kshark-hub --workers-file /etc/kshark/workers        # re-read when it changes
+wscat --connect ws://127.0.0.1:8899/api/wsFull -x 'response.status > 300'
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from kshark import __version__
+from kshark.api.httpserver import serve
+from kshark.hub.app import HubApp
+from kshark.hub.limits import HubLimits
+from kshark.hub.monitor import monitor_workers
+from kshark.hub.workers import (
+    WORKERS_FILE_POLL_SECONDS,
+    WorkerSet,
+    WorkersFileState,
+    parse_address,
+    watch_workers_file,
+)
+
+log = logging.getLogger("kshark.hub")
+
+
+@dataclass
+class HubConfig:
+    workers: list[str] = field(default_factory=list)  # canonical addresses (parse_address)
+    workers_file: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8899
+    token: str | None = None  # clients must send it
+    worker_token: str | None = None  # sent to workers
+    limits: HubLimits = field(default_factory=HubLimits)
+    workers_file_poll: float = WORKERS_FILE_POLL_SECONDS
+
+
+async def run_hub(cfg: HubConfig, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve the hub until cancelled; `task_status.started(app)` once listening (`app.port`)."""
+    workers = WorkerSet(cfg.workers)
+    file_state = WorkersFileState(cfg.workers_file) if cfg.workers_file is not None else None
+    app = HubApp(workers, limits=cfg.limits, worker_token=cfg.worker_token, workers_file=file_state)
+    async with trio.open_nursery() as nursery:
+        if file_state is not None:
+            await nursery.start(
+                functools.partial(watch_workers_file, workers, file_state, cfg.workers_file_poll)
+            )
+        nursery.start_soon(monitor_workers, workers, cfg.limits, cfg.worker_token)
+        app.port = await nursery.start(
+            functools.partial(serve, app, cfg.host, cfg.port, token=cfg.token)
+        )
+        log.info(
+            "hub listening on %s:%d for %d worker(s)", cfg.host, app.port, len(workers.addresses)
+        )
+        task_status.started(app)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kshark-hub",
+        description="Serve the worker API for a set of kshark workers on one port: streams "
+        "merge every worker and survive workers failing and restarting.",
+    )
+    p.add_argument(
+        "--worker",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a worker's API address (repeatable; IPv6 as [ADDR]:PORT)",
+    )
+    p.add_argument(
+        "--workers-file",
+        type=Path,
+        metavar="FILE",
+        help="one HOST:PORT per line (# comments); re-read when it changes",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", default=8899, type=int, help="listen port (default 8899)")
+    p.add_argument(
+        "--token", help="require 'Authorization: Bearer TOKEN' (or ?token=) from clients"
+    )
+    p.add_argument("--worker-token", help="the token the workers require (sent to them)")
+    p.add_argument(
+        "--reorder-window",
+        type=float,
+        default=HubLimits().reorder_window,
+        metavar="SECONDS",
+        help='how long "ordered": true streams hold an entry to sort it (default %(default)s)',
+    )
+    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--version", action="version", version=f"kshark {__version__}")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not args.worker and args.workers_file is None:
+        print(
+            "kshark-hub: no workers: give --worker HOST:PORT or --workers-file FILE",
+            file=sys.stderr,
+        )
+        return 2
+    workers: list[str] = []
+    for text in args.worker:
+        try:
+            workers.append(parse_address(text))
+        except ValueError as exc:
+            print(f"kshark-hub: --worker {exc}", file=sys.stderr)
+            return 2
+    if not 0 <= args.port < 65536:
+        print("kshark-hub: --port must be 0..65535", file=sys.stderr)
+        return 2
+    if args.reorder_window < 0:
+        print("kshark-hub: --reorder-window must be >= 0", file=sys.stderr)
+        return 2
+    if args.workers_file is not None and not args.workers_file.exists():
+        log.warning("%s does not exist yet; watching for it", args.workers_file)
+    cfg = HubConfig(
+        workers=workers,
+        workers_file=args.workers_file,
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        worker_token=args.worker_token,
+        limits=HubLimits(reorder_window=args.reorder_window),
+    )
+    return trio.run(_main_async, cfg)
+
+
+async def _main_async(cfg: HubConfig) -> int:
+    code = 0
+    try:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def stop_on_signal() -> None:
+                    async for signum in signals:
+                        log.info("%s received: exiting", signal.Signals(signum).name)
+                        nursery.cancel_scope.cancel()
+                        return
+
+                nursery.start_soon(stop_on_signal)
+                await nursery.start(run_hub, cfg)
+    except* OSError as group:
+        # Startup failures users can act on (port in use, bad listen address): one line each.
+        for exc in _leaves(group):
+            text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            print(f"kshark-hub: cannot serve on {cfg.host}:{cfg.port}: {text}", file=sys.stderr)
+        code = 2
+    return code
+
+
+def _leaves(group: BaseExceptionGroup[Exception]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out

@@ -1,0 +1,95 @@
+"""Probing every worker's /status, so /status at the hub is right even with no stream open.
+
+Every `HubLimits.status_interval` seconds the hub asks each worker for its /status and records:
+reachable or not (with the error), the worker's own id (`worker`, used to resolve cursors and
+/item paths that name it), its newest entry (`last_seq`), and how far behind the hub's own
+websockets to it are: the worker lists each client with its remote "ip:port" and `lag`, and the
+relays record the local "ip:port" of their sockets, so the two are matched exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import orjson
+import trio
+
+from kshark.hub.httpclient import UpstreamError, fetch
+
+if TYPE_CHECKING:
+    from kshark.hub.limits import HubLimits
+    from kshark.hub.workers import WorkerInfo, WorkerSet
+
+log = logging.getLogger("kshark.hub")
+
+
+async def monitor_workers(
+    workers: WorkerSet, limits: HubLimits, worker_token: str | None = None
+) -> None:
+    """One probe loop per worker in the set, following the set as it changes; runs forever."""
+    async with trio.open_nursery() as nursery:
+        probes: dict[str, trio.CancelScope] = {}
+        while True:
+            version = workers.version
+            for address in workers.addresses:
+                if address not in probes:
+                    scope = probes[address] = trio.CancelScope()
+                    nursery.start_soon(
+                        _probe_loop, workers.info[address], scope, limits, worker_token
+                    )
+            for address in [a for a in probes if a not in workers.info]:
+                probes.pop(address).cancel()
+            await workers.wait_changed(version)
+
+
+async def _probe_loop(
+    info: WorkerInfo, scope: trio.CancelScope, limits: HubLimits, worker_token: str | None
+) -> None:
+    with scope:
+        while True:
+            await probe(info, limits, worker_token)
+            await trio.sleep(limits.status_interval)
+
+
+async def probe(info: WorkerInfo, limits: HubLimits, worker_token: str | None = None) -> None:
+    """One /status request to the worker; updates `info`."""
+    try:
+        status, _, body = await fetch(
+            info.address,
+            "/status",
+            token=worker_token,
+            io_timeout=limits.http_timeout,
+            max_bytes=limits.max_status_bytes,
+        )
+    except UpstreamError as exc:
+        info.mark_down(str(exc))
+        return
+    if status != 200:
+        why = {401: "the worker wants a token (--worker-token)", 503: "the worker is starting"}
+        info.mark_down(why.get(status, f"its /status answered HTTP {status}"))
+        return
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        info.mark_down("its /status is not JSON")
+        return
+    if not isinstance(doc, dict):
+        info.mark_down("its /status is not a JSON object")
+        return
+    advertised = doc.get("worker")
+    if isinstance(advertised, str) and advertised:
+        info.advertised = advertised
+    last_seq = doc.get("last_seq")
+    if isinstance(last_seq, int) and not isinstance(last_seq, bool):
+        info.last_seq = last_seq
+    clients = doc.get("clients")
+    if isinstance(clients, list):
+        ours = info.relay_sockets
+        lags = [
+            c.get("lag", 0)
+            for c in clients
+            if isinstance(c, dict) and c.get("remote") in ours and isinstance(c.get("lag"), int)
+        ]
+        info.lag = max(lags, default=0)
+    info.mark_up()
