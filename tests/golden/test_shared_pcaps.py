@@ -147,7 +147,9 @@ def test_deviation_evidence_methods_one_pair_per_connection() -> None:
     odd = [e for e in entries if e["error"] is not None]
     assert {e["error"]["type"] for e in odd} == {"dissection"}
     # A request line tshark could not read at all (no space before the target) is kept, flagged.
-    glued = [e for e in entries if "/" in e["request"]["method"] or "HTTP" in e["request"]["method"]]
+    glued = [
+        e for e in entries if "/" in e["request"]["method"] or "HTTP" in e["request"]["method"]
+    ]
     assert glued and all(e["error"] is not None for e in glued)
 
 
