@@ -149,8 +149,39 @@ class Decoder:
         try:
             if linktype == 1:
                 # frame[12] is the ethertype's high byte: 0x08 for IPv4 (and ARP), 0x86 for IPv6;
-                # testing it first spares other frames the wasted fast-path unpack.
-                if frame[12] == 0x86 and len(frame) >= 74:
+                # testing it first spares other frames the wasted fast-path unpack. IPv4 first:
+                # it is the bulk of real traffic.
+                high = frame[12]
+                n = len(frame)
+                if high == 0x08 and n >= 54:
+                    # Fast path: untagged Ethernet + unfragmented IPv4 without options + TCP, in
+                    # one unpack. ``evt`` is ethertype, version/IHL and TOS; ``fproto`` is
+                    # flags/fragment offset, TTL and protocol, so one mask tests "not a fragment
+                    # and TCP". Anything else (including TSO, snap-length cuts and bad lengths)
+                    # is decoded again by the general path, which knows why.
+                    evt, total, fproto, src, dst, sport, dport, seq, ack, doff, flags = (
+                        _ETH_IPV4_TCP(frame, 0)
+                    )
+                    if evt >> 8 == 0x080045 and fproto & 0x3FFF00FF == _PROTO_TCP:
+                        end = 14 + total
+                        data = 34 + ((doff >> 4) << 2)
+                        if doff >= 0x50 and data <= end <= n:
+                            return _new_segment(
+                                Segment,
+                                (
+                                    ts_ns,
+                                    4,
+                                    src,
+                                    dst,
+                                    sport,
+                                    dport,
+                                    seq,
+                                    ack,
+                                    flags,
+                                    frame[data:end],
+                                ),
+                            )
+                elif high == 0x86 and n >= 74:
                     # Fast path: untagged Ethernet + IPv6 with TCP as first next header.
                     etype, vtcfl, plen, nxt, src, dst, sport, dport, seq, ack, doff, flags = (
                         _ETH_IPV6_TCP(frame, 0)
@@ -158,29 +189,21 @@ class Decoder:
                     if etype == _ETH_IPV6 and nxt == _PROTO_TCP and vtcfl >> 28 == 6:
                         end = 54 + plen
                         data = 54 + ((doff >> 4) << 2)
-                        if doff >= 0x50 and data <= end <= len(frame):
-                            payload = frame[data:end]
+                        if doff >= 0x50 and data <= end <= n:
                             return _new_segment(
                                 Segment,
-                                (ts_ns, 6, src, dst, sport, dport, seq, ack, flags, payload),
-                            )
-                elif frame[12] == 0x08 and len(frame) >= 54:
-                    # Fast path: untagged Ethernet + unfragmented IPv4 without options + TCP, the
-                    # bulk of real traffic, in one unpack. ``evt`` is ethertype, version/IHL and
-                    # TOS; ``fproto`` is flags/fragment offset, TTL and protocol, so one mask
-                    # tests "not a fragment and TCP". Anything else (including TSO, snap-length
-                    # cuts and bad lengths) is decoded again by the general path, which knows why.
-                    evt, total, fproto, src, dst, sport, dport, seq, ack, doff, flags = (
-                        _ETH_IPV4_TCP(frame, 0)
-                    )
-                    if evt >> 8 == 0x080045 and fproto & 0x3FFF00FF == _PROTO_TCP:
-                        end = 14 + total
-                        data = 34 + ((doff >> 4) << 2)
-                        if doff >= 0x50 and data <= end <= len(frame):
-                            payload = frame[data:end]
-                            return _new_segment(
-                                Segment,
-                                (ts_ns, 4, src, dst, sport, dport, seq, ack, flags, payload),
+                                (
+                                    ts_ns,
+                                    6,
+                                    src,
+                                    dst,
+                                    sport,
+                                    dport,
+                                    seq,
+                                    ack,
+                                    flags,
+                                    frame[data:end],
+                                ),
                             )
                 return self._ether(ts_ns, frame, 12)
             if linktype in (101, 12, 14):

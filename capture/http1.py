@@ -13,6 +13,13 @@ Why hand-written and not a library parser:
 * HTTP/1.x framing is small. `bytes.find` locates heads and chunk lines in C; Python only touches
   head lines and chunk-size lines, never body bytes one at a time. Bodies are sliced, not copied
   byte-wise, and a body longer than `max_body` is counted but not kept.
+* Speed: the usual data holds one whole message with a clean head, and `_quick` takes it in one
+  function (no state machine steps); anything else goes the general way (`_parse`/`_head`), and
+  the split-invariance tests check that both agree. Heads repeat a great deal (the same request
+  polled, the same response head for as long as its Date stays the same), so what `_quick`
+  parsed is cached by the raw head, and by the raw line for heads that differ in a line or two
+  (see `_Parsed`: module-wide, bounded by HEAD_CACHE_* / LINE_CACHE_*, emptied when full; the
+  result never depends on what they hold).
 
 Policies (what a Zeek user would expect of a passive analyser; see also docs/internals.md):
 
@@ -67,7 +74,10 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["Exchange", "HttpConnection", "HttpLimits", "Message"]
 
@@ -167,6 +177,170 @@ _KNOWN_METHODS = frozenset(
 _MAX_CHUNK_LINE = 4096  # a chunk-size line (with extensions) longer than this is malformed
 
 
+_K = TypeVar("_K", str, bytes)
+_V = TypeVar("_V")
+
+
+class _Parsed(Generic[_K, _V]):
+    """A bounded cache of parsed head text: what `_quick` parsed before, by the raw text.
+
+    Heads repeat a great deal: a client polling a URL or a load generator sends the same head
+    every time, a server answers with the same head for as long as its Date line stays the
+    same (a second), and even heads that differ share most lines (Host, Server, Content-Type,
+    Connection ...). A hit replaces decoding, splitting, checking and building tuples by one
+    dict lookup, and the parsed tuples are shared between messages (they are immutable; the
+    header list a Message gets is always its own). Only what `_quick` accepts is stored (a
+    clean head: no bare LF, tab, folding or space before a colon; ordinary framing), so a hit
+    needs no further check and the result never depends on what a cache holds.
+
+    Bounded: keys longer than `max_key` are not stored, and when `max_items` are held the cache
+    is emptied and refills with what is in use now (a Date line, for one, changes every
+    second). The caches are module-wide: every connection profits from what any of them saw.
+    """
+
+    __slots__ = ("get", "items", "max_items", "max_key")
+
+    def __init__(self, max_items: int, max_key: int) -> None:
+        self.items: dict[_K, _V] = {}
+        self.get: Callable[[_K], _V | None] = self.items.get  # the lookup, bound once
+        self.max_items = max_items
+        self.max_key = max_key
+
+    def put(self, key: _K, parsed: _V) -> None:
+        if len(key) <= self.max_key:
+            items = self.items
+            if len(items) >= self.max_items:
+                items.clear()
+            items[key] = parsed
+
+
+# What _quick_head returns: method, target, status, reason, version, fields, length
+# (length: the Content-Length, -2 chunked, -3 read until close; 0 for a request without either).
+_QuickHead = tuple[
+    str | None, str | None, int | None, str | None, str, tuple[tuple[str, str], ...], int
+]
+
+
+# The caches' bounds (see _Parsed): a few MB in all, whatever the traffic.
+HEAD_CACHE_SIZE = 1024  # heads per cache (one for requests, one for responses)
+HEAD_CACHE_KEY = 1024  # bytes: a longer head is parsed every time
+LINE_CACHE_SIZE = 4096  # lines per cache (request lines, status lines, field lines)
+LINE_CACHE_KEY = 256  # characters: a longer line is parsed every time
+
+# Whole heads (the bytes before the blank line) → _quick_head()'s result.
+_REQUEST_HEADS: _Parsed[bytes, _QuickHead] = _Parsed(HEAD_CACHE_SIZE, HEAD_CACHE_KEY)
+_RESPONSE_HEADS: _Parsed[bytes, _QuickHead] = _Parsed(HEAD_CACHE_SIZE, HEAD_CACHE_KEY)
+# Lines, for heads not seen whole before. "GET / HTTP/1.1" → ("GET", "/", "HTTP/1.1")
+_REQUEST_LINES: _Parsed[str, tuple[str, str, str]] = _Parsed(LINE_CACHE_SIZE, LINE_CACHE_KEY)
+# "HTTP/1.1 200 OK" → ("HTTP/1.1", 200, "OK")
+_STATUS_LINES: _Parsed[str, tuple[str, int, str]] = _Parsed(LINE_CACHE_SIZE, LINE_CACHE_KEY)
+# "Host: a" → ("Host", "a"); never Content-Length, Transfer-Encoding or Upgrade lines (framing
+# reads those, so their lines are always parsed).
+_FIELD_LINES: _Parsed[str, tuple[str, str]] = _Parsed(LINE_CACHE_SIZE, LINE_CACHE_KEY)
+
+
+def _clean_start_line(line: str) -> bool:
+    return "\n" not in line and "\t" not in line and " :" not in line
+
+
+def _quick_request_line(line: str) -> tuple[str, str, str] | None:
+    """A request line `_quick` may take: a known method (not CONNECT), HTTP/1.1 or 1.0."""
+    parts = line.split(" ", 2)
+    if len(parts) != 3 or not _clean_start_line(line):
+        return None
+    method, target, version = parts
+    if method not in _KNOWN_METHODS or method == "CONNECT" or not target or " " in target:
+        return None
+    if version != "HTTP/1.1" and version != "HTTP/1.0":
+        return None
+    parsed = (method, target, version)
+    _REQUEST_LINES.put(line, parsed)
+    return parsed
+
+
+def _quick_status_line(line: str) -> tuple[str, int, str] | None:
+    """A status line `_quick` may take: HTTP/1.1 or 1.0, a final status (not 1xx)."""
+    parts = line.split(" ", 2)
+    if len(parts) != 3 or not _clean_start_line(line):
+        return None
+    version, code, reason = parts
+    if len(code) != 3 or not (code.isdigit() and code.isascii()) or code[0] == "1":
+        return None  # interim and 101 responses take the general path
+    if version != "HTTP/1.1" and version != "HTTP/1.0":
+        return None
+    parsed = (version, int(code), reason)
+    _STATUS_LINES.put(line, parsed)
+    return parsed
+
+
+def _quick_head(head: bytes | bytearray, is_req: bool) -> _QuickHead | None:
+    """Parse a head (without its blank line) the way `_quick` may take it, else None.
+
+    None means the head needs `HttpConnection._head`: a start line or field it does not
+    accept, an anomaly to record (bare LF, folding, odd spacing), or framing that is not
+    plain (both Content-Length and chunked, a bad or repeated Content-Length, Upgrade, a
+    Transfer-Encoding other than chunked).
+    """
+    lines = head.decode("utf-8", "replace").split("\r\n")
+    first = lines[0]
+    if is_req:
+        start = _REQUEST_LINES.get(first) or _quick_request_line(first)
+        if start is None:
+            return None
+        method, target, version = start
+        status = None
+        reason = None
+    else:
+        response = _STATUS_LINES.get(first) or _quick_status_line(first)
+        if response is None:
+            return None
+        version, status, reason = response
+        method = None
+        target = None
+    fields: list[tuple[str, str]] = []
+    append = fields.append
+    cl: str | None = None
+    chunked = False
+    known = _FIELD_LINES.get
+    for j in range(1, len(lines)):
+        line = lines[j]
+        pair = known(line)
+        if pair is None:
+            # Not seen before (or a framing field, never cached): check and parse it here.
+            if "\n" in line or "\t" in line or " :" in line or line[:1] == " ":
+                return None  # bare LF, folding or odd spacing: anomalies to record
+            name, colon, value = line.partition(":")
+            if not colon or not name:
+                return None
+            pair = (name, value.strip())
+            ln = len(name)
+            low = name.lower() if ln == 14 or ln == 17 or ln == 7 else ""
+            if low == "content-length":
+                if cl is not None:
+                    return None
+                cl = pair[1]
+            elif low == "transfer-encoding":
+                if chunked or pair[1].lower() != "chunked":
+                    return None
+                chunked = True
+            elif low == "upgrade":
+                return None
+            else:
+                _FIELD_LINES.put(line, pair)
+        append(pair)
+    if chunked:
+        if cl is not None:
+            return None  # both: an anomaly to record
+        length = -2
+    elif cl is not None:
+        if not (cl.isdigit() and cl.isascii() and len(cl) <= 18):
+            return None
+        length = int(cl)
+    else:
+        length = 0 if is_req else -3  # a response without length reads until close
+    return method, target, status, reason, version, tuple(fields), length
+
+
 class _Txn:
     """One pairing slot: the n-th request and the n-th final response.
 
@@ -263,17 +437,23 @@ class HttpConnection:
         self._req_next = 0  # absolute index of the next request's slot
         self._resp_next = 0  # absolute index of the next final response's slot
         self._pipelined = False  # a request was seen before the previous response ended
-        self._out: list[Exchange] = []
+        # Completed exchanges not popped yet. Read-only for callers: a cheap "anything to
+        # pop?" test (the pipeline asks after every data() call); pop_exchanges takes them.
+        self.exchanges: list[Exchange] = []
         self._paused: _Txn | None = None  # slot of the Upgrade/CONNECT request being waited on
         self._probe_budget = limits.max_probe
+        # limits read by _quick for every message (limits is frozen)
+        self._max_head = limits.max_head
+        self._max_body = limits.max_body
+        self._max_pending = limits.max_pending
 
     # ------------------------------------------------------------------ public API
 
     def pop_exchanges(self) -> list[Exchange]:
-        out = self._out
+        out = self.exchanges
         if not out:
             return []  # never hand out the internal list: later exchanges would appear in it
-        self._out = []
+        self.exchanges = []
         return out
 
     def data(self, side: int, data: bytes, ts_ns: int) -> None:
@@ -291,9 +471,14 @@ class HttpConnection:
                 return
             self._consume(s, self._parse(s, side, buf, cur, ts_ns), buf)
         else:
-            # Fast path: nothing carried over, parse the caller's bytes in place.
-            pos = self._parse(s, side, data, 0, ts_ns)
-            if pos < len(data) and s.state != _DEAD:
+            # Fast path: nothing carried over, parse the caller's bytes in place. Most data
+            # starts with a head and holds one whole message: `_quick` takes it all at once.
+            n = len(data)
+            pos = self._quick(s, data, 0, n, ts_ns) if s.state == _HEAD else -1
+            if pos == n:
+                return  # roles are known in _HEAD: no probe budget to count
+            pos = self._parse(s, side, data, 0, ts_ns, pos if pos > 0 else 0)
+            if pos < n and s.state != _DEAD:
                 buf += memoryview(data)[pos:]
                 s.marks = [(0, ts_ns)]
         if self.client_side is None:
@@ -396,13 +581,15 @@ class HttpConnection:
                     keep.append((off - pos, t))
             s.marks = keep
 
-    def _parse(self, s: _Side, side: int, buf: bytes | bytearray, cur: int, ts: int) -> int:
-        """Consume what can be consumed of buf; returns the offset of the first unused byte.
+    def _parse(
+        self, s: _Side, side: int, buf: bytes | bytearray, cur: int, ts: int, pos: int = 0
+    ) -> int:
+        """Consume what can be consumed of buf from pos; returns the offset of the first unused
+        byte.
 
         Bytes at offsets >= cur arrived with the current data (time `ts`); earlier ones were
         carried over in s.buf and have their times in s.marks.
         """
-        pos = 0
         n = len(buf)
         max_body = self.limits.max_body
         while pos < n:
@@ -495,6 +682,7 @@ class HttpConnection:
         Returns the offset after what it consumed, or -1 to let `_head` (which handles every
         case) do it; it gives up before changing any state, so the result is the same either
         way (the split-invariance tests compare the two). All bytes are from the current data.
+        A head seen before comes parsed from a cache (see `_Parsed`).
         """
         txns = self._txns
         is_req = s.role == _REQ
@@ -502,7 +690,7 @@ class HttpConnection:
             return -1
         if is_req:
             k = self._req_next - self._base
-            if k != len(txns) or k >= self.limits.max_pending:
+            if k != len(txns) or k >= self._max_pending:
                 return -1  # a response came first, or eviction is due
             t = None
         else:
@@ -510,65 +698,22 @@ class HttpConnection:
             if not 0 <= k < len(txns):
                 return -1
             t = txns[k]
-        i = buf.find(b"\r\n\r\n", pos, pos + self.limits.max_head)
+        i = buf.find(b"\r\n\r\n", pos, pos + self._max_head)
         if i < 0:
             return -1
-        text = buf[pos:i].decode("utf-8", "replace")
-        lines = text.split("\r\n")
-        if text.count("\n") != len(lines) - 1 or "\n " in text or " :" in text or "\t" in text:
-            return -1  # bare LF, folding or odd spacing: anomalies to record
-        parts = lines[0].split(" ", 2)
-        if len(parts) != 3:
-            return -1
-        if is_req:
-            method, target, version = parts
-            if method not in _KNOWN_METHODS or method == "CONNECT" or not target or " " in target:
+        head = buf[pos:i]
+        heads = _REQUEST_HEADS if is_req else _RESPONSE_HEADS
+        # (a bytearray, from data carried over, cannot be a key)
+        parsed = heads.get(head) if type(head) is bytes else None
+        if parsed is None:
+            parsed = _quick_head(head, is_req)
+            if parsed is None:
                 return -1
-            status = None
-            reason = None
-        else:
-            version, code, reason = parts
-            if len(code) != 3 or not (code.isdigit() and code.isascii()) or code[0] == "1":
-                return -1  # interim and 101 responses take the general path
-            status = int(code)
-            method = None
-            target = None
-        if version != "HTTP/1.1" and version != "HTTP/1.0":
-            return -1
-        headers: list[tuple[str, str]] = []
-        append = headers.append
-        cl: str | None = None
-        chunked = False
-        for j in range(1, len(lines)):
-            name, colon, value = lines[j].partition(":")
-            if not colon or not name:
-                return -1
-            value = value.strip()
-            append((name, value))
-            ln = len(name)
-            if ln == 14 or ln == 17 or ln == 7:
-                low = name.lower()
-                if low == "content-length":
-                    if cl is not None:
-                        return -1
-                    cl = value
-                elif low == "transfer-encoding":
-                    if chunked or value.lower() != "chunked":
-                        return -1
-                    chunked = True
-                elif low == "upgrade":
-                    return -1
+            if type(head) is bytes:
+                heads.put(head, parsed)
+        method, target, status, reason, version, fields, length = parsed
+        headers = list(fields)  # each message its own list (trailers are appended to it)
         hend = i + 4
-        if chunked:
-            if cl is not None:
-                return -1  # both: an anomaly to record
-            length = -2
-        elif cl is not None:
-            if not (cl.isdigit() and cl.isascii() and len(cl) <= 18):
-                return -1
-            length = int(cl)
-        else:
-            length = 0 if is_req else -3  # a response without length reads until close
         if t is not None:
             if t.method == "CONNECT":
                 return -1
@@ -604,7 +749,7 @@ class HttpConnection:
             else:
                 t.resp_st = _OPEN
             return hend
-        keep = self.limits.max_body
+        keep = self._max_body
         body = buf[hend : end if length <= keep else hend + keep] if length else b""
         if type(body) is not bytes:
             body = bytes(body)
@@ -617,9 +762,7 @@ class HttpConnection:
         )  # fmt: skip
         if is_req:
             t.req = msg
-            t.req_st = _DONE
-            if t.resp_st >= _DONE:
-                self._emit()
+            t.req_st = _DONE  # its slot is new: no response to pair with yet
             return end
         t.resp = msg
         t.resp_st = _DONE
@@ -630,7 +773,12 @@ class HttpConnection:
         if k == 0 and t.req_st >= _DONE:
             txns.popleft()
             self._base += 1
-            self._out.append(self._exchange(t))
+            req = t.req
+            assert req is not None
+            # The usual exchange, built here; _exchange words the errors of the others.
+            self.exchanges.append(
+                _new(Exchange, (req, msg, None)) if req.error is None else self._exchange(t)
+            )
             if txns:
                 self._emit()
         return end
@@ -1207,7 +1355,7 @@ class HttpConnection:
         t.detached = True
         t.emitted = True
         t.note = f"evicted: more than max_pending={self.limits.max_pending} exchanges waiting"
-        self._out.append(self._exchange(t))
+        self.exchanges.append(self._exchange(t))
 
     def _assign_request(self, s: _Side, m: _Msg) -> None:
         idx = self._req_next
@@ -1329,7 +1477,7 @@ class HttpConnection:
             if m.switch:
                 if t.detached and not t.emitted:
                     t.emitted = True
-                    self._out.append(self._exchange(t))
+                    self.exchanges.append(self._exchange(t))
                 self._flush("the protocol switched")
                 self._stop()
                 return
@@ -1338,7 +1486,7 @@ class HttpConnection:
         if t.detached:
             if not t.emitted and t.req_st >= _DONE and t.resp_st >= _DONE:
                 t.emitted = True
-                self._out.append(self._exchange(t))
+                self.exchanges.append(self._exchange(t))
         else:
             self._emit()
 
@@ -1349,7 +1497,7 @@ class HttpConnection:
             if t.req_st >= _DONE and t.resp_st >= _DONE:
                 txns.popleft()
                 self._base += 1
-                self._out.append(self._exchange(t))
+                self.exchanges.append(self._exchange(t))
             else:
                 break
 
@@ -1362,7 +1510,7 @@ class HttpConnection:
             if not t.note:
                 t.note = why
             if t.req is not None or t.resp is not None:
-                self._out.append(self._exchange(t))
+                self.exchanges.append(self._exchange(t))
         self._req_next = self._resp_next = self._base
 
     @staticmethod

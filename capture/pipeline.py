@@ -4,6 +4,11 @@ Decode → reassembly → HTTP/1.x → entries, chained by plain calls in one pl
 live capture share every line of it (the Trio layer only feeds frames and drains `Output`). Time
 is the packet's time; nothing here reads a clock, so a replay is deterministic.
 
+Cost: this runs for every captured packet, so the chain is plain calls with nothing between
+them: in-order data goes from the reassembler straight to the connection's HTTP dissector
+(`Reassembler(on_data=...)`, no Data event in between), and each HTTP connection keeps an
+`EntryBuilder` made when HTTP is recognised. scripts/bench_pipeline.py measures it.
+
 A connection gets its pcap stream number the first time HTTP is recognised on it, not when it
 opens: most connections a node sees are not HTTP (TLS, DNS over TCP, databases), and numbering
 them would fill the data directory with pcaps no entry points to. Packets that arrive before
@@ -16,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from capture.decode import Decoder
-from capture.entries import Identity, build_entry
+from capture.entries import EntryBuilder, Identity
 from capture.http1 import HttpConnection, HttpLimits
 from capture.reassembly import Closed, Data, Gap, Opened, Reassembler, ReassemblyLimits
 
@@ -62,6 +67,7 @@ class _Conn:
     index: int = 0
     held: list[tuple[int, int, bytes]] = field(default_factory=list)
     held_bytes: int = 0
+    builder: EntryBuilder | None = None  # set with stream
 
 
 class Pipeline:
@@ -77,7 +83,11 @@ class Pipeline:
         self.identity = identity
         self._allocate_stream = allocate_stream
         self.decoder = Decoder()
-        self.reassembler = Reassembler(self.limits.reassembly)
+        # In-order data reaches _data directly, without a Data event (see Reassembler).
+        self.reassembler = Reassembler(self.limits.reassembly, on_data=self._data)
+        # bound once: called for every packet
+        self._decode = self.decoder.decode
+        self._reassemble = self.reassembler.feed
         self._conns: dict[int, _Conn] = {}
         # conn_id -> stream of recently closed HTTP connections, so packets the reassembler
         # still attributes to them (final ACKs, late retransmissions) reach their pcap.
@@ -99,22 +109,25 @@ class Pipeline:
 
     def feed(self, ts_ns: int, linktype: int, frame: bytes) -> None:
         """One captured frame."""
-        seg = self.decoder.decode(ts_ns, linktype, frame)
+        seg = self._decode(ts_ns, linktype, frame)
         if seg is None:
             return
         if ts_ns > self._last_ts_ns:
             self._last_ts_ns = ts_ns
-        conn_id = self.reassembler.feed(seg)
+        conn_id = self._reassemble(seg)
         if conn_id is not None:
-            # File the packet before its events run: the events may close the connection (the
-            # last FIN, a RST), and its closing packets belong in its pcap too.
+            # File the packet before its queued events run: they may close the connection (the
+            # last FIN, a RST), and its closing packets belong in its pcap too. In-order data
+            # handed over directly (_data) has run already; that cannot close the connection,
+            # and if it got HTTP recognised, the held packets were released before this one.
             conn = self._conns.get(conn_id)
             if conn is not None:
                 if conn.stream:
                     self._out.packets.append((conn.stream, ts_ns, linktype, frame))
                 elif conn.http.active:
                     self._hold(conn, ts_ns, linktype, frame)
-                self._drain_events()
+                if self.reassembler.events:  # none for most pure ACKs
+                    self._drain_events()
             else:
                 self._drain_events()
                 conn = self._conns.get(conn_id)
@@ -127,7 +140,7 @@ class Pipeline:
                     stream = self._closed.get(conn_id)
                     if stream:  # the last ACK after both FINs: the reassembler lets it linger
                         self._out.packets.append((stream, ts_ns, linktype, frame))
-        else:
+        elif self.reassembler.events:
             self._drain_events()
         if ts_ns >= self._next_expire_ns:
             self._next_expire_ns = ts_ns + self.limits.expire_every_ns
@@ -196,17 +209,22 @@ class Pipeline:
         conn.held = []
         conn.held_bytes = 0
 
+    def _data(self, conn_id: int, side: int, data: bytes, ts_ns: int) -> None:
+        """A Data event's bytes (queued, or handed over directly by the reassembler)."""
+        conn = self._conns.get(conn_id)
+        if conn is not None:
+            http = conn.http
+            http.data(side, data, ts_ns)
+            if not conn.stream:
+                self._after_http(conn)
+            elif http.exchanges:
+                self._write_entries(conn)
+
     def _drain_events(self) -> None:
-        events = self.reassembler.pop_events()
-        if not events:
-            return
         conns = self._conns
-        for ev in events:
+        for ev in self.reassembler.pop_events():
             if type(ev) is Data:
-                conn = conns.get(ev.conn_id)
-                if conn is not None:
-                    conn.http.data(ev.side, ev.data, ev.ts_ns)
-                    self._after_http(conn)
+                self._data(ev.conn_id, ev.side, ev.data, ev.ts_ns)
             elif type(ev) is Opened:
                 conns[ev.conn_id] = _Conn(ev, HttpConnection(self.limits.http))
             elif type(ev) is Gap:
@@ -235,22 +253,33 @@ class Pipeline:
                     self._drop_held(conn)  # decided: not HTTP, its packets are not ours to keep
                 return
             conn.stream = self._allocate_stream()
+            # The roles are known now and never change: the connection's entries can be
+            # prepared (EntryBuilder works out once what they all share).
+            conn.builder = EntryBuilder(
+                conn.opened,
+                http.client_side,
+                self.identity,
+                conn.stream,
+                self.limits.http.max_decoded,
+            )
             self.counters["http_connections"] += 1
             self._release_held(conn)
-        exchanges = http.pop_exchanges()
-        if not exchanges:
-            return
-        client_side = http.client_side if http.client_side is not None else 0
+        if http.exchanges:
+            self._write_entries(conn)
+
+    def _write_entries(self, conn: _Conn) -> None:
+        exchanges = conn.http.pop_exchanges()
+        builder = conn.builder
+        assert builder is not None  # made with conn.stream
+        build = builder.build
         append = self._out.entries.append
-        max_decoded = self.limits.http.max_decoded
+        index = conn.index
         for ex in exchanges:
-            entry = build_entry(
-                ex, conn.opened, client_side, self.identity, conn.stream, conn.index, max_decoded
-            )
-            conn.index += 1
-            append(entry)
-            self.counters["entries"] += 1
+            append(build(ex, index))
+            index += 1
             if ex.error is not None:
                 self.counters["entries_with_error"] += 1
                 kind = ex.error[0]
                 self.errors_by_type[kind] = self.errors_by_type.get(kind, 0) + 1
+        conn.index = index
+        self.counters["entries"] += len(exchanges)

@@ -217,7 +217,8 @@ class CaptureFile:
     def _iter_pcap(self, read: _ReadFn, buf: bytes) -> Iterator[Packet]:
         order, frac_ns, rec_size = _PCAP_MAGICS[buf[:4]]
         linktype = struct.unpack_from(order + "I", buf, 20)[0] & _LINKTYPE_MASK
-        unpack = struct.Struct(order + "IIII").unpack_from
+        # sec, fraction, caplen (the original length is not needed: one int less per record)
+        unpack = struct.Struct(order + "III4x").unpack_from
         ns = _NS_PER_S
         max_rec = MAX_RECORD_SIZE
         pos = 24
@@ -231,7 +232,7 @@ class CaptureFile:
             while True:
                 data_at = pos + rec_size
                 if data_at <= buflen:
-                    sec, frac, caplen, _origlen = unpack(buf, pos)
+                    sec, frac, caplen = unpack(buf, pos)
                     end = data_at + caplen
                     if end <= buflen:
                         if sec != last_sec:

@@ -15,12 +15,14 @@ from kshark.store.core import (
     RESERVATION_BLOCK,
     RETENTION_STREAMS_PER_WRITE,
     RETENTION_TARGET,
+    PreparedBatch,
     Store,
     StoreError,
     StoreLockedError,
     StoreOutput,
 )
 from kshark.store.journal import INDEX_CACHE_SEGMENTS, SEGMENT_LINES
+from kshark.store.pending import PendingWrite
 
 __all__ = [
     "DEFAULT_STORAGE_LIMIT",
@@ -33,6 +35,8 @@ __all__ = [
     "RETENTION_STREAMS_PER_WRITE",
     "RETENTION_TARGET",
     "SEGMENT_LINES",
+    "PendingWrite",
+    "PreparedBatch",
     "Store",
     "StoreError",
     "StoreLockedError",

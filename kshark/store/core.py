@@ -1,17 +1,23 @@
 """The worker's data directory: entry files, one pcap per connection, the journal, retention.
 
-One `Store` per data directory and process, used from one thread (the worker's Trio thread):
-`write()` is synchronous and is called with a whole pipeline batch, readers (`read_after`,
-`seq_of_id`, `entry_bytes`, `pcap_path`) are plain calls that never block on the writer, and
-`wait_for_seq` is the one async method, woken by `write()`. The layout on disk and what a reader
-may rely on are in docs/store.md.
+One `Store` per data directory and process, its state owned by one thread (the worker's Trio
+thread): a write takes a whole pipeline batch, readers (`read_after`, `seq_of_id`,
+`entry_bytes`, `pcap_path`) are plain calls that never block on the writer (`pcap_path` of a
+connection whose packets are being appended excepted), and `wait_for_seq` is the one async
+method, woken when a write finishes. The layout on disk and what a reader may rely on are in
+docs/store.md.
 
-Order inside one `write()` is what makes a concurrent reader (even another process) safe: the
+A write is three phases so that its file system calls can run off that thread, overlapped with
+parsing the next batch: `begin_write` decides everything (names, offsets, what retention
+deletes) without I/O, `PendingWrite.run_io` makes the calls in any thread (or the I/O helper
+process), `finish_write` journals and accounts. `write()` is the three in a row.
+
+Order inside one write is what makes a concurrent reader (even another process) safe: the
 packets of every entry in the batch reach their pcap first, then each entry file appears whole
 (temp file + rename), and only then does the journal line that announces it get appended. A line
 in the journal therefore always names a complete file with its packets already on disk.
 
-Write errors (a full disk, EIO) never escape `write()`: what could not be written is dropped and
+Write errors (a full disk, EIO) never escape a write: what could not be written is dropped and
 counted, one log line per errno says what happened, and every later write simply tries again, so
 the store recovers by itself when space returns.
 """
@@ -31,10 +37,12 @@ import orjson
 import trio
 
 from kshark.store import fileio, names, pcapfile
+from kshark.store.iohelper import IOHelper
 from kshark.store.journal import Journal, segment_end, segment_of
+from kshark.store.pending import PendingWrite
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Mapping, Sequence, Set
     from types import TracebackType
 
 log = logging.getLogger("kshark.store")
@@ -65,7 +73,6 @@ _READ_CHUNK_LINES = 1024
 
 _STATE_RESERVATION = "stream-reservation"
 _STATE_LOCK = "lock"
-_TMP_ENTRY = "entry.tmp"
 _SUBDIRS = ("entries", "pcaps", "journal", "state", "tmp")
 _SORT_KEYS = orjson.OPT_SORT_KEYS
 _SECOND_NS = 1_000_000_000
@@ -101,7 +108,6 @@ class _Stream:
     __slots__ = (
         "buf",
         "buf_bytes",
-        "buf_packets",
         "closed",
         "entries",
         "entry_usage",
@@ -110,9 +116,9 @@ class _Stream:
     )
 
     def __init__(self, closed: bool) -> None:
-        self.buf: list[bytes] | None = None  # record headers and frames not yet written
+        # Packets not yet written: record header, frame, record header, frame, ...
+        self.buf: list[bytes] | None = None
         self.buf_bytes = 0
-        self.buf_packets = 0
         self.closed = closed
         self.entry_usage = 0  # disk usage of its entry files
         # Its entry files on disk, each as one int `seq << _SEQ_SHIFT | index` (one small object
@@ -126,6 +132,79 @@ class _Stream:
 _Pending = tuple[_Stream, int, int, str, bytes]
 
 
+class _WriteState:
+    """What finish_write needs of its begin_write, kept on the PendingWrite meanwhile."""
+
+    __slots__ = ("closed_streams", "errors_before", "pcap_streams", "records", "successes_before")
+
+    def __init__(
+        self,
+        records: list[_Pending],
+        pcap_streams: list[tuple[int, _Stream, int]],
+        closed_streams: list[int],
+        errors_before: int,
+        successes_before: int,
+    ) -> None:
+        self.records = records
+        self.pcap_streams = pcap_streams  # (number, stream, packets) per PendingWrite.pcaps
+        self.closed_streams = closed_streams
+        self.errors_before = errors_before
+        self.successes_before = successes_before
+
+
+class PreparedBatch:
+    """A pipeline batch with the work that needs no store state done: entries serialised
+    (compact, sorted keys) with their entryFile checked, pcap record headers packed.
+
+    Made by `Store.prepare_write` (any thread, any time); `Store.begin_write` takes it instead
+    of the batch and has only the decisions left (which stream, which file, duplicates across
+    batches, which buffers to write).
+    """
+
+    __slots__ = ("closed_streams", "entries", "invalid", "packets")
+
+    def __init__(self, out: StoreOutput) -> None:
+        # (entryFile, stream, index, JSON bytes) per valid entry, and why each other one is not
+        self.entries: list[tuple[str, int, int, bytes]] = []
+        self.invalid: list[str] = []
+        # (stream, link type, record header, frame cut to the snaplen) per packet
+        self.packets: list[tuple[int, int, bytes, bytes]] = []
+        self.closed_streams = list(out.closed_streams)
+        if out.entries:
+            parse = names.parse_entry_file
+            dumps = orjson.dumps
+            seen: set[str] = set()
+            for entry in out.entries:
+                name = entry.get("entryFile")
+                parsed = parse(name) if isinstance(name, str) else None
+                if parsed is None:
+                    self.invalid.append(f"entryFile {name!r} is not a valid entry file name")
+                    continue
+                assert isinstance(name, str)
+                if name in seen:
+                    self.invalid.append(f"{name} was already written; the duplicate is dropped")
+                    continue
+                try:
+                    data = dumps(entry, option=_SORT_KEYS)
+                except orjson.JSONEncodeError as exc:
+                    self.invalid.append(f"{name}: cannot be serialised ({exc})")
+                    continue
+                seen.add(name)
+                self.entries.append((name, parsed[0], parsed[1], data))
+        if out.packets:
+            pack = pcapfile.RECORD_HEADER.pack
+            snaplen = pcapfile.SNAPLEN
+            append = self.packets.append
+            for stream, ts_ns, linktype, frame in out.packets:
+                n = len(frame)
+                if n <= snaplen:
+                    record = pack(ts_ns // _SECOND_NS, ts_ns % _SECOND_NS, n, n)
+                else:
+                    record = pack(ts_ns // _SECOND_NS, ts_ns % _SECOND_NS, snaplen, n)
+                    frame = frame[:snaplen]
+                append((stream, linktype, record, frame))
+
+
 class Store:
     """Entry files, per-connection pcaps and the journal under one data directory."""
 
@@ -137,6 +216,8 @@ class Store:
         self.data_dir = Path(data_dir).absolute()
         self.storage_limit = int(storage_limit)
         self._closed = True  # until fully open: close() then has nothing to undo
+        self._pending: PendingWrite | None = None  # the write begun and not yet finished
+        self._helper: IOHelper | None = None  # start_io_helper()
         self._fds: list[int] = []
         try:
             for sub in _SUBDIRS:
@@ -179,6 +260,10 @@ class Store:
         self._recent_low = self._journal.last_seq + 1
         self._event: trio.Event | None = None
         self._evicting = False
+        # Files retention has planned for the outstanding write's I/O phase: counted as
+        # deleted already, so readers must not serve them meanwhile.
+        self._doomed_entries: set[bytes] = set()
+        self._doomed_pcaps: set[int] = set()
         self._evict_order: list[int] = []
         self._evict_pos = 0
         self._logged_errnos: set[int] = set()
@@ -194,7 +279,7 @@ class Store:
         self._successes = 0  # files written; tells a recovery from a write with nothing to do
         self._drop_old_segments()
         if self._usage > self.storage_limit:
-            self._evict(budget=None)  # the limit was lowered since the last run
+            self._evict(None)  # the limit was lowered since the last run
 
     # -- opening -------------------------------------------------------------------------
 
@@ -308,46 +393,71 @@ class Store:
 
     # -- writing -------------------------------------------------------------------------
 
-    def write(self, out: StoreOutput) -> None:
-        """Store one pipeline batch: packets, closed streams, entries; then apply retention."""
+    def write(self, out: StoreOutput | PreparedBatch) -> None:
+        """Store one pipeline batch: packets, closed streams, entries; then apply retention.
+
+        The three phases of a write in one go. A caller that wants the file work off its own
+        thread runs them itself: `begin_write`, `PendingWrite.run_io` in a worker thread,
+        `finish_write` (docs/store.md, "Writing from two threads")."""
+        pending = self.begin_write(out)
+        pending.run_io()
+        self.finish_write(pending)
+
+    def prepare_write(self, out: StoreOutput) -> PreparedBatch:
+        """Phase 0 of a write, optional: the part that needs no store state (serialising the
+        entries, checking their names, packing the pcap record headers). Safe in any thread or
+        task, at any time; `begin_write` then has only decisions left. The worker's writer
+        prepares a batch while the previous one's files are being written."""
+        return PreparedBatch(out)
+
+    def begin_write(self, out: StoreOutput | PreparedBatch) -> PendingWrite:
+        """Phase 1 of a write, in the store's thread: take in one batch and decide its files.
+
+        Packets go into the per-connection buffers, closed connections are marked, entries are
+        validated and serialised (unless `prepare_write` did that), and the buffers due for
+        their pcap are taken. Nothing is written: the returned PendingWrite holds the names and
+        bytes, and its `run_io()` (any thread) writes them. Then `finish_write()` must follow,
+        in this thread.
+
+        One write is outstanding at a time: a write begun while another is outstanding (or
+        `flush`, `close`, `pcap_path` of a stream it carries) first finishes that one,
+        performing or waiting for its I/O. So batches reach the disk and the journal in the
+        order they were begun.
+        """
         self._check_open()
+        self._settle()
+        batch = out if isinstance(out, PreparedBatch) else PreparedBatch(out)
         errors_before = self._write_errors
         successes_before = self._successes
         streams = self._streams
         to_flush: set[int] = set()
 
-        if out.packets:
-            pack = pcapfile.RECORD_HEADER.pack
-            snaplen = pcapfile.SNAPLEN
+        if batch.packets:
             per_stream = PCAP_BUFFER_PER_STREAM
             total = self._buffered
-            for stream, ts_ns, linktype, frame in out.packets:
+            for stream, linktype, record, frame in batch.packets:
                 st = streams.get(stream)
-                if st is None:
-                    st = self._new_stream(stream)
+                if st is None or st.linktype != linktype:
                     if st is None:
-                        self._dropped_packets += 1
+                        st = self._new_stream(stream)
+                        if st is None:
+                            self._dropped_packets += 1
+                            continue
+                    if st.linktype != linktype and not self._adopt_linktype(stream, st, linktype):
                         continue
-                if st.linktype != linktype and not self._adopt_linktype(stream, st, linktype):
-                    continue
                 buf = st.buf
                 if buf is None:
                     buf = st.buf = []
-                orig = len(frame)
-                if orig > snaplen:
-                    frame = frame[:snaplen]
-                sec, nsec = divmod(ts_ns, _SECOND_NS)
-                buf.append(pack(sec, nsec, len(frame), orig))
-                buf.append(frame)
+                buf += (record, frame)
                 size = pcapfile.RECORD_HEADER_SIZE + len(frame)
-                st.buf_bytes += size
-                st.buf_packets += 1
                 total += size
-                if st.buf_bytes > per_stream:
+                size += st.buf_bytes
+                st.buf_bytes = size
+                if size > per_stream:
                     to_flush.add(stream)
             self._buffered = total
 
-        for stream in out.closed_streams:
+        for stream in batch.closed_streams:
             st = streams.get(stream)
             if st is not None and not st.closed:
                 st.closed = True
@@ -355,35 +465,126 @@ class Store:
                 if st.buf:
                     to_flush.add(stream)
 
-        pending: list[_Pending] = []
-        if out.entries:
-            batch_names: set[str] = set()
-            for entry in out.entries:
-                rec = self._prepare_entry(entry, batch_names)
-                if rec is not None:
-                    pending.append(rec)
-                    if rec[0].buf:
-                        to_flush.add(rec[1])
+        for why in batch.invalid:
+            self._invalid_entry(why)
+        records: list[_Pending] = []
+        for name, stream, index, data in batch.entries:
+            st = streams.get(stream)
+            if st is None:
+                st = self._new_stream(stream)
+                assert st is not None  # the name's 12 digits are always a valid number
+            done = st.entries
+            if (
+                done
+                and index <= (done[-1] & _INDEX_MASK)
+                and any(e & _INDEX_MASK == index for e in done)
+            ):
+                self._invalid_entry(f"{name} was already written; the duplicate is dropped")
+                continue
+            records.append((st, stream, index, name, data))
+            if st.buf:
+                to_flush.add(stream)
 
         if self._buffered > PCAP_BUFFER_TOTAL:
             to_flush.update(n for n, st in streams.items() if st.buf)
+
+        # Retention decides before this batch's files exist, counting what they will add, so
+        # that its deletions go into the same I/O phase (off this thread) ahead of them.
+        block = self._block
+        extra = sum(fileio.disk_usage(len(rec[4]), block) for rec in records)
         for stream in to_flush:
-            self._flush_stream(stream, streams[stream])
+            st = streams[stream]
+            size = st.pcap_size
+            grown = size + st.buf_bytes + (0 if size else pcapfile.GLOBAL_HEADER_SIZE)
+            extra += fileio.disk_usage(grown, block) - fileio.disk_usage(size, block)
+        unlinks: list[tuple[int, str]] = []
+        if self._evicting or self._usage + extra > self.storage_limit:
+            # Streams this batch writes to stay known (their older files may still go).
+            keep = to_flush.union(rec[1] for rec in records)
+            self._evict(RETENTION_STREAMS_PER_WRITE, unlinks, extra, keep)
 
-        if pending:
-            self._write_entries(pending)
+        pcap_files: list[tuple[str, bytes, int]] = []
+        pcap_streams: list[tuple[int, _Stream, int]] = []
+        for stream in to_flush:
+            st = streams[stream]
+            pcap_streams.append((stream, st, len(st.buf or ()) // 2))
+            pcap_files.append(self._take_buffer(stream, st))
+            self._clear_buffer(st)
 
-        for stream in out.closed_streams:
-            st = streams.get(stream)
-            if st is not None and st.closed and not (st.pcap_size or st.entries or st.buf):
+        pending = PendingWrite(
+            self._pcaps_fd,
+            self._tmp_fd,
+            self._entries_fd,
+            pcap_files,
+            [(rec[3], rec[4]) for rec in records],
+            self._helper,
+            unlinks,
+        )
+        pending.store_state = _WriteState(
+            records, pcap_streams, batch.closed_streams, errors_before, successes_before
+        )
+        self._pending = pending
+        return pending
+
+    def finish_write(self, pending: PendingWrite) -> None:
+        """Phase 3 of a write, in the store's thread: account for the files `run_io()` wrote,
+        append their journal lines, wake the readers, apply retention.
+
+        If `run_io()` has not run yet it runs here; if it is running in another thread, this
+        waits for it. Finishing a write that is already finished (early, by a later write,
+        `flush`, `close` or `pcap_path`) does nothing.
+        """
+        if pending.finished:
+            return
+        if pending is not self._pending:
+            raise ValueError(
+                "finish_write: this PendingWrite is not this store's outstanding write"
+            )
+        pending.run_io()
+        pending.finished = True
+        self._pending = None
+        state: _WriteState = pending.store_state
+        pending.store_state = None
+        if pending.helper_failure is not None and self._helper is not None:
+            log.warning(
+                "%s; this batch and the next ones are written by the worker itself",
+                pending.helper_failure,
+            )
+            self._helper.close()
+            self._helper = None
+        if pending.unlinks:
+            self._doomed_entries.clear()
+            self._doomed_pcaps.clear()
+            appended = {name for name, _, _ in pending.pcaps}
+            for (kind, name), error in zip(pending.unlinks, pending.unlink_errors, strict=True):
+                if error is not None:
+                    self._unlink_failed(kind, name, error, name in appended)
+        for (_, st, packets), (name, data, size), error in zip(
+            state.pcap_streams, pending.pcaps, pending.pcap_errors, strict=True
+        ):
+            self._pcap_written(st, name, len(data), size, packets, error)
+        if state.records:
+            self._journal_entries(state.records, pending.entry_errors)
+
+        streams = self._streams
+        for stream in state.closed_streams:
+            closed = streams.get(stream)
+            if (
+                closed is not None
+                and closed.closed
+                and not (closed.pcap_size or closed.entries or closed.buf)
+            ):
                 del streams[stream]  # nothing of it reached the disk (write errors)
 
-        if self._usage > self.storage_limit or self._evicting:
-            self._evict(budget=RETENTION_STREAMS_PER_WRITE)
+        if self._usage > self.storage_limit:
+            # Still over the limit (retention in begin_write could not free enough before this
+            # batch's files, e.g. one entry bigger than the older files together): the same
+            # write gets back under it, deleting here.
+            self._evict(None)
         if (
             self._logged_errnos
-            and self._write_errors == errors_before
-            and self._successes > successes_before
+            and self._write_errors == state.errors_before
+            and self._successes > state.successes_before
         ):
             log.warning(
                 "store writes under %s succeed again (%d write errors so far: %d entries and "
@@ -394,6 +595,29 @@ class Store:
                 self._dropped_packets,
             )
             self._logged_errnos.clear()
+
+    def start_io_helper(self) -> bool:
+        """Have a helper process make the file system calls of `run_io()` from now on
+        (kshark.store.iohelper), so that they run on another core without competing with the
+        caller's threads for the GIL. True if it runs (or already did); False if it cannot be
+        started, and the calls stay in-process (logged). `close()` stops it."""
+        self._check_open()
+        if self._helper is None:
+            try:
+                self._helper = IOHelper(self._pcaps_fd, self._tmp_fd, self._entries_fd)
+            except OSError as exc:
+                log.warning(
+                    "cannot start the store's I/O helper process (%s); files are written by "
+                    "the worker itself",
+                    exc.strerror or exc,
+                )
+                return False
+        return True
+
+    def _settle(self) -> None:
+        """Finish the outstanding write, if there is one (running or waiting for its I/O)."""
+        if self._pending is not None:
+            self.finish_write(self._pending)
 
     def _new_stream(self, stream: int) -> _Stream | None:
         if isinstance(stream, bool) or not isinstance(stream, int):
@@ -422,79 +646,60 @@ class Store:
         self._dropped_packets += 1
         return False
 
-    def _prepare_entry(self, entry: Mapping[str, Any], batch_names: set[str]) -> _Pending | None:
-        name = entry.get("entryFile")
-        parsed = names.parse_entry_file(name) if isinstance(name, str) else None
-        if parsed is None:
-            self._invalid_entry(f"entryFile {name!r} is not a valid entry file name")
-            return None
-        assert isinstance(name, str)
-        stream, index = parsed
-        try:
-            data = orjson.dumps(entry, option=_SORT_KEYS)
-        except orjson.JSONEncodeError as exc:
-            self._invalid_entry(f"{name}: cannot be serialised ({exc})")
-            return None
-        st = self._streams.get(stream)
-        if st is None:
-            st = self._new_stream(stream)
-            assert st is not None  # the name's 12 digits are always a valid number
-        done = st.entries
-        if name in batch_names or (
-            done
-            and index <= (done[-1] & _INDEX_MASK)
-            and any(e & _INDEX_MASK == index for e in done)
-        ):
-            self._invalid_entry(f"{name} was already written; the duplicate is dropped")
-            return None
-        batch_names.add(name)
-        return st, stream, index, name, data
-
     def _invalid_entry(self, why: str) -> None:
         self._invalid_entries += 1
         if self._invalid_entries == 1 or self._invalid_entries % 10000 == 0:
             log.error("entry not stored (%d so far): %s", self._invalid_entries, why)
 
-    def _flush_stream(self, stream: int, st: _Stream) -> None:
+    def _take_buffer(self, stream: int, st: _Stream) -> tuple[str, bytes, int]:
+        """A stream's buffered packets as one append: (pcap name, bytes, size before)."""
         buf = st.buf
-        if not buf:
-            return
+        assert buf
         size = st.pcap_size
-        data = b"".join(buf)
         if size == 0:
             assert st.linktype is not None
-            data = pcapfile.global_header(st.linktype) + data
-        name = names.stream_name(stream)
-        try:
-            fileio.append(self._pcaps_fd, name, data, size)
-        except OSError as exc:
-            if size == 0:
-                fileio.unlink_quietly(self._pcaps_fd, name)
-            self._write_failed("pcap", name, exc)
-            self._dropped_packets += st.buf_packets
-        else:
-            self._successes += 1
-            new = size + len(data)
-            block = self._block
-            self._usage += fileio.disk_usage(new, block) - fileio.disk_usage(size, block)
-            st.pcap_size = new
+            buf.insert(0, pcapfile.global_header(st.linktype))
+        return names.stream_name(stream), b"".join(buf), size
+
+    def _clear_buffer(self, st: _Stream) -> None:
         self._buffered -= st.buf_bytes
         st.buf = None
         st.buf_bytes = 0
-        st.buf_packets = 0
 
-    def _write_entries(self, pending: list[_Pending]) -> None:
-        tmp_fd = self._tmp_fd
+    def _pcap_written(
+        self, st: _Stream, name: str, length: int, size: int, packets: int, error: OSError | None
+    ) -> None:
+        if error is not None:
+            self._write_failed("pcap", name, error)
+            self._dropped_packets += packets
+            return
+        self._successes += 1
+        new = size + length
+        block = self._block
+        self._usage += fileio.disk_usage(new, block) - fileio.disk_usage(size, block)
+        st.pcap_size = new
+
+    def _flush_stream(self, stream: int, st: _Stream) -> None:
+        """Write one stream's buffered packets now, in this thread (flush, pcap_path)."""
+        if not st.buf:
+            return
+        packets = len(st.buf) // 2
+        file = self._take_buffer(stream, st)
+        self._clear_buffer(st)
+        io = PendingWrite(self._pcaps_fd, self._tmp_fd, self._entries_fd, [file], [])
+        io.run_io()
+        self._pcap_written(st, file[0], len(file[1]), file[2], packets, io.pcap_errors[0])
+
+    def _journal_entries(self, records: list[_Pending], errors: list[OSError | None]) -> None:
+        """Announce the entry files run_io wrote, in batch order; account for them."""
         entries_fd = self._entries_fd
         written: list[_Pending] = []
-        for rec in pending:
-            try:
-                fileio.replace_atomically(tmp_fd, _TMP_ENTRY, entries_fd, rec[3], rec[4])
-            except OSError as exc:
-                self._write_failed("entry file", rec[3], exc)
+        for rec, error in zip(records, errors, strict=True):
+            if error is not None:
+                self._write_failed("entry file", rec[3], error)
                 self._dropped_entries += 1
-                continue
-            written.append(rec)
+            else:
+                written.append(rec)
         if not written:
             return
         done, delta, error = self._journal.append([rec[3].encode() for rec in written])
@@ -533,13 +738,23 @@ class Store:
             event.set()
 
     def _trim_recent(self) -> None:
+        """Drop the oldest cached entries past either bound. The cache holds every seq from
+        _recent_low up except those retention deleted, so the oldest is found by counting up
+        from there (each seq is passed once), not by `next(iter(dict))`, which walks over every
+        slot already popped from the dict's front."""
         recent = self._recent
-        while recent and (
-            len(recent) > RECENT_ENTRIES_MAX or self._recent_bytes > RECENT_BYTES_MAX
+        seq = self._recent_low
+        last = self._journal.last_seq
+        while (
+            recent
+            and seq <= last
+            and (len(recent) > RECENT_ENTRIES_MAX or self._recent_bytes > RECENT_BYTES_MAX)
         ):
-            seq = next(iter(recent))
-            self._recent_bytes -= len(recent.pop(seq)[1])
-            self._recent_low = seq + 1
+            hit = recent.pop(seq, None)
+            if hit is not None:
+                self._recent_bytes -= len(hit[1])
+            seq += 1
+        self._recent_low = seq
 
     def _write_failed(self, what: str, name: str, exc: OSError) -> None:
         """Count it; say it once per errno until writes succeed again."""
@@ -574,25 +789,37 @@ class Store:
         )
 
     def flush(self) -> None:
-        """Write every buffered packet to its pcap."""
+        """Write every buffered packet to its pcap (after finishing an outstanding write)."""
         self._check_open()
+        self._settle()
         for stream, st in list(self._streams.items()):
             if st.buf:
                 self._flush_stream(stream, st)
 
     # -- retention -----------------------------------------------------------------------
 
-    def _evict(self, budget: int | None) -> None:
+    def _evict(
+        self,
+        budget: int | None,
+        plan: list[tuple[int, str]] | None = None,
+        extra: int = 0,
+        keep: Set[int] = frozenset(),
+    ) -> None:
         """Delete the oldest streams' files until usage is under RETENTION_TARGET of the limit.
 
         Oldest = lowest stream number (numbers are handed out in the order connections are
         first seen as HTTP). Closed connections go first; a connection still open goes only
         when every closed one is gone (its pcap then restarts with the packets that follow).
+
+        With `plan`, the files are not deleted here: their names are added to it for the
+        write's I/O phase, and the store counts them as gone at once (readers skip them).
+        `extra`: usage the write being begun will add. `keep`: streams it writes to, which
+        stay known (their older files may still go).
         """
         limit = self.storage_limit
         target = int(limit * RETENTION_TARGET)
         if not self._evicting:
-            if self._usage <= limit:
+            if self._usage + extra <= limit:
                 return
             self._evicting = True
             self._evict_order = self._eviction_order()
@@ -600,8 +827,8 @@ class Store:
         deleted: set[int] = set()
         recomputed = False
         spent = 0
-        while self._usage > target:
-            if budget is not None and spent >= budget and self._usage <= limit:
+        while self._usage + extra > target:
+            if budget is not None and spent >= budget and self._usage + extra <= limit:
                 break
             if self._evict_pos >= len(self._evict_order):
                 if recomputed:
@@ -616,10 +843,12 @@ class Store:
             st = self._streams.get(stream)
             if st is None or not (st.pcap_size or st.entries):
                 continue
-            self._delete_stream(stream, st)
+            self._delete_stream(stream, st, plan, keep)
             deleted.add(stream)
             spent += 1
-        if self._usage <= target or (recomputed and self._evict_pos >= len(self._evict_order)):
+        if self._usage + extra <= target or (
+            recomputed and self._evict_pos >= len(self._evict_order)
+        ):
             self._evicting = False
             self._evict_order = []
         if deleted:
@@ -636,11 +865,24 @@ class Store:
         still_open.sort()
         return closed + still_open
 
-    def _delete_stream(self, stream: int, st: _Stream) -> None:
+    def _delete_stream(
+        self,
+        stream: int,
+        st: _Stream,
+        plan: list[tuple[int, str]] | None = None,
+        keep: Set[int] = frozenset(),
+    ) -> None:
+        """Delete a stream's pcap and entry files: now, or (with `plan`) in the I/O phase of
+        the write being begun, counting them as deleted now."""
         block = self._block
         if st.pcap_size:
             name = names.stream_name(stream)
-            error = fileio.remove(self._pcaps_fd, name)
+            if plan is None:
+                error = fileio.remove(self._pcaps_fd, name)
+            else:
+                plan.append((fileio.UNLINK_PCAP, name))
+                self._doomed_pcaps.add(stream)
+                error = None
             if error is None:
                 self._usage -= fileio.disk_usage(st.pcap_size, block)
                 st.pcap_size = 0
@@ -650,11 +892,15 @@ class Store:
         live = self._segment_live
         for packed in st.entries:
             name = names.entry_file_name(stream, packed & _INDEX_MASK)
-            error = fileio.remove(self._entries_fd, name)
-            if error is not None:
-                self._write_failed("entry file (deleting)", name, error)
-                kept.append(packed)
-                continue
+            if plan is None:
+                error = fileio.remove(self._entries_fd, name)
+                if error is not None:
+                    self._write_failed("entry file (deleting)", name, error)
+                    kept.append(packed)
+                    continue
+            else:
+                plan.append((fileio.UNLINK_ENTRY, name))
+                self._doomed_entries.add(name.encode())
             self._deleted_entries += 1
             self._entries_on_disk -= 1
             seq = packed >> _SEQ_SHIFT
@@ -667,8 +913,25 @@ class Store:
             st.entry_usage = 0
         st.entries = kept
         self._deleted_streams += 1
-        if st.closed and not kept and not st.pcap_size and not st.buf:
+        if st.closed and not kept and not st.pcap_size and not st.buf and stream not in keep:
             del self._streams[stream]
+
+    def _unlink_failed(self, kind: int, name: str, error: OSError, replaced: bool) -> None:
+        """A deletion planned by retention failed in the I/O phase. The file stays on disk,
+        counted in the usage again but no longer part of any stream (the next start's scan
+        finds it); a pcap the same write restarted (`replaced`) is that write's new file."""
+        pcap = kind == fileio.UNLINK_PCAP
+        self._write_failed("pcap (deleting)" if pcap else "entry file (deleting)", name, error)
+        if replaced:
+            return
+        try:
+            size = os.stat(name, dir_fd=self._pcaps_fd if pcap else self._entries_fd).st_size
+        except OSError:
+            return  # gone after all
+        self._usage += fileio.disk_usage(size, self._block)
+        if not pcap:
+            self._entries_on_disk += 1
+            self._deleted_entries -= 1
 
     def _drop_old_segments(self) -> None:
         """Delete the journal segments none of whose entries is still on disk (never the one
@@ -719,6 +982,7 @@ class Store:
         recent_low = self._recent_low
         streams = self._streams
         entries_fd = self._entries_fd
+        doomed = self._doomed_entries
         while s <= last and len(items) < max_items:
             if s >= recent_low:
                 recent = self._recent
@@ -745,7 +1009,7 @@ class Store:
                 data = None
                 if name:
                     stream = names.parse_entry_file_bytes(name)
-                    if stream is not None and stream in streams:
+                    if stream is not None and stream in streams and name not in doomed:
                         data = fileio.read_all(entries_fd, name)
                 if data is None:
                     missed += 1
@@ -778,7 +1042,10 @@ class Store:
         number = names.parse_stream(stream)
         if number is None or not names.valid_index(index):
             return None
-        return fileio.read_all(self._entries_fd, names.entry_file_name(number, index))
+        name = names.entry_file_name(number, index)
+        if self._doomed_entries and name.encode() in self._doomed_entries:
+            return None  # retention deletes it in the write in progress
+        return fileio.read_all(self._entries_fd, name)
 
     def pcap_path(self, stream: int | str) -> Path | None:
         """The path of a connection's pcap inside the data directory, or None if it has none.
@@ -791,6 +1058,15 @@ class Store:
         if number is None:
             return None
         st = self._streams.get(number)
+        pending = self._pending
+        if pending is not None and (
+            number in self._doomed_pcaps
+            or (st is not None and any(rec[1] is st for rec in pending.store_state.pcap_streams))
+        ):
+            # Its pcap is being appended to or deleted in the write's I/O phase: wait for that
+            # (at most one batch's I/O), so the caller gets the file as it then is, its size
+            # ending at a whole record.
+            self._settle()
         if st is not None and st.buf:
             self._flush_stream(number, st)
         name = names.stream_name(number)
@@ -841,7 +1117,11 @@ class Store:
         release the directory. Idempotent."""
         if self._closed:
             return
+        self._settle()
         self.flush()
+        if self._helper is not None:
+            self._helper.close()
+            self._helper = None
         if self._next_stream < self._reserved:
             self._reserve(self._next_stream)
         self._journal.close()

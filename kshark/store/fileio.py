@@ -6,6 +6,9 @@ checks) costs more than the write itself. Directory fds also pin the data direct
 resolved inside it, never through a path an input could influence.
 
 Every write goes through `write_all`, which is what tests replace to simulate a full disk.
+
+Imports nothing but the standard library: the I/O helper process (kshark.store.iohelper) loads
+this file on its own, without the package, so that it starts in milliseconds.
 """
 
 from __future__ import annotations
@@ -13,13 +16,21 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    # What the files are written from: bytes in this process, slices of the request in the
+    # helper process.
+    Buffer = bytes | memoryview
 
 _OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-_OPEN_APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+_OPEN_WRITE = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
 _READ_CHUNK = 1 << 18
 
 
-def write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: Buffer) -> None:
     """Write all of `data`; a short write that makes no progress is a full disk."""
     view = memoryview(data)
     while view:
@@ -33,7 +44,9 @@ def open_dir(path: str | os.PathLike[str]) -> int:
     return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
-def replace_atomically(tmp_dir_fd: int, tmp_name: str, dir_fd: int, name: str, data: bytes) -> None:
+def replace_atomically(
+    tmp_dir_fd: int, tmp_name: str, dir_fd: int, name: str, data: Buffer
+) -> None:
     """Write `data` to `tmp_name`, then rename it over `name`: readers see the old file or the
     whole new one, never a part. No fsync: this protects readers, not against power loss."""
     fd = os.open(tmp_name, _OPEN_NEW, 0o644, dir_fd=tmp_dir_fd)
@@ -45,6 +58,16 @@ def replace_atomically(tmp_dir_fd: int, tmp_name: str, dir_fd: int, name: str, d
         raise
     os.close(fd)
     os.replace(tmp_name, name, src_dir_fd=tmp_dir_fd, dst_dir_fd=dir_fd)
+
+
+# The temp name entry files are written under in tmp/ before being renamed into entries/. One
+# name is enough: a store writes one entry file at a time (one PendingWrite's run_io at a time).
+TMP_ENTRY = "entry.tmp"
+
+
+def write_entry_file(tmp_dir_fd: int, dir_fd: int, name: str, data: Buffer) -> None:
+    """Create the entry file `name` with `data`, appearing whole or not at all."""
+    replace_atomically(tmp_dir_fd, TMP_ENTRY, dir_fd, name, data)
 
 
 def replace_durably(dir_fd: int, name: str, data: bytes) -> None:
@@ -64,13 +87,19 @@ def replace_durably(dir_fd: int, name: str, data: bytes) -> None:
     os.fsync(dir_fd)
 
 
-def append(dir_fd: int, name: str, data: bytes, size_before: int) -> None:
-    """Append `data` to `name` (created if absent; truncated first when `size_before` is 0, so a
-    leftover from a failed attempt never precedes a pcap header). On failure the file is cut back
-    to `size_before`, so it never ends in half a record."""
-    flags = _OPEN_NEW if size_before == 0 else _OPEN_APPEND
-    fd = os.open(name, flags, 0o644, dir_fd=dir_fd)
+def append(dir_fd: int, name: str, data: Buffer, size_before: int) -> None:
+    """Write `data` to `name` at offset `size_before`, the file's size as the store accounts it
+    (created if absent; truncated first when `size_before` is 0, so a leftover from a failed
+    attempt never precedes a pcap header). On failure the file is cut back to `size_before`, so
+    it never ends in half a record.
+
+    At the accounted offset rather than O_APPEND: doing the same append twice (a batch redone
+    after the I/O helper process died in the middle of it) writes the same bytes at the same
+    place instead of twice."""
+    fd = os.open(name, _OPEN_NEW if size_before == 0 else _OPEN_WRITE, 0o644, dir_fd=dir_fd)
     try:
+        if size_before:
+            os.lseek(fd, size_before, os.SEEK_SET)
         write_all(fd, data)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -78,6 +107,53 @@ def append(dir_fd: int, name: str, data: bytes, size_before: int) -> None:
         raise
     finally:
         os.close(fd)
+
+
+# Directory of a file to delete in `write_files`.
+UNLINK_PCAP = 0
+UNLINK_ENTRY = 1
+
+
+def write_files(
+    pcaps_fd: int,
+    tmp_fd: int,
+    entries_fd: int,
+    pcaps: Sequence[tuple[str, Buffer, int]],
+    entries: Sequence[tuple[str, Buffer]],
+    unlinks: Sequence[tuple[int, str]] = (),
+) -> tuple[list[OSError | None], list[OSError | None], list[OSError | None]]:
+    """One batch's file work: files retention deletes `(UNLINK_PCAP | UNLINK_ENTRY, name)`,
+    then the pcap appends `(name, bytes, size before)`, then the entry files `(name, bytes)`.
+    Returns the outcome of each, in that order (None: done). Failed appends are cut back and a
+    pcap that could not get its first record is removed, here, at once.
+
+    Deletions go first: a connection retention emptied while it is still open starts a fresh
+    pcap under the same name in the same batch.
+
+    Only system calls on the names given, under the directory fds given: this is what runs in
+    the I/O thread or the I/O helper process (kshark.store.iohelper).
+    """
+    unlink_errors = [remove(entries_fd if kind else pcaps_fd, name) for kind, name in unlinks]
+    pcap_errors: list[OSError | None] = []
+    for name, data, size in pcaps:
+        try:
+            append(pcaps_fd, name, data, size)
+        except OSError as exc:
+            if size == 0:
+                # Not even a header made it: no file rather than a file that is no pcap.
+                unlink_quietly(pcaps_fd, name)
+            pcap_errors.append(exc)
+        else:
+            pcap_errors.append(None)
+    entry_errors: list[OSError | None] = []
+    for name, data in entries:
+        try:
+            write_entry_file(tmp_fd, entries_fd, name, data)
+        except OSError as exc:
+            entry_errors.append(exc)
+        else:
+            entry_errors.append(None)
+    return pcap_errors, entry_errors, unlink_errors
 
 
 def read_all(dir_fd: int, name: str | bytes) -> bytes | None:
