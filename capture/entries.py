@@ -536,8 +536,10 @@ def _names(obj: Any) -> dict[str, Any] | None:
     return {"metadata": {"name": meta.get("name", ""), "namespace": meta.get("namespace", "")}}
 
 
-def _resolution_summary(res: dict[str, Any]) -> dict[str, Any]:
+def _resolution_summary(res: Any) -> Any:
     """src/dst with pod/service/endpointSlice cut to names (Kubeshark's ResolutionSummary)."""
+    if not isinstance(res, dict):
+        return res  # e.g. "[REDACTED]": a summary shows what the stream's filter left
     out = dict(res)
     pod = res.get("pod")
     if isinstance(pod, dict):
@@ -555,35 +557,43 @@ def _resolution_summary(res: dict[str, Any]) -> dict[str, Any]:
 
 
 def summarize(entry: dict[str, Any]) -> dict[str, Any]:
-    """The summary record of ENTRY.md ("Summary form (/api/ws)") for a full entry."""
-    request = entry["request"]
-    response = entry["response"]
+    """The summary record of ENTRY.md ("Summary form (/api/ws)") for a full entry.
+
+    The entry may have been redacted first (`redact("request")` leaves a string where an object
+    was), so every part is read defensively: a summary never fails because of a filter.
+    """
+    request = entry.get("request")
+    response = entry.get("response")
+    if not isinstance(request, dict):
+        request = {}
+    if not isinstance(response, dict):
+        response = {}
     method = request.get("method", "")
     path = request.get("path", "")
     status = response.get("status", 0)
     return {
-        "dst": _resolution_summary(entry["dst"]),
-        "elapsedTime": entry["elapsedTime"],
-        "error": entry["error"],
-        "failed": entry["failed"],
-        "id": entry["id"],
-        "index": entry["index"],
+        "dst": _resolution_summary(entry.get("dst")),
+        "elapsedTime": entry.get("elapsedTime"),
+        "error": entry.get("error"),
+        "failed": entry.get("failed"),
+        "id": entry.get("id"),
+        "index": entry.get("index"),
         "method": method,
         "methodQuery": f"request.method == {_kfl_string(method)}",
-        "node": entry["node"],
-        "outgoing": entry["outgoing"],
-        "passed": entry["passed"],
-        "proto": entry["protocol"],
-        "record": entry["record"],
-        "requestSize": entry["requestSize"],
-        "responseSize": entry["responseSize"],
-        "src": _resolution_summary(entry["src"]),
+        "node": entry.get("node"),
+        "outgoing": entry.get("outgoing"),
+        "passed": entry.get("passed"),
+        "proto": entry.get("protocol"),
+        "record": entry.get("record"),
+        "requestSize": entry.get("requestSize"),
+        "responseSize": entry.get("responseSize"),
+        "src": _resolution_summary(entry.get("src")),
         "status": status,
         "statusQuery": f"response.status == {status}",
-        "stream": entry["stream"],
+        "stream": entry.get("stream"),
         "summary": path,
         "summaryQuery": f"request.path == {_kfl_string(path)}",
-        "timestamp": entry["timestamp"],
-        "tls": entry["tls"],
-        "worker": entry["worker"],
+        "timestamp": entry.get("timestamp"),
+        "tls": entry.get("tls"),
+        "worker": entry.get("worker"),
     }

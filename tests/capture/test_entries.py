@@ -406,3 +406,30 @@ def test_summary_form() -> None:
     assert full["src"]["pod"]["metadata"]["uid"] == "u"  # the full entry is not modified
     unanswered = summarize(entry(Exchange(request(), None, ("pair-not-found", "x"))))
     assert (unanswered["status"], unanswered["statusQuery"]) == (0, "response.status == 0")
+
+
+def test_summarize_survives_a_redacted_entry() -> None:
+    """`redact("request")` on /api/ws leaves strings where objects were; the summary still works."""
+    from capture.entries import summarize
+
+    entry = {
+        "request": "[REDACTED]",
+        "response": "[REDACTED]",
+        "src": "[REDACTED]",
+        "dst": {
+            "ip": "10.0.0.2",
+            "port": "80",
+            "name": "",
+            "namespace": "",
+            "pod": None,
+            "service": None,
+            "endpointSlice": None,
+        },
+        "id": "w:1/000000000001.pcap-0",
+    }
+    summary = summarize(entry)
+    assert summary["method"] == ""
+    assert summary["status"] == 0
+    assert summary["src"] == "[REDACTED]"
+    assert summary["dst"]["ip"] == "10.0.0.2"
+    assert summary["id"] == "w:1/000000000001.pcap-0"
