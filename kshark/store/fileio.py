@@ -32,7 +32,12 @@ _READ_CHUNK = 1 << 18
 
 def write_all(fd: int, data: Buffer) -> None:
     """Write all of `data`; a short write that makes no progress is a full disk."""
-    view = memoryview(data)
+    n = os.write(fd, data)
+    if n == len(data):
+        return  # the usual case: one call, no memoryview
+    if n <= 0 and len(data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    view = memoryview(data)[n:]
     while view:
         n = os.write(fd, view)
         if n <= 0:

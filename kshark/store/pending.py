@@ -1,11 +1,12 @@
 """One batch's file work, cut off from the Store so that it can run in another thread.
 
 `Store.begin_write` (the store's thread) decides everything: which packets go to which pcap at
-what offset, the entry files' names and bytes. A `PendingWrite` then holds only names, bytes and
-the store's directory descriptors, and `run_io()` performs the system calls (pcap appends first,
-then the entry files) and records what failed. It reads and writes no Store state, so it can
-run in a worker thread while the store's thread parses the next batch; `Store.finish_write`
-(the store's thread again) journals what was written and accounts for it.
+what offset, the entry files' names and bytes, what retention deletes. A `PendingWrite` then
+holds only names, bytes and the store's directory descriptors, and `run_io()` performs the
+system calls (the deletions, then the pcap appends, then the entry files) and records what
+failed. It reads and writes no Store state, so it can run in a worker thread while the store's
+thread parses the next batch; `Store.finish_write` (the store's thread again) journals what was
+written and accounts for it.
 
 Everything that cleans up after a failed call (a pcap cut back to its last record, a new pcap
 that could not get its first record removed, a temp entry file removed) happens inside
@@ -98,7 +99,8 @@ class PendingWrite:
 
     def run_io(self) -> None:
         """Write this batch's files. Thread-safe and idempotent: a second call waits for the
-        first to finish. OSErrors are recorded in pcap_errors / entry_errors, never raised."""
+        first to finish. OSErrors are recorded in unlink_errors / pcap_errors / entry_errors,
+        never raised."""
         with self._lock:
             if self._ran:
                 return
