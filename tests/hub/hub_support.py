@@ -20,8 +20,10 @@ from typing import Any
 import orjson
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, TextMessage
+
+# The raw wsproto client lives with the API tests; the hub's tests use the same one.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
+from api_support import RawWsClient
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_PCAP = REPO / "fixtures" / "demo.pcap"
@@ -307,53 +309,12 @@ class open_client:  # lower case: used like a function, `async with open_client(
         return await self._cm.__aexit__(*exc)
 
 
-class StalledClient:
+async def stalled_client(port: int, path: str, first_frame: str, rcvbuf: int = 4096) -> RawWsClient:
     """A websocket client on a socket with a tiny receive buffer that reads only when told to
-    (trio-websocket's client would read eagerly into its queue)."""
-
-    def __init__(self, sock: trio.socket.SocketType) -> None:
-        self.stream = trio.SocketStream(sock)
-        self.ws = WSConnection(ConnectionType.CLIENT)
-        self.pending: list[Any] = []
-
-    @classmethod
-    async def connect(
-        cls, port: int, path: str, first_frame: str, rcvbuf: int = 4096
-    ) -> StalledClient:
-        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        await sock.connect(("127.0.0.1", port))
-        client = cls(sock)
-        await client.stream.send_all(client.ws.send(Request(host=f"127.0.0.1:{port}", target=path)))
-        event = await client._next_event()
-        assert isinstance(event, AcceptConnection), event
-        await client.stream.send_all(client.ws.send(TextMessage(data=first_frame)))
-        return client
-
-    async def _next_event(self) -> Any:
-        while not self.pending:
-            data = await self.stream.receive_some(65536)
-            self.ws.receive_data(data or None)
-            self.pending.extend(self.ws.events())
-            if not data and not self.pending:
-                raise EOFError("connection closed")
-        return self.pending.pop(0)
-
-    async def next_message(self) -> str:
-        parts: list[str] = []
-        while True:
-            event = await self._next_event()
-            if isinstance(event, Ping):
-                await self.stream.send_all(self.ws.send(event.response()))
-            elif isinstance(event, TextMessage):
-                parts.append(event.data)
-                if event.message_finished:
-                    return "".join(parts)
-            elif isinstance(event, CloseConnection):
-                raise EOFError(f"closed with {event.code}")
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
+    (trio-websocket's client would read eagerly into its queue). The API tests' raw client."""
+    client = await RawWsClient.connect(port, path, rcvbuf=rcvbuf)
+    await client.send_text(first_frame)
+    return client
 
 
 # ---- HTTP -------------------------------------------------------------------------------------

@@ -15,9 +15,9 @@ from pathlib import Path
 import orjson
 import trio
 from hub_support import (
-    StalledClient,
     get,
     open_client,
+    stalled_client,
     start_hub,
     wait_until,
 )
@@ -244,7 +244,7 @@ async def test_a_slow_client_holds_the_hub_to_a_bounded_buffer(nursery, make_wor
     )
     hub = await start_hub(nursery, [w.address], limits=limits)
     with trio.fail_after(BUDGET):
-        slow = await StalledClient.connect(hub.port, "/api/wsFull", "")
+        slow = await stalled_client(hub.port, "/api/wsFull", "")
         await wait_until(lambda: hub.clients and w.app.app.clients)
         await trio.sleep(1.0)  # the client reads nothing; everything upstream fills and stops
         stream = next(iter(hub.clients.values()))
