@@ -3,12 +3,15 @@
 `decode_body(body, content_encoding, max_decoded)` undoes the codings listed in a
 Content-Encoding value (RFC 9110 8.4: listed in the order they were applied, so they are removed
 last first): gzip / x-gzip, deflate (zlib-wrapped, or raw DEFLATE as some servers send it), br,
-identity. It returns `(decoded, None)`, or the body and an error text when it cannot:
+zstd, identity. It returns `(decoded, None)`, or the body and an error text when it cannot:
 
 * a decoded size past `max_decoded` ("decompression bomb") → the raw body and
   "decoded size exceeds N bytes". Decompression is streamed with an output limit
-  (`zlib.decompressobj().decompress(data, max_length)`, brotli's `output_buffer_limit`), so
-  memory never exceeds about max_decoded whatever the compression ratio;
+  (`zlib.decompressobj().decompress(data, max_length)`, brotli's `output_buffer_limit`,
+  zstandard's `stream_reader().read(size)`), so memory never exceeds about max_decoded whatever
+  the compression ratio. zstd also needs a window buffer the frame asks for: it is capped at
+  `ZSTD_MAX_WINDOW` (8 MiB, the most RFC 9659 lets an HTTP zstd encoder use, and what browsers
+  enforce), so a frame asking for more is a corrupt stream, not an allocation;
 * a corrupt stream or an unknown coding → the raw body and the reason;
 * a stream that simply stops (the body was cut by max_body, a capture gap or a connection end)
   → what could be decoded, and "... stream truncated ...". A user sees the start of the
@@ -21,12 +24,19 @@ import zlib
 from collections.abc import Callable
 
 import brotli
+import zstandard
 
-__all__ = ["decode_body"]
+__all__ = ["ZSTD_MAX_WINDOW", "decode_body"]
 
 # Input is fed to the decompressors in pieces of this size, so a single call never has to
 # produce more than max_decoded + 1 bytes of output.
 _FEED = 64 << 10
+
+
+# RFC 9659 section 3: zstd Content-Encoding senders MUST NOT use a window over 8 MB, and
+# recipients need not accept one. Without a bound a frame header alone could make the decoder
+# allocate up to 2 GiB (zstd's own default limit is 128 MiB).
+ZSTD_MAX_WINDOW = 8 << 20
 
 
 class _Bomb(Exception):
@@ -51,7 +61,7 @@ def decode_body(body: bytes, content_encoding: str, max_decoded: int) -> tuple[b
             data, truncated = decoder(data, max_decoded)
         except _Bomb:
             return body, f"decoded size exceeds {max_decoded} bytes"
-        except (zlib.error, brotli.error) as exc:
+        except (zlib.error, brotli.error, zstandard.ZstdError) as exc:
             return body, f"corrupt {coding} stream: {exc}"
         if truncated and problem is None:
             problem = f"{coding} stream truncated: decoded {len(data)} bytes before the data ended"
@@ -121,9 +131,85 @@ def _br(data: bytes, max_decoded: int) -> tuple[bytes, bool]:
     return b"".join(out), not d.is_finished()
 
 
+# A zstd frame starts with this magic number (RFC 8878 3.1.1); a skippable frame (3.1.2) with
+# 0x184D2A50..0x184D2A5F, little-endian.
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_ZSTD_SKIPPABLE = b"\x2a\x4d\x18"  # bytes 1-3 of the skippable magic; byte 0 is 0x5?
+_ZSTD_DICT_ID_SIZE = (0, 1, 2, 4)
+_ZSTD_CONTENT_SIZE_SIZE = (0, 2, 4, 8)  # flag 0 with the single-segment bit set means 1
+
+
+def _zstd_frame_end(data: bytes, pos: int) -> int:
+    """Where the zstd frame (or skippable frame) at ``pos`` ends, or -1 if the data ends first.
+
+    Walking the block headers (RFC 8878 3.1.1) costs nothing next to decoding, and is how a
+    stream that simply stops is told from one that ended: zstandard's stream reader returns
+    what it could in both cases without saying which."""
+    n = len(data)
+    if data[pos + 1 : pos + 4] == _ZSTD_SKIPPABLE:
+        if pos + 8 > n:
+            return -1
+        end = pos + 8 + int.from_bytes(data[pos + 4 : pos + 8], "little")
+        return end if end <= n else -1
+    if pos + 5 > n:
+        return -1
+    fhd = data[pos + 4]  # frame header descriptor
+    single_segment = fhd >> 5 & 1
+    p = pos + 5 + (1 - single_segment) + _ZSTD_DICT_ID_SIZE[fhd & 3]
+    p += _ZSTD_CONTENT_SIZE_SIZE[fhd >> 6] or single_segment
+    while True:
+        if p + 3 > n:
+            return -1
+        header = data[p] | data[p + 1] << 8 | data[p + 2] << 16
+        # block type 1 (RLE) stores one byte whatever its size; raw and compressed store `size`
+        p += 3 + (1 if header >> 1 & 3 == 1 else header >> 3)
+        if header & 1:  # last block
+            break
+    p += 4 * (fhd >> 2 & 1)  # content checksum
+    return p if p <= n else -1
+
+
+def _zstd(data: bytes, max_decoded: int) -> tuple[bytes, bool]:
+    """Decode one or more concatenated zstd frames; (output, truncated)."""
+    out: list[bytes] = []
+    total = 0
+    pos = 0
+    n = len(data)
+    view = memoryview(data)
+    while pos < n:
+        magic = data[pos : pos + 4]
+        if len(magic) < 4 and (
+            _ZSTD_MAGIC.startswith(magic)
+            or (magic[0] & 0xF0 == 0x50 and _ZSTD_SKIPPABLE.startswith(magic[1:]))
+        ):
+            return b"".join(out), True  # input ended inside the next frame's magic number
+        if magic != _ZSTD_MAGIC and not (magic[1:] == _ZSTD_SKIPPABLE and magic[0] & 0xF0 == 0x50):
+            if pos == 0:
+                raise zstandard.ZstdError("no zstd frame at the start")
+            break  # not another frame: ignore trailing garbage, as for gzip
+        end = _zstd_frame_end(data, pos)
+        if magic == _ZSTD_MAGIC:
+            reader = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).stream_reader(
+                view[pos : n if end < 0 else end]
+            )
+            while True:
+                piece = reader.read(min(_FEED, max_decoded - total + 1))
+                if not piece:
+                    break
+                total += len(piece)
+                if total > max_decoded:
+                    raise _Bomb
+                out.append(piece)
+        if end < 0:
+            return b"".join(out), True  # input ended inside the frame
+        pos = end
+    return b"".join(out), False
+
+
 _DECODERS: dict[str, Callable[[bytes, int], tuple[bytes, bool]]] = {
     "gzip": _gzip,
     "x-gzip": _gzip,
     "deflate": _deflate,
     "br": _br,
+    "zstd": _zstd,
 }

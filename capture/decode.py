@@ -17,12 +17,21 @@ with options, IPv6 with extension headers, IPv6-in-IPv4 (41) / IPv4-in-IPv4 (4) 
 inside IPv6) and L2TPv2 data over UDP port 1701 carrying PPP (an ISP's IPv6 tunnel, as in
 dpkt-nb6-http.pcap), decapsulated up to ``MAX_ENCAPSULATION`` levels.
 
-IP fragments are counted (``stats.fragments``) and skipped, not reassembled: TCP stacks set DF
-and use path-MTU discovery, so fragmented TCP is rare on the networks this tool watches, while
-reassembly would need per-datagram buffers, timeouts and limits against fragment floods. A
-first fragment is skipped too, because its partial payload would corrupt the byte stream; the
-reassembler sees the datagram's bytes as a gap instead. An IPv6 "atomic" fragment header
-(offset 0, no more fragments; RFC 6946) is not a fragment and is decoded normally.
+IP fragments (IPv4, and IPv6 fragment headers, at any encapsulation level) go to a
+`capture.ipfrag.FragmentReassembler` (``Decoder.fragments``; its module docstring has the
+policy: any order, duplicates ignored, overlaps and inconsistent fragments discard the
+datagram as Linux does, bounded fragments, bytes, datagrams and a 30 s timeout in packet
+time). A fragment that does not complete its datagram returns ``None`` and counts in
+``stats.fragments``. The one that does is decoded as if the datagram had come whole, with that
+fragment's timestamp: a header without the fragment fields is put in front of the reassembled
+bytes and the ordinary ``_ipv4``/``_ipv6`` code runs on it, so tunnels, extension headers and
+the TCP checks behave exactly as for an unfragmented packet. A discarded datagram never
+reaches TCP, whose reassembler reports its bytes as a gap, as for a lost packet. The
+unfragmented paths do no extra work: fragments branch off where the old code counted them.
+The captured frames of a datagram that became a Segment are in ``Decoder.reassembled`` until
+``pop_reassembled()`` (the pipeline files them all in the connection's pcap). An IPv6 "atomic"
+fragment header (offset 0, no more fragments; RFC 6946) is not a fragment and is decoded
+normally.
 
 The IP header's length field bounds the TCP payload, so Ethernet padding and trailers (FCS) are
 never taken as data. Two exceptions, both real: a length of 0 means the capture came from a TSO/GSO
@@ -37,7 +46,9 @@ Bad bytes never raise: anything that does not parse is counted in ``stats.malfor
 from __future__ import annotations
 
 import struct
+from typing import ClassVar
 
+from capture.ipfrag import FragmentLimits, FragmentReassembler, FragmentStats, Reassembled
 from capture.segment import Segment
 
 # How many IP-in-IP layers we peel. Real tunnels nest once or twice; the bound keeps a crafted
@@ -80,20 +91,35 @@ _U16 = struct.Struct("!H").unpack_from
 _UDP_PORTS = struct.Struct("!HH").unpack_from
 _PPPOE_LEN = struct.Struct("!4xH").unpack_from
 _U32_LE = struct.Struct("<I").unpack_from
+_U32 = struct.Struct("!I").unpack_from
+# The headers put in front of a reassembled datagram: IPv4 without options, id, flags or
+# offset (version/IHL, TOS, total length, id, flags/offset, TTL, protocol, checksum, src, dst);
+# IPv6 with the first fragment's next header (version, payload length, next header, hop limit).
+_WHOLE_IPV4 = struct.Struct("!BBHHHBBH4s4s").pack
+_WHOLE_IPV6 = struct.Struct("!IHBB16s16s").pack
 
 _new_segment = tuple.__new__
 
 
 class DecodeStats:
     """Counters. Every frame counts in ``frames`` and in exactly one of: ``tcp`` (a Segment was
-    returned), ``non_ip``, ``non_tcp``, ``malformed``, ``unsupported_linktype``, ``fragments``.
-    ``truncated`` counts TCP segments whose IP datagram was cut by the snap length (also in ``tcp``).
+    returned), ``non_ip``, ``non_tcp``, ``malformed``, ``unsupported_linktype``, ``fragments``
+    (an IP fragment that did not complete a datagram: held, or discarded). The fragment that
+    completes one counts as what the whole datagram decoded to. ``truncated`` counts TCP
+    segments whose IP datagram was cut by the snap length (also in ``tcp``).
+
+    The reassembler's counters (`capture.ipfrag.FragmentStats`) are read through as
+    ``fragments_<name>``: ``fragments_reassembled`` datagrams completed; ``fragments_dropped``
+    fragments whose bytes were discarded; ``fragments_duplicate`` fragments that brought no new
+    bytes; and datagrams discarded by reason: ``fragments_timeout``, ``fragments_overlap``,
+    ``fragments_too_large``, ``fragments_evicted``, ``fragments_invalid``.
 
     ``tcp`` is derived (frames minus the other outcomes) rather than counted: that keeps one
     attribute increment off the per-packet fast path.
     """
 
     __slots__ = (
+        "frag",
         "fragments",
         "frames",
         "malformed",
@@ -112,8 +138,13 @@ class DecodeStats:
         "fragments",
         "truncated",
     )
+    # ClassVar: mypyc (scripts/build_native.py) makes a plain class-level name an instance field.
+    FRAGMENT_FIELDS: ClassVar[tuple[str, ...]] = tuple(
+        f"fragments_{name}" for name in FragmentStats.FIELDS
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, frag: FragmentStats | None = None) -> None:
+        self.frag = FragmentStats() if frag is None else frag
         self.frames = 0
         self.non_ip = 0
         self.non_tcp = 0
@@ -128,20 +159,76 @@ class DecodeStats:
             self.non_ip + self.non_tcp + self.malformed + self.unsupported_linktype + self.fragments
         )
 
+    @property
+    def fragments_reassembled(self) -> int:
+        return self.frag.reassembled
+
+    @property
+    def fragments_dropped(self) -> int:
+        return self.frag.dropped
+
+    @property
+    def fragments_duplicate(self) -> int:
+        return self.frag.duplicate
+
+    @property
+    def fragments_timeout(self) -> int:
+        return self.frag.timeout
+
+    @property
+    def fragments_overlap(self) -> int:
+        return self.frag.overlap
+
+    @property
+    def fragments_too_large(self) -> int:
+        return self.frag.too_large
+
+    @property
+    def fragments_evicted(self) -> int:
+        return self.frag.evicted
+
+    @property
+    def fragments_invalid(self) -> int:
+        return self.frag.invalid
+
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self._FIELDS}
+        out = {name: getattr(self, name) for name in self._FIELDS}
+        for name, value in self.frag.as_dict().items():
+            out[f"fragments_{name}"] = value
+        return out
 
     def __repr__(self) -> str:
         return f"DecodeStats({self.as_dict()})"
 
 
 class Decoder:
-    """Stateless apart from its counters; one per pipeline."""
+    """Stateless apart from its counters and the fragments it holds; one per pipeline."""
 
-    __slots__ = ("stats",)
+    __slots__ = ("_whole", "_whole_records", "fragments", "reassembled", "stats")
 
-    def __init__(self) -> None:
-        self.stats = DecodeStats()
+    def __init__(self, fragment_limits: FragmentLimits | None = None) -> None:
+        self.fragments = FragmentReassembler(fragment_limits)
+        self.stats = DecodeStats(self.fragments.stats)
+        # (ts_ns, frame) of every captured fragment of the datagram behind the Segment that
+        # decode() just returned, in arrival order (it is the last); empty for other Segments.
+        self.reassembled: list[tuple[int, bytes]] = []
+        # While a reassembled datagram is decoded: its buffer and its frames, so a fragment
+        # found inside it (fragmented tunnel in a fragmented tunnel) is tagged with the
+        # captured frames rather than with the buffer.
+        self._whole: bytes | None = None
+        self._whole_records: list[tuple[int, bytes]] = []
+
+    def pop_reassembled(self) -> list[tuple[int, bytes]]:
+        """Takes `reassembled` (the captured fragments of the datagram behind the last Segment).
+        A caller filing packets per connection reads it after every Segment: testing the list
+        is the cheap check, and it must be popped before the next decode()."""
+        records, self.reassembled = self.reassembled, []
+        return records
+
+    def expire_fragments(self, now_ns: int) -> None:
+        """Discards fragmented datagrams older than the timeout (packet time), for a caller
+        whose time moves on without fragments (decode() does it when a fragment arrives)."""
+        self.fragments.expire(now_ns)
 
     def decode(self, ts_ns: int, linktype: int, frame: bytes) -> Segment | None:
         stats = self.stats
@@ -323,8 +410,9 @@ class Decoder:
                 end = limit
                 truncated = True
         if frag & 0x3FFF:  # more-fragments flag or a non-zero offset
-            stats.fragments += 1
-            return None
+            return self._ipv4_fragment(
+                ts_ns, frame, off, ihl, end, frag, proto, src, dst, truncated, depth
+            )
         if proto == _PROTO_TCP:
             seg = self._tcp(ts_ns, 4, src, dst, frame, off + ihl, end)
             if seg is not None and truncated:
@@ -367,9 +455,11 @@ class Decoder:
                 nxt = frame[pos]
                 pos += (frame[pos + 1] + 1) << 3
             elif nxt == _IPV6_FRAGMENT:
-                if _U16(frame, pos + 2)[0] & 0xFFF9:  # offset (13 bits) or the M flag
-                    stats.fragments += 1
-                    return None
+                offset_flags = _U16(frame, pos + 2)[0]
+                if offset_flags & 0xFFF9:  # offset (13 bits) or the M flag
+                    return self._ipv6_fragment(
+                        ts_ns, frame, off, pos, end, offset_flags, src, dst, truncated, depth
+                    )
                 nxt = frame[pos]
                 pos += 8
             elif nxt == _IPV6_AH:
@@ -390,6 +480,86 @@ class Decoder:
             if pos > end:
                 stats.malformed += 1
                 return None
+
+    # -- fragments (off the unfragmented paths) -------------------------------------------------
+
+    def _ipv4_fragment(
+        self,
+        ts_ns: int,
+        frame: bytes,
+        off: int,
+        ihl: int,
+        end: int,
+        frag: int,
+        proto: int,
+        src: bytes,
+        dst: bytes,
+        cut: bool,
+        depth: int,
+    ) -> Segment | None:
+        """An IPv4 fragment whose header is at ``off``: hold it, or decode its completed
+        datagram."""
+        tag = self._whole_records if frame is self._whole else [(ts_ns, frame)]
+        done = self.fragments.ipv4(
+            ts_ns, src, dst, proto, _U16(frame, off + 4)[0], frag, frame, off + ihl, end, ihl,
+            tag, cut,
+        )  # fmt: skip
+        if done is None:
+            self.stats.fragments += 1
+            return None
+        payload = done.payload
+        whole = _WHOLE_IPV4(0x45, 0, 20 + len(payload), 0, 0, 64, proto, 0, src, dst) + payload
+        return self._decode_whole(ts_ns, done, whole, 4, depth)
+
+    def _ipv6_fragment(
+        self,
+        ts_ns: int,
+        frame: bytes,
+        off: int,
+        pos: int,
+        end: int,
+        offset_flags: int,
+        src: bytes,
+        dst: bytes,
+        cut: bool,
+        depth: int,
+    ) -> Segment | None:
+        """An IPv6 fragment header at ``pos`` (the IPv6 header at ``off``)."""
+        if pos + 8 > end:
+            self.stats.malformed += 1
+            return None
+        tag = self._whole_records if frame is self._whole else [(ts_ns, frame)]
+        done = self.fragments.ipv6(
+            ts_ns, src, dst, _U32(frame, pos + 4)[0], frame[pos], offset_flags, frame, pos + 8,
+            end, pos - (off + 40), tag, cut,
+        )  # fmt: skip
+        if done is None:
+            self.stats.fragments += 1
+            return None
+        payload = done.payload
+        whole = _WHOLE_IPV6(0x60000000, len(payload), done.nxt, 64, src, dst) + payload
+        return self._decode_whole(ts_ns, done, whole, 6, depth)
+
+    def _decode_whole(
+        self, ts_ns: int, done: Reassembled, whole: bytes, version: int, depth: int
+    ) -> Segment | None:
+        """Decodes a reassembled datagram (``whole``: a plain header and its payload) as if it
+        had been captured that way, and notes the frames it came in."""
+        records = [record for tag in done.tags for record in tag]
+        completed = self.fragments.stats.reassembled
+        self._whole, self._whole_records = whole, records
+        try:
+            if version == 4:
+                seg = self._ipv4(ts_ns, whole, 0, len(whole), depth)
+            else:
+                seg = self._ipv6(ts_ns, whole, 0, len(whole), depth)
+        finally:
+            self._whole, self._whole_records = None, []
+        # A datagram inside this one that completed too (nested fragmentation) has noted its
+        # own frames, which include these.
+        if seg is not None and self.fragments.stats.reassembled == completed:
+            self.reassembled = records
+        return seg
 
     def _tcp(
         self, ts_ns: int, family: int, src: bytes, dst: bytes, frame: bytes, off: int, end: int

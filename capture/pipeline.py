@@ -26,7 +26,9 @@ from capture.http1 import HttpConnection, HttpLimits
 from capture.reassembly import Closed, Data, Gap, Opened, Reassembler, ReassemblyLimits
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
+
+    from capture.segment import Segment
 
 _SECOND_NS = 1_000_000_000
 CLOSED_REMEMBERED = 4096
@@ -112,6 +114,9 @@ class Pipeline:
         seg = self._decode(ts_ns, linktype, frame)
         if seg is None:
             return
+        if self.decoder.reassembled:  # made from IP fragments: rare, see _feed_reassembled
+            self._feed_reassembled(seg, linktype)
+            return
         if ts_ns > self._last_ts_ns:
             self._last_ts_ns = ts_ns
         conn_id = self._reassemble(seg)
@@ -147,9 +152,56 @@ class Pipeline:
             self.reassembler.expire(ts_ns)
             self._drain_events()
 
+    def feed_many(self, frames: Iterable[tuple[int, int, bytes]]) -> int:
+        """`feed` each (timestamp ns, link type, frame) in turn; how many there were. The loop
+        is here rather than in the caller so that it runs compiled too (capture/__init__.py)."""
+        feed = self.feed
+        n = 0
+        for ts_ns, linktype, frame in frames:
+            feed(ts_ns, linktype, frame)
+            n += 1
+        return n
+
+    def _feed_reassembled(self, seg: Segment, linktype: int) -> None:
+        """`feed` for a Segment the decoder reassembled from IP fragments: every captured
+        fragment of its datagram (decoder.pop_reassembled(), in arrival order) is filed where
+        feed would file the one frame, so the connection's pcap holds them all."""
+        records = self.decoder.pop_reassembled()
+        ts_ns = seg.ts_ns
+        if ts_ns > self._last_ts_ns:
+            self._last_ts_ns = ts_ns
+        conn_id = self._reassemble(seg)
+        if conn_id is not None:
+            conn = self._conns.get(conn_id)
+            if conn is None:
+                self._drain_events()  # opened by this very packet, or already closed
+                conn = self._conns.get(conn_id)
+                if conn is None:
+                    stream = self._closed.get(conn_id)
+                    if stream:
+                        for ts, frame in records:
+                            self._out.packets.append((stream, ts, linktype, frame))
+            if conn is not None:
+                if conn.stream:
+                    for ts, frame in records:
+                        self._out.packets.append((conn.stream, ts, linktype, frame))
+                elif conn.http.active:
+                    for ts, frame in records:
+                        self._hold(conn, ts, linktype, frame)
+                if self.reassembler.events:
+                    self._drain_events()
+        elif self.reassembler.events:
+            self._drain_events()
+        if ts_ns >= self._next_expire_ns:
+            self._next_expire_ns = ts_ns + self.limits.expire_every_ns
+            self.reassembler.expire(ts_ns)
+            self._drain_events()
+
     def advance(self, now_ns: int) -> None:
-        """Let time pass without packets (live capture on a quiet link): expire idle connections."""
+        """Let time pass without packets (live capture on a quiet link): expire idle connections
+        and fragmented datagrams that will not complete."""
         self.reassembler.expire(now_ns)
+        self.decoder.expire_fragments(now_ns)
         self._drain_events()
 
     def finish(self, ts_ns: int | None = None) -> None:

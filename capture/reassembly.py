@@ -222,10 +222,15 @@ class _DataBuilder:
         self.ts_ns = ts_ns
 
 
-assert sorted(_DataBuilder.__slots__) == sorted(Data.__slots__)  # the __class__ swap needs it
+# True when this module runs compiled by mypyc (capture/__init__.py). There a frozen dataclass
+# is built by a C constructor as fast as anything, and re-classing is refused (compiled classes
+# have fixed layouts), so the trick above is for the interpreter only.
+_COMPILED = not __file__.endswith(".py")
 
 
 def _new_data(conn_id: int, side: int, data: bytes, ts_ns: int) -> Data:
+    if _COMPILED:
+        return Data(conn_id, side, data, ts_ns)
     ev = _DataBuilder(conn_id, side, data, ts_ns)
     ev.__class__ = Data  # type: ignore[assignment]
     return ev  # type: ignore[return-value]
@@ -234,41 +239,46 @@ def _new_data(conn_id: int, side: int, data: bytes, ts_ns: int) -> Data:
 # --- stats --------------------------------------------------------------------------------------
 
 
+# ReassemblyStats' counters, in the order as_dict reports them. A module constant rather than
+# read back from __slots__: classes compiled by mypyc (capture/__init__.py) have no __slots__.
+_STAT_NAMES = (  # grouped by meaning; as_dict keeps this order
+    "connections",  # connections opened
+    "open_connections",  # gauge
+    "lingering",  # gauge: closed connections still remembered
+    "closed_fin",
+    "closed_rst",
+    "closed_timeout",
+    "closed_eof",
+    "evicted",  # closed because max_connections was reached
+    "reused",  # a SYN started a new connection on a known 4-tuple
+    "ignored",  # segments attributed to no connection (RST for an unknown 4-tuple)
+    "out_of_order",  # segments buffered ahead of a hole
+    "retrans_bytes",  # bytes dropped because they were delivered already
+    "overlap_bytes",  # bytes dropped because buffered bytes already covered them
+    "after_fin_bytes",  # bytes at or after their side's FIN, dropped
+    "gaps",  # Gap events
+    "gap_bytes",  # bytes reported lost
+    "ack_gaps",  # gaps found because the peer ACKed bytes we never saw
+    "overflow_flushes",  # holes given up because a buffer limit was hit (both kinds)
+    "conn_limit_flushes",
+    "total_limit_flushes",
+    "buffered_bytes",  # gauge: out-of-order bytes held now
+    "buffered_peak",
+    "linger_dropped",  # closed connections forgotten early because of max_lingering
+)
+
+
 class ReassemblyStats:
     """Counters (and three gauges: open_connections, lingering, buffered_bytes)."""
 
-    __slots__ = (  # noqa: RUF023 (grouped by meaning; as_dict keeps this order)
-        "connections",  # connections opened
-        "open_connections",  # gauge
-        "lingering",  # gauge: closed connections still remembered
-        "closed_fin",
-        "closed_rst",
-        "closed_timeout",
-        "closed_eof",
-        "evicted",  # closed because max_connections was reached
-        "reused",  # a SYN started a new connection on a known 4-tuple
-        "ignored",  # segments attributed to no connection (RST for an unknown 4-tuple)
-        "out_of_order",  # segments buffered ahead of a hole
-        "retrans_bytes",  # bytes dropped because they were delivered already
-        "overlap_bytes",  # bytes dropped because buffered bytes already covered them
-        "after_fin_bytes",  # bytes at or after their side's FIN, dropped
-        "gaps",  # Gap events
-        "gap_bytes",  # bytes reported lost
-        "ack_gaps",  # gaps found because the peer ACKed bytes we never saw
-        "overflow_flushes",  # holes given up because a buffer limit was hit (both kinds)
-        "conn_limit_flushes",
-        "total_limit_flushes",
-        "buffered_bytes",  # gauge: out-of-order bytes held now
-        "buffered_peak",
-        "linger_dropped",  # closed connections forgotten early because of max_lingering
-    )
+    __slots__ = _STAT_NAMES
 
     def __init__(self) -> None:
-        for name in self.__slots__:
+        for name in _STAT_NAMES:
             setattr(self, name, 0)
 
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {name: getattr(self, name) for name in _STAT_NAMES}
 
     def __repr__(self) -> str:
         return f"ReassemblyStats({self.as_dict()})"
@@ -422,9 +432,7 @@ class Reassembler:
                     # Nothing queued before it: handing the bytes over now keeps the order.
                     self.on_data(h.cid, h.side, payload, ts)
                     return h.cid
-                ev = _DataBuilder(h.cid, h.side, payload, ts)
-                ev.__class__ = Data  # type: ignore[assignment]  # see _DataBuilder
-                self.events.append(ev)  # type: ignore[arg-type]
+                self.events.append(_new_data(h.cid, h.side, payload, ts))
             else:
                 self._data(h, seq, payload, ts)
         return h.cid

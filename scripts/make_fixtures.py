@@ -35,8 +35,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import brotli
+import zstandard
 from scapy.layers.inet import IP, TCP
-from scapy.layers.inet6 import IPv6
+from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment
 from scapy.layers.l2 import CookedLinux, CookedLinuxV2, Dot1AD, Dot1Q, Ether
 from scapy.packet import Packet, Raw
 from scapy.utils import EDecimal, PcapNgWriter
@@ -50,6 +51,16 @@ S = 1_000_000_000
 BASE_NS = 1_709_283_600 * S
 MSS = 1448
 SEQ_MOD = 1 << 32
+# What the decoder counts for a capture with IP fragments (capture/decode.py DecodeStats), in
+# expected.json under "decode" for the fixtures that have fragments.
+DECODE_COUNTS = (
+    "fragments",
+    "fragments_reassembled",
+    "fragments_duplicate",
+    "fragments_dropped",
+    "fragments_timeout",
+)
+FRAG_TIMEOUT_NS = 30 * 1_000_000_000  # Linux's ipfrag_time, and capture/ipfrag.py's default
 
 LINKTYPE_NULL = 0
 LINKTYPE_ETHERNET = 1
@@ -135,6 +146,10 @@ def encode(content: bytes, encoding: str | None) -> bytes:
         return co.compress(content) + co.flush()
     if encoding == "br":
         return bytes(brotli.compress(content, quality=11))
+    if encoding == "zstd":
+        # one frame with its content size and a checksum, single-threaded: deterministic
+        cctx = zstandard.ZstdCompressor(level=19, write_checksum=True, threads=0)
+        return cctx.compress(content)
     raise ValueError(encoding)
 
 
@@ -211,6 +226,7 @@ class Frame:
     conn: int  # index into Fixture.conns
     l3: Packet  # IP or IPv6 packet
     payload: int  # TCP payload length (used to number streams)
+    filed: bool = True  # False: goes to no connection's pcap (a fragment of a lost datagram)
 
 
 @dataclass
@@ -224,6 +240,7 @@ class Fixture:
     clock: int = 0
     frames: list[Frame] = field(default_factory=list)
     conns: list[Conn] = field(default_factory=list)
+    frag_id: int = 0x5EED0000  # IPv6 fragment identification, per fixture
     entries: list[dict[str, Any]] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -359,6 +376,96 @@ class Conn:
         if captured:
             self.fx.frames.append(Frame(ts, side, self.index, pkt, len(payload)))
         return ts
+
+    def emit_fragments(
+        self,
+        side: int,
+        flags: str,
+        payload: bytes,
+        *,
+        dt: int,
+        mtu: int,
+        seq: int | None = None,
+        order: list[int] | None = None,
+        lost: Iterable[int] = (),
+        dup: Iterable[int] = (),
+        spacing: int = 15 * US,
+    ) -> int:
+        """Sends one segment across a link of this MTU, which cuts its IP datagram into
+        fragments (RFC 791 / RFC 8200: data in multiples of 8 bytes, every fragment with the IP
+        header, IPv6 with a fragment header). They are captured in ``order`` (fragment indices,
+        default in order), ``lost`` ones not at all, ``dup`` ones a second time right after.
+        Returns the time of the fragment that completes the datagram (the decoder gives the
+        segment that time), or 0 if one was lost; ``seq`` as in `emit`."""
+        s = self.nxt[side] if seq is None else seq
+        pkt = self._packet(side, flags, s, payload)
+        if seq is None:
+            used = len(payload) + ("S" in flags) + ("F" in flags)
+            self.nxt[side] = (self.nxt[side] + used) % SEQ_MOD
+        whole = bytes(pkt)  # the TCP checksum is computed over the unfragmented datagram
+        frags: list[Packet] = []
+        if self.v6:
+            data = whole[40:]
+            step = (mtu - 40 - 8) // 8 * 8
+            self.fx.frag_id += 1
+            for pos in range(0, len(data), step):
+                more = pos + step < len(data)
+                frag = IPv6ExtHdrFragment(nh=6, offset=pos // 8, m=int(more), id=self.fx.frag_id)
+                frags.append(
+                    IPv6(src=pkt.src, dst=pkt.dst, hlim=64) / frag / Raw(data[pos : pos + step])
+                )
+        else:
+            data = whole[20:]
+            step = (mtu - 20) // 8 * 8
+            for pos in range(0, len(data), step):
+                more = pos + step < len(data)
+                ip = IP(
+                    src=pkt.src,
+                    dst=pkt.dst,
+                    ttl=64,
+                    id=pkt.id,
+                    flags="MF" if more else 0,
+                    frag=pos // 8,
+                    proto=6,
+                )
+                frags.append(ip / Raw(data[pos : pos + step]))
+        assert len(frags) > 1, "the datagram fits the MTU"
+        lost, dup = set(lost), set(dup)
+        captured: list[Frame] = []
+        seen: set[int] = set()
+        completed = 0
+        for i in order if order is not None else range(len(frags)):
+            if i in lost:
+                continue
+            for _ in range(2 if i in dup else 1):
+                ts = self.fx.advance(spacing if captured else dt)
+                captured.append(Frame(ts, side, self.index, frags[i], len(payload)))
+                if i not in seen:
+                    seen.add(i)
+                    if len(seen) == len(frags):
+                        completed = ts
+        self.fx.frames.extend(captured)
+        counts = self.fx.notes.setdefault("decode", dict.fromkeys(DECODE_COUNTS, 0))
+        counts["fragments_duplicate"] += len(dup)
+        if lost:
+            # The datagram never completes: its fragments belong to no connection's pcap.
+            for f in captured:
+                f.filed = False
+                f.payload = 0
+            counts["fragments"] += len(captured)
+        else:
+            # A copy arriving after the datagram completed would start a new one, and no pcap.
+            assert captured[-1].ts_ns == completed, "duplicate of the completing fragment"
+            counts["fragments"] += len(captured) - 1
+            counts["fragments_reassembled"] += 1
+        return completed
+
+    def fragments_time_out(self, count: int) -> None:
+        """Notes that the fragments of one lost datagram (``count`` were captured) must be
+        discarded by the decoder's 30 s timeout."""
+        counts = self.fx.notes["decode"]
+        counts["fragments_timeout"] += 1
+        counts["fragments_dropped"] += count
 
     def handshake(self, rtt: int = 310 * US) -> None:
         self.emit(0, "S", dt=2 * MS)
@@ -1534,6 +1641,162 @@ def _bomb(fx: Fixture) -> None:
     c.close()
 
 
+def cookie_request(target: str, size: int, **kw: Any) -> Msg:
+    """A GET whose Cookie header makes its wire size exactly ``size`` bytes."""
+    base = get(target, headers=[("Cookie", "session=")], **kw)
+    pad = size - len(base.wire)
+    assert pad > 0
+    return get(target, headers=[("Cookie", "session=" + ("9f3c" * size)[:pad])], **kw)
+
+
+@fixture(
+    "ip-fragments.pcap",
+    "IPv4 across a 1400-byte MTU link: the request and every full-size response segment arrive "
+    "as two IP fragments, the second one first in alternate datagrams, one fragment captured "
+    "twice: one intact entry, its times those of the fragments that completed each datagram",
+)
+def _ip_fragments(fx: Fixture) -> None:
+    c = conn(fx, 44100)
+    c.handshake()
+    req = cookie_request("/reports/q3.csv?download=1", 1400, ua=UA_FIREFOX)
+    t_req = c.emit_fragments(0, "PA", req.wire, dt=900 * US, mtu=1400, order=[1, 0])
+    c.ack(1)
+    resp = text_resp(fx, csv_rows(150), "text/csv; charset=utf-8")
+    segs = c.carve(1, resp.wire)
+    assert len(segs) >= 4
+    t_resp = 0
+    for i, (seq, piece) in enumerate(segs):
+        flags = "PA" if i == len(segs) - 1 else "A"
+        dt = 5_300 * US if i == 0 else 40 * US
+        if 40 + len(piece) > 1400:
+            order = [1, 0] if i % 2 == 0 else [0, 1]
+            dup = [order[0]] if i == 2 else []
+            ts = c.emit_fragments(1, flags, piece, dt=dt, mtu=1400, seq=seq, order=order, dup=dup)
+        else:
+            ts = c.emit(1, flags, piece, dt=dt, seq=seq)
+        t_resp = t_resp or ts
+    c.ack(0)
+    c.expect(req, resp, t_req, t_resp)
+    c.close()
+
+
+@fixture(
+    "ipv6-fragments.pcap",
+    "IPv6 across a 1280-byte MTU link: a POST and its response in full-size segments, each "
+    "arriving as two fragments (fragment extension header), last fragment first: one intact "
+    "entry, layer3 ipv6",
+)
+def _ipv6_fragments(fx: Fixture) -> None:
+    c = conn(fx, 50200, client="2001:db8:10::11", server="2001:db8:20::80", sport=8080)
+    c.handshake()
+    body = json.dumps({"order": products(8)}, separators=(",", ":")).encode()
+    req = request(
+        "POST",
+        "/v6/orders",
+        [
+            ("Host", "orders:8080"),
+            ("User-Agent", UA_GO),
+            ("Accept", "application/json"),
+            ("Content-Type", "application/json"),
+        ],
+        body,
+    )
+    resp = json_resp(fx, {"accepted": products(10)}, 201, "Created")
+    times = []
+    for side, msg, dt in ((0, req, 1_000 * US), (1, resp, 9_700 * US)):
+        segs = c.carve(side, msg.wire)
+        assert len(segs) >= 2
+        first = 0
+        for i, (seq, piece) in enumerate(segs):
+            flags = "PA" if i == len(segs) - 1 else "A"
+            gap = dt if i == 0 else 40 * US
+            if 60 + len(piece) > 1280:
+                ts = c.emit_fragments(side, flags, piece, dt=gap, mtu=1280, seq=seq, order=[1, 0])
+            else:
+                ts = c.emit(side, flags, piece, dt=gap, seq=seq)
+            first = first or ts
+        c.ack(1 - side)
+        times.append(first)
+    c.expect(req, resp, times[0], times[1])
+    c.close()
+
+
+@fixture(
+    "fragment-missing.pcap",
+    "IPv4 keep-alive with three exchanges over a 1400-byte MTU link; one fragment of a segment "
+    "of the second response was not captured: that segment is a TCP gap (index 1 has a "
+    "dissection error), its other fragment is dropped after 30 s and counted, indices 0 and 2 "
+    "are intact",
+)
+def _fragment_missing(fx: Fixture) -> None:
+    c = conn(fx, 44200)
+    c.handshake()
+    lost_at = 0
+    for i in range(3):
+        req = get(f"/exports/{i + 1}.csv", ua=UA_PY)
+        resp = text_resp(fx, csv_rows(90 + 10 * i), "text/csv; charset=utf-8")
+        # the third exchange comes after a pause long enough for the lost datagram to time out
+        t_req = c.send(0, req.wire, dt=31 * S if i == 2 else 1_100 * US)
+        c.ack(1)
+        segs = c.carve(1, resp.wire)
+        assert len(segs) >= 3
+        t_resp = 0
+        for j, (seq, piece) in enumerate(segs):
+            flags = "PA" if j == len(segs) - 1 else "A"
+            dt = 4_300 * US if j == 0 else 40 * US
+            if 40 + len(piece) <= 1400:
+                ts = c.emit(1, flags, piece, dt=dt, seq=seq)
+            elif i == 1 and j == 1:
+                c.emit_fragments(1, flags, piece, dt=dt, mtu=1400, seq=seq, lost=[0])
+                lost_at = fx.clock
+                ts = 0
+            else:
+                ts = c.emit_fragments(1, flags, piece, dt=dt, mtu=1400, seq=seq)
+            t_resp = t_resp or ts
+        c.ack(0)
+        if i == 2:
+            # the first fragment after the pause finds the lost datagram older than 30 s
+            assert t_resp - lost_at > FRAG_TIMEOUT_NS
+            c.fragments_time_out(1)
+        if i == 1:
+            # Lost bytes inside a body of known length keep the framing (capture/http1.py).
+            c.expect(
+                req,
+                resp,
+                t_req,
+                t_resp,
+                error="dissection",
+                skip=(
+                    "response.content.size",
+                    "response.content.text",
+                    "response.content.encoding",
+                ),
+            )
+        else:
+            c.expect(req, resp, t_req, t_resp)
+    c.close()
+
+
+@fixture(
+    "zstd.pcap",
+    "Content-Encoding: zstd with Content-Length, then zstd inside chunked framing: content.text "
+    "is the original JSON, bodySize the compressed length",
+)
+def _zstd(fx: Fixture) -> None:
+    c = conn(fx, 44300)
+    c.handshake()
+    ae = [("Accept-Encoding", "gzip, deflate, br, zstd")]
+    c.exchange(
+        get("/api/catalogue", ua=UA_FIREFOX, headers=ae),
+        json_resp(fx, products(40), encoding="zstd", headers=[("Vary", "Accept-Encoding")]),
+    )
+    c.exchange(
+        get("/api/catalogue?page=2", ua=UA_FIREFOX, headers=ae),
+        json_resp(fx, products(25, 40), encoding="zstd", framing="chunked", chunk_sizes=[300]),
+    )
+    c.close()
+
+
 # -- writing ------------------------------------------------------------------------------------
 
 
@@ -1614,6 +1877,12 @@ def build(out_dir: Path) -> list[str]:
         "Client and server MACs are fixed, the client is 10.1.0.11 unless noted, every connection "
         "has a full handshake unless noted, all captures are microsecond pcap unless noted.",
         "",
+        "Captures with IP fragments also have, in `expected.json`, `decode`: the `Decoder.stats` "
+        "counters they must produce (`fragments`, `fragments_reassembled`, ...), and where a "
+        "datagram never completes, `unfiled_records`: the indices of its captured fragments, "
+        "which reach no connection's pcap. A datagram's fragments go to its connection's pcap "
+        "together, when the last one completes it.",
+        "",
     ]
     written = []
     for k, builder in enumerate(BUILDERS):
@@ -1629,6 +1898,8 @@ def build(out_dir: Path) -> list[str]:
         packets: dict[int, int] = {}
         frames = fx.frames[:-1] if fx.truncate_last else fx.frames
         for f in frames:
+            if not f.filed:
+                continue
             packets[f.conn] = packets.get(f.conn, 0) + 1
             if f.payload and f.conn not in first_payload:
                 first_payload[f.conn] = len(first_payload) + 1
@@ -1646,6 +1917,11 @@ def build(out_dir: Path) -> list[str]:
             "entries": entries,
             **meta,
         }
+        unfiled = [i for i, f in enumerate(frames) if not f.filed]
+        if unfiled:  # records that reach no connection's pcap (fragments of a lost datagram)
+            expected[name]["unfiled_records"] = unfiled
+        if "decode" in fx.notes:  # Decoder.stats counters the capture must produce
+            expected[name]["decode"] = fx.notes["decode"]
         n = len(entries)
         readme.append(
             f"- `{name}` — {what}. ({len(fx.frames)} packets, {n} entr{'y' if n == 1 else 'ies'})"

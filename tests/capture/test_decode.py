@@ -136,7 +136,12 @@ def test_outcome_counts_of_special_link_captures(name: str) -> None:
         if seg is not None:
             families.add(seg.family)
             assert len(seg.src) == len(seg.dst) == (4 if seg.family == 4 else 16)
-    expected = dict.fromkeys(OUTCOMES, 0) | outcomes | {"frames": frames, "truncated": 0}
+    expected = (
+        dict.fromkeys(OUTCOMES, 0)
+        | dict.fromkeys(DecodeStats.FRAGMENT_FIELDS, 0)
+        | outcomes
+        | {"frames": frames, "truncated": 0}
+    )
     assert dec.stats.as_dict() == expected
     v6 = {"sv-http-ipv6-null.pcap", "zeek-1000-requests-one-dropped-response.pcap"}
     assert families == ({6} if name in v6 else {4, 6} if name == "dpkt-nb6-http.pcap" else {4})
@@ -338,7 +343,8 @@ def test_ipv6_extension_headers_are_skipped(exts: list[Packet]) -> None:
 
 @pytest.mark.parametrize("offset,m", [(0, 1), (100, 1), (100, 0)])
 def test_ipv6_fragments_are_counted_and_skipped(offset: int, m: int) -> None:
-    frame = ETH / ip6() / IPv6ExtHdrFragment(offset=offset, m=m, id=5) / tcp_layer()
+    # 48 bytes: a non-last IPv6 fragment must be a multiple of 8 (RFC 8200 4.5) or it is refused
+    frame = ETH / ip6() / IPv6ExtHdrFragment(offset=offset, m=m, id=5) / tcp_layer(BODY + b"\n")
     assert decode(1, frame) == (None, {"fragments": 1})
 
 
@@ -540,5 +546,6 @@ def test_stats_as_dict_and_accumulation() -> None:
         "unsupported_linktype": 1,
         "fragments": 1,
         "truncated": 0,
+        **dict.fromkeys(DecodeStats.FRAGMENT_FIELDS, 0),
     }
     assert dec.stats.tcp == 1
