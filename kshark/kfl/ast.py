@@ -8,7 +8,6 @@ parser, so that no later pass needs to recurse to enforce the nesting limit.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -65,10 +64,9 @@ class Literal:
 
 @dataclass(frozen=True, slots=True)
 class Regex:
-    """``r"..."``: ``source`` is the raw body as written, ``pattern`` its compiled form."""
+    """``r"..."``: ``source`` is the raw body as written (compiled, with RE2, by the compiler)."""
 
     source: str
-    pattern: re.Pattern[str]
     line: int
     column: int
     depth: int = 1

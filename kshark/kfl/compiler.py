@@ -49,8 +49,9 @@ from .decoders import decode_json, decode_xml, xml_leaf
 from .errors import KflError
 from .helpers import DATETIME_EXAMPLE, FUNCTIONS, METHODS, UNIT_MS, parse_datetime
 from .macros import BUILTIN_MACROS, MAX_MACRO_DEPTH
-from .parser import compile_regex, parse
+from .parser import parse
 from .redact import PathError, RedactPath
+from .regex import KflRegex, compile_regex
 from .walk import Op, walk
 
 
@@ -108,6 +109,21 @@ _STR_INLINE: Final = {
     "endsWith": "{a}.endswith({k})",
     "contains": "({k} in {a})",
 }
+_LITERAL_INLINE: Final = {
+    "contains": "({k} in {a})",
+    "prefix": "{a}.startswith({k})",
+    "suffix": "{a}.endswith({k})",
+    "equal": "({a} == {k})",
+}
+# Distinct regexes in one query. Each is an RE2 program with matching state of up to
+# MAX_REGEX_MEM (4 MiB) and a memo of answers; without a bound a 64 KiB query could ask for
+# thousands. Real filters use a handful.
+MAX_REGEXES: Final = 16
+# RE2 instructions in all of a query's regexes. RE2 is linear in the text, but when a pattern's
+# DFA does not fit a search can cost ~15 ns per instruction per character, and compiling ~0.6 µs
+# per instruction, both on the worker's event loop: r".{1000}0" is ten characters and 8,000
+# instructions. A UUID pattern is ~70, (?i)\pL+ ~1,200. See kshark/kfl/regex.py.
+MAX_QUERY_PROGRAM: Final = 10_000
 # Python refuses more than 100 indentation levels; stay well clear once macros are expanded.
 _MAX_INDENT: Final = 90
 
@@ -203,6 +219,8 @@ class _Gen:
     limit: int | None = None
     redactions: list[RedactPath] = field(default_factory=list)
     clock_used: bool = False
+    regexes: dict[str, KflRegex] = field(default_factory=dict)
+    program_size: int = 0  # RE2 instructions in self.regexes
 
     # --- emission ------------------------------------------------------------------------------
 
@@ -226,6 +244,34 @@ class _Gen:
             self.consts.append(value)
             self.const_ids[key] = name
         return name
+
+    def regex(self, source: str, line: int, column: int) -> KflRegex:
+        """The compiled regex for ``source`` (one per distinct pattern in the query).
+
+        ``column`` is where the pattern's text starts. A pattern repeated (by hand or through
+        macros) is compiled once; distinct ones count against ``MAX_REGEXES`` and
+        ``MAX_QUERY_PROGRAM``.
+        """
+        rx = self.regexes.get(source)
+        if rx is None:
+            if len(self.regexes) >= MAX_REGEXES:
+                raise KflError(
+                    line, column, f"too many regexes in one query (at most {MAX_REGEXES})"
+                )
+            rx = compile_regex(source, line, column)
+            self.program_size += rx.program_size
+            if self.program_size > MAX_QUERY_PROGRAM:
+                raise KflError(
+                    line,
+                    column,
+                    f"regexes too large: this query's regexes compile to {self.program_size} RE2 "
+                    f"instructions (at most {MAX_QUERY_PROGRAM}; this one has {rx.program_size})",
+                )
+            self.regexes[source] = rx
+        return rx
+
+    def regex_node(self, node: Regex) -> KflRegex:
+        return self.regex(node.source, node.line, node.column + 2)  # after r"
 
     def now(self) -> int:
         self.clock_used = True
@@ -429,7 +475,7 @@ class _Gen:
                 raise KflError(
                     right.line, right.column, "a regex can only be compared with == or !="
                 )
-            return self.regex_test(left, right.pattern.search, op == "!=", ind)
+            return self.regex_test(left, self.regex_node(right), op == "!=", ind)
         for side in (left, right):
             if isinstance(side, ListLit):
                 raise KflError(
@@ -459,21 +505,23 @@ class _Gen:
         fn_name = {"==": "_eq", "!=": "_ne"}.get(op) or _ORDER_FN[op]
         return f"{fn_name}({a}, {b})"
 
-    def regex_test(
-        self, subject: Expr, search: Callable[[str], object], negate: bool, ind: int
-    ) -> str:
+    def regex_test(self, subject: Expr, rx: KflRegex, negate: bool, ind: int) -> str:
         if isinstance(subject, ListLit):
             raise KflError(
                 subject.line, subject.column, 'a list is only allowed on the right of "in"'
             )
         a, known = self.value(subject, ind)
         if known is not None:
-            hit = values.re_any(search, known.value)
+            hit = values.re_any(rx.test, known.value)
             return "True" if hit != negate else "False"
-        s = self.const(search)
+        s = self.const(rx.test)
+        if rx.literal_kind is not None:  # a plain literal: the string operation, inlined
+            inline = _LITERAL_INLINE[rx.literal_kind].format(a=a, k=self.const(rx.literal))
+        else:
+            inline = f"{s}({a})"
         if negate:
-            return f"(({s}({a}) is None) if type({a}) is str else _re_none({s}, {a}))"
-        return f"(({s}({a}) is not None) if type({a}) is str else _re_any({s}, {a}))"
+            return f"((not {inline}) if type({a}) is str else _re_none({s}, {a}))"
+        return f"({inline} if type({a}) is str else _re_any({s}, {a}))"
 
     def in_(self, node: In, ind: int) -> str:
         left, right = node.left, node.right
@@ -500,7 +548,8 @@ class _Gen:
             if isinstance(item, ListLit):
                 raise KflError(item.line, item.column, "lists do not nest")
             if isinstance(item, Regex):
-                items.append((self.const(item.pattern), _K(item.pattern)))
+                rx = self.regex_node(item)
+                items.append((self.const(rx), _K(rx)))
             else:
                 items.append(self.value(item, ind))
         if not items:
@@ -561,15 +610,16 @@ class _Gen:
             self._arity(node, 1)
             arg = node.args[0]
             if isinstance(arg, Regex):
-                search = arg.pattern.search
+                rx = self.regex_node(arg)
             elif isinstance(arg, Literal) and type(arg.value) is str:
-                # A plain string's escapes are already decoded: "\\d" is the regex \d.
-                search = compile_regex(arg.value, arg.line, arg.column).search
+                # A plain string's escapes are already decoded: "\\d" is the regex \d. Error
+                # positions count from the opening quote, in the decoded text.
+                rx = self.regex(arg.value, arg.line, arg.column)
             else:
                 raise KflError(
                     arg.line, arg.column, 'matches() takes a regex in quotes: matches(r"^/api/")'
                 )
-            return self.regex_test(node.receiver, search, False, ind)
+            return self.regex_test(node.receiver, rx, False, ind)
         if name in FUNCTIONS:
             raise KflError(
                 node.line, node.column, f"{name}() is a function, not a method: write {name}(...)"

@@ -3,9 +3,10 @@
 The grammar lives in ``kfl.lark`` (package data). Parsing is LALR with lark's contextual lexer,
 so keywords stay usable as keys after a dot (``request.in``). Lark's ``UnexpectedInput`` is turned
 into a :class:`KflError` whose message names the offending token and, in words, what would have
-been valid there. Checks the grammar cannot express (string escapes, regexes that do not
-compile, indexes that are not whole numbers, nesting depth) raise ``KflError`` from the
-transformer; lark wraps those in ``VisitError`` and :func:`parse` unwraps them.
+been valid there. Checks the grammar cannot express (string escapes, indexes that are not
+whole numbers, nesting depth) raise ``KflError`` from the transformer; lark wraps those in
+``VisitError`` and :func:`parse` unwraps them. Regex bodies are kept as written: the compiler
+compiles them with RE2 (kshark.kfl.regex), once per distinct pattern.
 """
 
 from __future__ import annotations
@@ -228,17 +229,6 @@ def decode_string(tok: Token) -> str:
     return value
 
 
-def compile_regex(source: str, line: int, column: int) -> re.Pattern[str]:
-    """Compile a regex body; ``column`` is where the body starts (for the error position)."""
-    try:
-        return re.compile(source)
-    except re.error as exc:
-        pos = exc.pos or 0
-        raise KflError(line, column + pos, f"invalid regex: {exc.msg}") from None
-    except (OverflowError, RecursionError, ValueError) as exc:  # absurd repeat counts, nesting
-        raise KflError(line, column, f"invalid regex: {exc}") from None
-
-
 def _number(tok: Token) -> int | float:
     text = tok.value
     if "." in text or "e" in text or "E" in text:
@@ -378,9 +368,7 @@ class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
 
     def regex(self, children: list[Any]) -> Expr:
         (tok,) = children
-        source = tok.value[2:-1]
-        pattern = compile_regex(source, tok.line, tok.column + 2)
-        return Regex(source, pattern, tok.line, tok.column)
+        return Regex(tok.value[2:-1], tok.line, tok.column)
 
     def true(self, children: list[Any]) -> Expr:
         (tok,) = children

@@ -21,6 +21,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from .regex import KflRegex
+
 
 class _Missing:
     """The value of a selector that found nothing. Falsy; never equal to anything."""
@@ -249,23 +251,26 @@ def ge(a: Any, b: Any) -> bool:
 ORDER: Final[dict[str, Callable[[Any, Any], bool]]] = {"<": lt, "<=": le, ">": gt, ">=": ge}
 
 
-def re_any(search: Callable[[str], object], v: Any) -> bool:
-    """An unanchored regex search in ``v``'s string form (any element, for a list)."""
+def re_any(test: Callable[[str], bool], v: Any) -> bool:
+    """An unanchored regex search in ``v``'s string form (any element, for a list).
+
+    ``test`` is a ``KflRegex.test``: true when the regex matches somewhere in the text.
+    """
     if type(v) is str:
-        return search(v) is not None
+        return test(v)
     if v is MISSING:
         return False
     values = _leaves(v) if _is_list(v) else (v,)
     for el in values:
         s = sform(el)
-        if s is not None and search(s) is not None:
+        if s is not None and test(s):
             return True
     return False
 
 
-def re_none(search: Callable[[str], object], v: Any) -> bool:
+def re_none(test: Callable[[str], bool], v: Any) -> bool:
     """``v != r"..."``: present and not matching."""
-    return v is not MISSING and not re_any(search, v)
+    return v is not MISSING and not re_any(test, v)
 
 
 def truthy(v: Any) -> bool:
@@ -325,8 +330,8 @@ def in_items(v: Any, items: tuple[Any, ...]) -> bool:
     if v is MISSING:
         return False
     for it in items:
-        if type(it) is re.Pattern:
-            if re_any(it.search, v):
+        if type(it) is KflRegex:
+            if re_any(it.test, v):
                 return True
         elif eq(v, it):
             return True

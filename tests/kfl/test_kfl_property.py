@@ -16,6 +16,7 @@ import json
 import math
 from typing import Any
 
+import re2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -143,7 +144,11 @@ literals = st.one_of(
     _number_lit.map(lambda n: "-" + n),
     st.sampled_from(["true", "false", "nil", "null"]),
 )
-regexes = st.sampled_from(['r"^a"', 'r"\\d+"', 'r"(?i)TRUE"', 'r"."', 'r"^$"', "r'0$'"])
+# Literal forms (r"a", r"^a", r"0$", r"^7$", r"\.") take the string-method fast path; the
+# others go to RE2. The reference below searches every one with the re2 module's own API.
+regexes = st.sampled_from(
+    ['r"^a"', 'r"\\d+"', 'r"(?i)TRUE"', 'r"."', 'r"^$"', "r'0$'", 'r"a"', 'r"^7$"', 'r"\\."']
+)
 values = st.one_of(
     selectors,
     literals,
@@ -248,6 +253,22 @@ def ref_value(node: Expr, e: Any) -> Any:
     return ref_pred(node, e)
 
 
+class RefSearch:
+    """A regex test through the re2 package's public API: no fast path, no memo."""
+
+    def __init__(self, source: str) -> None:
+        self.regex = re2.compile(source)
+
+    def __call__(self, text: str) -> bool:
+        return self.regex.search(text) is not None
+
+
+def ref_in_items(v: Any, items: tuple[Any, ...]) -> bool:
+    if v is V.MISSING:
+        return False
+    return any(V.re_any(it, v) if isinstance(it, RefSearch) else V.eq(v, it) for it in items)
+
+
 def ref_pred(node: Expr, e: Any) -> bool:
     if isinstance(node, And):
         return all(ref_pred(op, e) for op in node.operands)
@@ -260,7 +281,7 @@ def ref_pred(node: Expr, e: Any) -> bool:
         if isinstance(left, Regex):
             left, right = right, left
         if isinstance(right, Regex):
-            hit = V.re_any(right.pattern.search, ref_value(left, e))
+            hit = V.re_any(RefSearch(right.source), ref_value(left, e))
             if node.op == "==":
                 return hit
             return ref_value(left, e) is not V.MISSING and not hit
@@ -270,16 +291,17 @@ def ref_pred(node: Expr, e: Any) -> bool:
         v = ref_value(node.left, e)
         if isinstance(node.right, ListLit):
             items = tuple(
-                it.pattern if isinstance(it, Regex) else ref_value(it, e) for it in node.right.items
+                RefSearch(it.source) if isinstance(it, Regex) else ref_value(it, e)
+                for it in node.right.items
             )
-            return V.in_items(v, items)
+            return ref_in_items(v, items)
         return V.in_value(v, ref_value(node.right, e), _is_headers_object(node.right))
     if isinstance(node, Method):
         v = ref_value(node.receiver, e)
         if node.name == "matches":
             arg = node.args[0]
-            pattern = arg.pattern if isinstance(arg, Regex) else __import__("re").compile(arg.value)  # type: ignore[union-attr]
-            return V.re_any(pattern.search, v)
+            source = arg.source if isinstance(arg, Regex) else arg.value  # type: ignore[union-attr]
+            return V.re_any(RefSearch(source), v)  # type: ignore[arg-type]
         k = V.sform(ref_value(node.args[0], e))
         return k is not None and V.str_pred(v, k, _STR_TESTS[node.name])
     return V.truthy(ref_value(node, e))
@@ -376,10 +398,18 @@ _TRICKY: list[Any] = [
 ]
 _LITERALS = ["0", "1", "7", "-1", "7.0", "0.5", "1e1", '"a"', '"A"', '"1"', '"007"', '""']
 _LITERALS += ['"true"', "true", "false", "nil", '" 7"', "'+7'", '"7e0"', "10000000000000000000"]
+# Every literal form (contains, prefix, suffix, equal; escaped metacharacters; empty) and a few
+# that only RE2 can decide.
+_FAST_REGEXES = (
+    *('r"^a"', 'r"7"', 'r"(?i)true"', 'r"^$"', 'r""', 'r"^"', 'r"$"', 'r"a$"', 'r"^a$"'),
+    *('r"^7\\.0$"', 'r"\\.5"', 'r"^\\+7"', 'r"e0$"', 'r"00"', 'r"^1+$"', 'r"^\\d$"'),
+)
 _FAST_QUERIES = [
     *(f"a {op} {lit}" for op in ("==", "!=", "<", "<=", ">", ">=") for lit in _LITERALS),
     *(f"{lit} {op} a" for op in ("==", "!=", "<", ">=") for lit in _LITERALS),
-    *(f"a {op} {rx}" for op in ("==", "!=") for rx in ('r"^a"', 'r"7"', 'r"(?i)true"', 'r"^$"')),
+    *(f"a {op} {rx}" for op in ("==", "!=") for rx in _FAST_REGEXES),
+    *(f"a.matches({rx})" for rx in _FAST_REGEXES),
+    f"a in [{', '.join(_FAST_REGEXES)}]",
     *(f"a.{h}({lit})" for h in ("startsWith", "endsWith", "contains") for lit in _LITERALS),
     'a in ["a", "b", "A"]',
     'a in ["", "true"]',
