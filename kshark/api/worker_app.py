@@ -9,6 +9,14 @@ batch, while capture and the other clients go on. Entries retention deletes befo
 reaches them are counted (`clients_missed_total` in /status) and, for JSON-frame clients, told
 in a gap frame.
 
+A JSON-frame client that opens `/api/wsFull?position=1` (the hub does) first gets a position
+frame, `{"position": {"since": <id> | null, "store_age": s, "store_id": "…"}}`: the entry the
+stream continues after (null: the store's first entry), taken in the same step that fixes the
+stream's start, and which data directory it belongs to (kshark.store.identity). With it a client
+that reconnects can resume exactly, even with `"history": false` before its first match, and can
+tell a worker restarted on another data directory (whose ids mean other entries) from the same
+one. Raw-text clients never get it.
+
 REST (also under an `/api` prefix): /echo, /status, /metrics, /version, /query/validate?q=,
 /item/{stream}-{index}, /pcaps/{stream}. Stream numbers are parsed as ASCII digits and handed to
 the store as ints; no user text is ever joined into a file path.
@@ -40,6 +48,7 @@ from kshark.api.httpserver import (
     json_response,
     text_response,
 )
+from kshark.api.rest import no_such_path, route_of
 from kshark.api.wire import (
     CLOSE_NORMAL,
     CLOSE_TRY_AGAIN,
@@ -51,6 +60,7 @@ from kshark.api.wire import (
     send_texts,
 )
 from kshark.kfl import validate as validate_query
+from kshark.store.identity import StoreIdentity, read_identity
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -69,6 +79,10 @@ SUMMARY_PATHS = frozenset({"/api/ws", "/ws"})
 # take other scripts' digits).
 _ITEM_RE = re.compile(r"([0-9]{1,12})(?:\.pcap)?-([0-9]{1,9})")
 _PCAP_RE = re.compile(r"([0-9]{1,12})(?:\.pcap)?")
+
+# `/api/wsFull?position=1`: a JSON-frame client asks for the position frame (module docstring).
+POSITION_PARAM = "position"
+_POSITION_ON = frozenset({"1", "true"})
 
 
 # Entry frames are written to the socket in pieces of about this size (one write per piece,
@@ -150,6 +164,10 @@ class WorkerApp:
         self.clients_total = 0
         self.clients_missed_total = 0
         self.entries_sent_total = 0
+        # /status's newest_id for (store, last_seq): decoding the newest entry once per new
+        # entry, not once per /status request.
+        self._newest: tuple[object, int, str | None] | None = None
+        self._identity: tuple[object, StoreIdentity | None] | None = None
 
     @property
     def store(self) -> Store:
@@ -175,11 +193,24 @@ class WorkerApp:
         except _StoreUnavailable:
             await refuse(ws, StreamError("unavailable", "the worker is starting"), CLOSE_TRY_AGAIN)
             return
+        wants_position = (
+            stream_request.json_frame and request.query.get(POSITION_PARAM) in _POSITION_ON
+        )
         try:
             start = self._start_seq(store, stream_request)
         except StreamError as err:
+            if wants_position:
+                # Which store refused the cursor: a client keeping cursors across restarts can
+                # tell "a new data directory" from "my cursor is too old".
+                try:
+                    await ws.send_message(self._position_frame(store, None, known=False))
+                except ConnectionClosed:
+                    return
             await refuse(ws, err)
             return
+        # Taken now, with `start` (no await in between), so it names exactly where the stream
+        # begins.
+        position = self._position_frame(store, start, stream_request) if wants_position else None
         summarize = self._summarize if request.path in SUMMARY_PATHS else None
         client = ClientState(
             id=next(self._client_ids),
@@ -204,6 +235,8 @@ class WorkerApp:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_cancel_when_closed, ws, nursery.cancel_scope)
+                if position is not None:
+                    await ws.send_message(position)
                 finished = await self._pump(
                     ws, nursery, store, client, stream_request, query, summarize
                 )
@@ -231,6 +264,47 @@ class WorkerApp:
                 raise StreamError("cursor", f"unknown cursor {req.since!r}")
             return seq
         return 0 if req.history else store.last_seq
+
+    def _position_frame(
+        self, store: Store, start: int | None, req: StreamRequest | None = None, known: bool = True
+    ) -> str:
+        """The position frame: the entry the stream continues after (`since`; null when it
+        starts at the store's first entry; left out when it is not known) and the store."""
+        body: dict[str, Any] = {}
+        if known and start is not None:
+            if req is not None and req.since is not None:
+                body["since"] = req.since  # resolved by _start_seq: the client's own cursor
+            elif start == 0:
+                body["since"] = None
+            else:
+                since = entry_id_at(store, start)
+                if since is not None:  # its file already deleted by retention: not known
+                    body["since"] = since
+        store_id, age = self._store_identity(store)
+        body["store_id"] = store_id
+        body["store_age"] = age
+        return orjson.dumps({"position": body}, option=orjson.OPT_SORT_KEYS).decode()
+
+    def _store_identity(self, store: Store) -> tuple[str | None, float | None]:
+        """The store's id and its age in seconds (None where unknown)."""
+        store_id = getattr(store, "store_id", None)
+        cached = self._identity
+        if cached is None or cached[0] is not store:
+            identity = read_identity(store.data_dir) if store_id is not None else None
+            cached = self._identity = (store, identity)
+        identity = cached[1]
+        if identity is None or identity.store_id != store_id:
+            return store_id, None
+        return store_id, round(max(0.0, time.time() - identity.created), 3)
+
+    def _newest_id(self, store: Store) -> str | None:
+        seq = store.last_seq
+        cached = self._newest
+        if cached is not None and cached[0] is store and cached[1] == seq:
+            return cached[2]
+        newest = entry_id_at(store, seq)
+        self._newest = (store, seq, newest)
+        return newest
 
     async def _pump(
         self,
@@ -357,15 +431,9 @@ class WorkerApp:
     # ---- REST ------------------------------------------------------------------------------
 
     async def handle_http(self, request: Request) -> Response:
-        path = request.path
-        if path.startswith("/api/"):
-            path = path[4:]
-        if request.method not in ("GET", "HEAD"):
-            if _route_exists(path):
-                return error_response(
-                    405, f"{request.method} not allowed", [("Allow", "GET, HEAD")]
-                )
-            return error_response(404, f"no such path: {request.path}")
+        path, refused = route_of(request)
+        if refused is not None:
+            return refused
         try:
             if path == "/echo":
                 return text_response("It's running.")
@@ -385,7 +453,7 @@ class WorkerApp:
                 return await self._pcap(path[len("/pcaps/") :])
         except _StoreUnavailable:
             return error_response(503, "the worker is starting")
-        return error_response(404, f"no such path: {request.path}")
+        return no_such_path(request)
 
     def _validate(self, text: str) -> Response:
         valid, message = validate_query(text, self._macros)
@@ -433,6 +501,8 @@ class WorkerApp:
         now = time.time()
         out["store"] = dict(store.stats)
         out["last_seq"] = last_seq
+        out["newest_id"] = self._newest_id(store)
+        out["store_id"] = getattr(store, "store_id", None)
         out["clients_connected"] = len(self.clients)
         out["clients_total"] = self.clients_total
         out["clients_missed_total"] = self.clients_missed_total
@@ -509,10 +579,19 @@ async def _file_chunks(path: Path, size: int) -> AsyncIterator[bytes]:
             await f.aclose()
 
 
-def _route_exists(path: str) -> bool:
-    return path in ("/echo", "/version", "/query/validate", "/status", "/metrics") or (
-        path.startswith(("/item/", "/pcaps/"))
-    )
+def entry_id_at(store: Store, seq: int) -> str | None:
+    """The `id` of the entry at `seq`; None for seq 0 or when its file is gone (retention)."""
+    if seq <= 0:
+        return None
+    items, _ = store.read_after(seq - 1, 1)
+    if not items or items[0][0] != seq:
+        return None
+    try:
+        entry = orjson.loads(items[0][1])
+    except orjson.JSONDecodeError:
+        return None
+    entry_id = entry.get("id") if isinstance(entry, dict) else None
+    return entry_id if isinstance(entry_id, str) and entry_id else None
 
 
 # HELP text and type of well-known counters; anything else is a gauge named by its path.

@@ -26,6 +26,7 @@ from trio_websocket import ConnectionClosed
 
 from kshark import __version__
 from kshark.api.httpserver import Response, error_response, json_response, text_response
+from kshark.api.rest import no_such_path, route_of
 from kshark.api.wire import (
     CLOSE_NORMAL,
     Projection,
@@ -142,15 +143,9 @@ class HubApp:
     # ---- REST -------------------------------------------------------------------------------
 
     async def handle_http(self, request: Request) -> Response:
-        path = request.path
-        if path.startswith("/api/"):
-            path = path[4:]
-        if request.method not in ("GET", "HEAD"):
-            if _route_exists(path):
-                return error_response(
-                    405, f"{request.method} not allowed", [("Allow", "GET, HEAD")]
-                )
-            return error_response(404, f"no such path: {request.path}")
+        path, refused = route_of(request)
+        if refused is not None:
+            return refused
         if path == "/echo":
             return text_response("It's running.")
         if path == "/version":
@@ -168,7 +163,7 @@ class HubApp:
             return await self._proxy(request, path[len("/item/") :], "/item/", _ITEM_RE)
         if path.startswith("/pcaps/"):
             return await self._proxy(request, path[len("/pcaps/") :], "/pcaps/", _PCAP_RE)
-        return error_response(404, f"no such path: {request.path}")
+        return no_such_path(request)
 
     async def _proxy(
         self, request: Request, rest: str, route: str, pattern: re.Pattern[str]
@@ -312,9 +307,3 @@ async def _nothing() -> AsyncIterator[bytes]:
 
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _route_exists(path: str) -> bool:
-    return path in ("/echo", "/version", "/query/validate", "/status", "/metrics") or (
-        path.startswith(("/item/", "/pcaps/"))
-    )

@@ -98,6 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help='how long "ordered": true streams hold an entry to sort it (default %(default)s)',
     )
+    p.add_argument(
+        "--worker-silence",
+        type=float,
+        default=HubLimits().worker_silence,
+        metavar="SECONDS",
+        help="ping a worker connection after this long without a byte from it "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--worker-pong-timeout",
+        type=float,
+        default=HubLimits().worker_pong_timeout,
+        metavar="SECONDS",
+        help="a worker that does not answer that ping within this is handled as dead "
+        "(default %(default)s)",
+    )
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--version", action="version", version=f"kshark {__version__}")
     return p
@@ -130,6 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.reorder_window < 0:
         print("kshark-hub: --reorder-window must be >= 0", file=sys.stderr)
         return 2
+    for option, value in (
+        ("--worker-silence", args.worker_silence),
+        ("--worker-pong-timeout", args.worker_pong_timeout),
+    ):
+        if not value > 0:  # also refuses nan
+            print(f"kshark-hub: {option} must be > 0", file=sys.stderr)
+            return 2
     if args.workers_file is not None and not args.workers_file.exists():
         log.warning("%s does not exist yet; watching for it", args.workers_file)
     cfg = HubConfig(
@@ -139,7 +162,11 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         token=args.token,
         worker_token=args.worker_token,
-        limits=HubLimits(reorder_window=args.reorder_window),
+        limits=HubLimits(
+            reorder_window=args.reorder_window,
+            worker_silence=args.worker_silence,
+            worker_pong_timeout=args.worker_pong_timeout,
+        ),
     )
     return trio.run(_main_async, cfg)
 

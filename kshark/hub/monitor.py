@@ -2,9 +2,13 @@
 
 Every `HubLimits.status_interval` seconds the hub asks each worker for its /status and records:
 reachable or not (with the error), the worker's own id (`worker`, used to resolve cursors and
-/item paths that name it), its newest entry (`last_seq`), and how far behind the hub's own
-websockets to it are: the worker lists each client with its remote "ip:port" and `lag`, and the
-relays record the local "ip:port" of their sockets, so the two are matched exactly.
+/item paths that name it), its newest entry (`last_seq`, `newest_id`), its store id, and how far
+behind the hub's own websockets to it are: the worker lists each client with its remote
+"ip:port" and `lag`, and the relays record the local "ip:port" of their sockets, so the two are
+matched exactly.
+
+A probe has `status_timeout` seconds in all (a cancel scope around the whole request): a worker
+that is stopped, or trickles its answer, is `down` for the monitor within that time.
 """
 
 from __future__ import annotations
@@ -53,17 +57,21 @@ async def _probe_loop(
 
 
 async def probe(info: WorkerInfo, limits: HubLimits, worker_token: str | None = None) -> None:
-    """One /status request to the worker; updates `info`."""
-    try:
-        status, _, body = await fetch(
-            info.address,
-            "/status",
-            token=worker_token,
-            io_timeout=limits.http_timeout,
-            max_bytes=limits.max_status_bytes,
-        )
-    except UpstreamError as exc:
-        info.mark_down(str(exc))
+    """One /status request to the worker, within `limits.status_timeout`; updates `info`."""
+    with trio.move_on_after(limits.status_timeout) as deadline:
+        try:
+            status, _, body = await fetch(
+                info.address,
+                "/status",
+                token=worker_token,
+                io_timeout=min(limits.http_timeout, limits.status_timeout),
+                max_bytes=limits.max_status_bytes,
+            )
+        except UpstreamError as exc:
+            info.mark_down(str(exc))
+            return
+    if deadline.cancelled_caught:
+        info.mark_down(f"its /status did not answer within {limits.status_timeout:g} s")
         return
     if status != 200:
         why = {401: "the worker wants a token (--worker-token)", 503: "the worker is starting"}
@@ -83,6 +91,9 @@ async def probe(info: WorkerInfo, limits: HubLimits, worker_token: str | None = 
     last_seq = doc.get("last_seq")
     if isinstance(last_seq, int) and not isinstance(last_seq, bool):
         info.last_seq = last_seq
+    newest_id, store_id = doc.get("newest_id"), doc.get("store_id")
+    info.newest_id = newest_id if isinstance(newest_id, str) else None
+    info.store_id = store_id if isinstance(store_id, str) else None
     clients = doc.get("clients")
     if isinstance(clients, list):
         ours = info.relay_sockets

@@ -16,11 +16,34 @@ needs them to resume and merge) and projects each entry to the client's fields i
 
 The relay waits for room in the client's byte budget and channel before handing a batch over,
 and reads nothing from its worker meanwhile: that is the hub's backpressure (HubLimits).
+
+A worker that keeps its socket open but sends nothing (stopped, or behind a network black
+hole) is found at the edge, where the relay waits to read: after `worker_silence` seconds
+without a byte the relay pings it, and with no answer within `worker_pong_timeout` the
+connection is dropped and handled as a dead worker's (counted, `down`, backoff, resume).
+
+Every connection asks the worker for its position frame (`?position=1`, see
+kshark.api.worker_app): the entry the stream continues after, and the worker's store id.
+
+- With no position yet for this worker (`"history": false`, nothing relayed), the frame's entry
+  becomes the position, so a reconnect resumes after it instead of "from now" again: nothing
+  the worker writes while its connection is down is lost, even before its first match.
+- The store id is kept per worker for the stream's life. A different one means the worker now
+  serves another data directory, whose ids name other entries: the stream's position for it is
+  dropped (never resumed from: that could alias), JSON clients get
+  `{"gap": {"missed": null, "reason": "store-changed", "worker": …}}`, and the new store is
+  streamed from its first entry when the stream asked for history, or when the store is younger
+  than the stream (it holds only entries written since the client connected); otherwise from
+  its newest entry, as a worker that joins.
+- A worker first met by a `"history": false` stream whose store is younger than the stream (it
+  was down when the client connected, and restarted on a new data directory) is streamed from
+  its first entry too: all of it was written since the client connected.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -82,6 +105,22 @@ class RelayPlan:
     limit: int | None  # the query's limit(n): a worker closes with 1000 after n entries
 
 
+# Asks the worker for the position frame (kshark.api.worker_app.POSITION_PARAM).
+_POSITION_QUERY = "?position=1"
+_POSITION_PREFIX = b'{"position":'
+# The gap frame reason when a worker's store id changed.
+STORE_CHANGED = "store-changed"
+
+
+class _Hung(Exception):
+    """The worker did not answer a ping in time: handled as a lost connection."""
+
+
+class _Restart(Exception):
+    """This connection streams what the stream no longer wants (the store changed under a
+    cursor): reconnect at once with the new request."""
+
+
 class _Refused(Exception):
     """The worker answered the first frame with an error frame."""
 
@@ -113,6 +152,8 @@ class Relay:
         limits: HubLimits,
         budget: ByteBudget,
         *,
+        stores: dict[str, str] | None = None,
+        stream_started: float | None = None,
         worker_token: str | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -121,13 +162,20 @@ class Relay:
         self.send = send
         self.info = info
         self.positions = positions
+        # worker address → the store id its position belongs to (owned by the stream, like
+        # positions, so it outlives this relay if the worker leaves and rejoins the set)
+        self.stores = stores if stores is not None else {}
+        self.stream_started = trio.current_time() if stream_started is None else stream_started
         self.limits = limits
         self.budget = budget
         self.history = plan.history
         self.announced: str | None = None  # the last state frame sent: "up" | "down"
         self.connected = False
         self.last_error: str | None = None
-        self._pending_gap = False
+        self._pending_gap: str | None = None  # a gap reason to tell JSON clients once up
+        # What the current connection asked for (its first frame's since / history).
+        self._asked_since: str | None = None
+        self._asked_history = plan.history
         self._headers = [("Authorization", f"Bearer {worker_token}")] if worker_token else []
         self._rng = rng or random.Random()
 
@@ -156,6 +204,8 @@ class Relay:
         plan = self.plan
         request: dict[str, object] = {"query": plan.query, "history": self.history}
         since = self.positions.get(self.address)
+        self._asked_since = since
+        self._asked_history = self.history
         if since is not None:
             request["since"] = since
         if plan.worker_fields is not None:
@@ -170,11 +220,12 @@ class Relay:
             sock = await WorkerSocket.connect(
                 host,
                 port,
-                self.plan.worker_path,
+                self.plan.worker_path + _POSITION_QUERY,
                 headers=self._headers,
                 connect_timeout=limits.connect_timeout,
                 read_size=limits.receive_buffer,
                 max_message=limits.max_entry_bytes,
+                control_timeout=limits.worker_pong_timeout,
             )
         except WsError as exc:
             end.reason = exc.reason
@@ -190,6 +241,10 @@ class Relay:
                 self._disconnected(sock.local)
         except _Refused as refused:
             return self._refused(refused, end)
+        except _Restart:
+            end.retry_now = True
+        except _Hung as hung:
+            end.reason = str(hung)
         except WsClosed as closed:
             limit = self.plan.limit
             if closed.code == 1000 and limit is not None and end.received >= limit:
@@ -219,9 +274,15 @@ class Relay:
         json_frame = self.plan.json_frame
         budget = self.budget
         dumps = orjson.dumps
+        first = True
         while True:
-            messages = await sock.receive_batch()
+            messages = await self._receive(sock)
             batch: list[Frame] = []
+            if first:
+                first = False
+                if messages[0].startswith(_POSITION_PREFIX):
+                    batch.extend(self._position(messages[0]))  # may raise _Restart
+                    del messages[0]
             size = 0
             entries = 0
             last: bytes | None = None  # the last entry of the batch, as received
@@ -283,6 +344,96 @@ class Relay:
             if refused is not None:
                 raise refused
 
+    async def _receive(self, sock: WorkerSocket) -> list[bytes]:
+        """The next messages from the worker, checking it is alive while we wait for them.
+
+        The check runs only here, while the relay waits to read: a relay blocked by its slow
+        client is not reading, and the worker's silence then is ours."""
+        silence = self.limits.worker_silence
+        answer_within = self.limits.worker_pong_timeout
+        waiting_since = trio.current_time()
+        while True:
+            quiet_until = max(sock.heard_at, waiting_since) + silence
+            with trio.move_on_at(quiet_until):
+                return await sock.receive_batch()
+            if max(sock.heard_at, waiting_since) + silence > trio.current_time():
+                continue  # it sent something meanwhile (a ping of its own, part of a message)
+            reads = sock.reads
+            asked = trio.current_time()
+            await sock.ping()
+            with trio.move_on_at(asked + answer_within):
+                return await sock.receive_batch()
+            if sock.reads == reads:
+                raise _Hung(
+                    f"the worker sent nothing for {silence:g} s and did not answer a ping "
+                    f"within {answer_within:g} s (hung or unreachable)"
+                )
+
+    def _position(self, data: bytes) -> list[Frame]:
+        """Take in the worker's position frame (module docstring); returns frames for the
+        client. Raises _Restart when this connection cannot give the stream what it wants."""
+        obj = _decode(data, self.address)
+        body = obj.get("position") if obj is not None and len(obj) == 1 else None
+        if not isinstance(body, dict):
+            return []
+        address = self.address
+        frames: list[Frame] = []
+        store = body.get("store_id")
+        if isinstance(store, str) and store:
+            known = self.stores.get(address)
+            self.stores[address] = store
+            if known is not None and known != store:
+                history = self.plan.history or self._younger_than_stream(body)
+                log.warning(
+                    "%s serves another data directory (store %s, was %s): its old positions "
+                    "are void; streaming it from its %s",
+                    address,
+                    store,
+                    known,
+                    "first entry" if history else "newest entry",
+                )
+                self.positions.pop(address, None)
+                self.history = history
+                if self._asked_since is not None or self._asked_history != history:
+                    # This connection resumes from an id of the old store (which here may name
+                    # an unrelated entry) or from the wrong end: never relay from it.
+                    self._pending_gap = STORE_CHANGED  # told once the next connection is up
+                    raise _Restart
+                if self.plan.json_frame:
+                    frames.append(control(worker_gap_frame(address, None, STORE_CHANGED), address))
+            elif (
+                known is None
+                and not self.history
+                and address not in self.positions
+                and self._younger_than_stream(body)
+            ):
+                # First met on this "history": false stream, and made after the stream began
+                # (the worker was down, or unreachable, when the client connected): everything
+                # it stores was written since, so all of it is for this stream.
+                self.history = True
+                if not self._asked_history:
+                    raise _Restart
+        if address not in self.positions and "since" in body:
+            since = body["since"]
+            if isinstance(since, str) and since:
+                # Where this stream starts on this worker: a reconnect resumes after it.
+                self.positions[address] = since
+            elif since is None:
+                # It starts at the store's first entry: so does a reconnect, until a position.
+                self.history = True
+        return frames
+
+    def _younger_than_stream(self, position: dict[str, Any]) -> bool:
+        """Whether the worker's store was made after this client stream began. Ages, not
+        dates: the worker's clock and ours need not agree, only run at the same rate."""
+        age = position.get("store_age")
+        return (
+            isinstance(age, int | float)
+            and not isinstance(age, bool)
+            and math.isfinite(age)
+            and age < trio.current_time() - self.stream_started
+        )
+
     def _refused(self, refused: _Refused, end: _SessionEnd) -> _SessionEnd:
         if refused.type == "cursor":
             # The worker does not know our position: a new data directory, or so old that its
@@ -296,7 +447,7 @@ class Relay:
             self.positions.pop(self.address, None)
             self.history = True
             end.retry_now = True
-            self._pending_gap = True  # told to JSON clients once the next connection is up
+            self._pending_gap = "cursor-unknown"  # told to JSON clients once the next is up
             return end
         if refused.type == "unavailable":
             end.reason = f"the worker is not ready ({refused.message})"
@@ -323,12 +474,10 @@ class Relay:
 
     async def _announce(self, state: str, reason: str | None = None) -> None:
         frames: list[Frame] = []
-        if self._pending_gap:
-            self._pending_gap = False
+        if self._pending_gap is not None:
+            reason, self._pending_gap = self._pending_gap, None
             if self.plan.json_frame:
-                frames.append(
-                    control(worker_gap_frame(self.address, None, "cursor-unknown"), self.address)
-                )
+                frames.append(control(worker_gap_frame(self.address, None, reason), self.address))
         if self.announced != state:
             self.announced = state
             if self.plan.json_frame:

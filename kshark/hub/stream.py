@@ -9,8 +9,8 @@ worker C ── Relay ─┘                                  [ReorderBuffer if 
 - The set of relays follows the worker set (command line + workers file) while the stream is
   open: a worker that joins gets a relay, one that leaves has its relay cancelled (JSON-frame
   clients are told `{"worker": {"id": …, "state": "down", "reason": "removed …"}}`). A worker's
-  position (the last entry id relayed) is kept by the stream, so one that leaves and comes back
-  resumes where it was.
+  position (the last entry id relayed, or where the stream started on it) and the store id it
+  belongs to are kept by the stream, so one that leaves and comes back resumes where it was.
 - The sender writes every batch already waiting in one send, counts `limit(n)` across all
   workers (merge.Quota) and closes with 1000 at n.
 - Backpressure: the channel and the byte budget are bounded; when the client reads slowly the
@@ -110,6 +110,8 @@ class HubStream:
         self.counters = counters
         self.worker_token = worker_token
         self.positions: dict[str, str] = {}  # worker address → last entry id relayed
+        self.stores: dict[str, str] = {}  # worker address → the store id of its position
+        self.started = trio.current_time()
         self.relays: dict[str, tuple[Relay, trio.CancelScope]] = {}
         self.connected_at = time.time()
         self.sent = 0
@@ -169,6 +171,8 @@ class HubStream:
             self.positions,
             self.limits,
             self.budget,
+            stores=self.stores,
+            stream_started=self.started,
             worker_token=self.worker_token,
         )
         scope = trio.CancelScope()

@@ -107,6 +107,8 @@ class WorkerInfo:
     # usually the address, but not when the hub reaches it through another address.
     advertised: str | None = None
     last_seq: int | None = None  # the newest entry the worker has stored (from its /status)
+    newest_id: str | None = None  # that entry's id (from its /status)
+    store_id: str | None = None  # its data directory's identity (from its /status)
     lag: int | None = None  # entries the hub's streams on this worker are behind its newest
     entries_relayed: int = 0  # entries from this worker delivered to clients
     relays_connected: int = 0  # client streams with an open websocket to it now
@@ -143,6 +145,8 @@ class WorkerInfo:
             "entries_relayed": self.entries_relayed,
             "lag": self.lag,
             "last_seq": self.last_seq,
+            "newest_id": self.newest_id,
+            "store_id": self.store_id,
             "streams": self.relays_connected,
             "connects": self.connects,
             "drops": self.drops,

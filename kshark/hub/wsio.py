@@ -15,7 +15,13 @@ what a worker spends to stream it (scripts/bench_hub.py). Here:
   so pings and the closing handshake never interleave with it.
 
 Only what the hub needs of RFC 6455 is here: client handshake (with Sec-WebSocket-Accept
-check), masked text frames out, text/continuation/ping/pong/close in, a size bound per message.
+check), masked text frames out, text/continuation/ping/pong/close in, a size bound per message,
+and a ping out (`WorkerSocket.ping`) for the relay's hung-worker check.
+
+`WorkerSocket.receive_batch` may be cancelled at any point (the relay bounds its waits with
+cancel scopes) without losing a message: messages parsed but not yet returned are kept for the
+next call, and control frames to the worker are sent shielded, within `control_timeout`.
+`heard_at` and `reads` say when the worker last sent a byte (any frame counts, pongs too).
 """
 
 from __future__ import annotations
@@ -93,14 +99,27 @@ class WorkerSocket:
     """A client websocket to a worker, read in chunks of `read_size` bytes."""
 
     def __init__(
-        self, stream: trio.SocketStream, buf: bytearray, *, read_size: int, max_message: int
+        self,
+        stream: trio.SocketStream,
+        buf: bytearray,
+        *,
+        read_size: int,
+        max_message: int,
+        control_timeout: float = 10.0,
     ) -> None:
         self.stream = stream
         self._buf = buf
         self._read_size = read_size
         self._max_message = max_message
+        self._control_timeout = control_timeout
         self._fragments: bytearray | None = None
+        # Messages parsed and not yet returned (kept across a cancelled receive_batch).
+        self._ready: list[bytes] = []
+        # Set when a control frame could not be sent whole: the stream's framing is lost.
+        self._broken = False
         self.local = _local(stream)
+        self.heard_at = trio.current_time()  # when the worker last sent anything
+        self.reads = 0  # socket reads that brought bytes
 
     @classmethod
     async def connect(
@@ -113,6 +132,7 @@ class WorkerSocket:
         connect_timeout: float = 5.0,
         read_size: int = 1 << 18,
         max_message: int = 64 << 20,
+        control_timeout: float = 10.0,
     ) -> WorkerSocket:
         """TCP connect and the opening handshake, within `connect_timeout` seconds."""
         key = base64.b64encode(os.urandom(16)).decode()
@@ -169,7 +189,13 @@ class WorkerSocket:
             await _close(stream)
             raise
         assert stream is not None
-        return cls(stream, buf, read_size=read_size, max_message=max_message)
+        return cls(
+            stream,
+            buf,
+            read_size=read_size,
+            max_message=max_message,
+            control_timeout=control_timeout,
+        )
 
     async def send_text(self, text: str) -> None:
         try:
@@ -179,11 +205,14 @@ class WorkerSocket:
 
     async def receive_batch(self) -> list[bytes]:
         """Every complete text message available, at least one (waits for it); pings are
-        answered. Raises WsClosed when the worker closes or the connection ends."""
-        out: list[bytes] = []
+        answered. Raises WsClosed when the worker closes or the connection ends. Cancelling
+        it loses nothing: what was parsed is returned by the next call."""
         while True:
-            await self._parse(out)
-            if out:
+            if self._broken:
+                raise WsClosed(1006, "a control frame to the worker could not be sent")
+            await self._parse(self._ready)
+            if self._ready:
+                out, self._ready = self._ready, []
                 return out
             try:
                 data = await self.stream.receive_some(self._read_size)
@@ -191,7 +220,13 @@ class WorkerSocket:
                 raise WsClosed(1006, "the connection was lost") from None
             if not data:
                 raise WsClosed(1006, "the connection was lost")
+            self.heard_at = trio.current_time()
+            self.reads += 1
             self._buf += data
+
+    async def ping(self) -> None:
+        """Send a ping; the answer (a pong, or anything else) shows in `reads`/`heard_at`."""
+        await self._send_control(OP_PING, b"kshark-hub")
 
     async def _parse(self, out: list[bytes]) -> None:
         buf = self._buf
@@ -254,9 +289,18 @@ class WorkerSocket:
                 del buf[:pos]
 
     async def _send_control(self, opcode: int, payload: bytes) -> None:
-        # A failure here is seen by the next read.
-        with contextlib.suppress(OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-            await self.stream.send_all(_masked(payload, opcode))
+        # Shielded: a frame cut by a cancellation would leave the worker reading garbage. It is
+        # a few bytes and only waits if the worker stopped reading; past control_timeout the
+        # connection is given up (the next receive_batch says so). A send error is seen by the
+        # next read.
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(self._control_timeout) as scope:
+                with contextlib.suppress(
+                    OSError, trio.BrokenResourceError, trio.ClosedResourceError
+                ):
+                    await self.stream.send_all(_masked(payload, opcode))
+            if scope.cancelled_caught:
+                self._broken = True
 
     async def aclose(self) -> None:
         await _close(self.stream)

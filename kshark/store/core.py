@@ -37,8 +37,9 @@ import orjson
 import trio
 
 from kshark.store import fileio, names, pcapfile
+from kshark.store.identity import store_id
 from kshark.store.iohelper import IOHelper
-from kshark.store.journal import Journal, segment_end, segment_of
+from kshark.store.journal import Journal, segment_end, segment_name, segment_of
 from kshark.store.pending import PendingWrite
 
 if TYPE_CHECKING:
@@ -228,6 +229,7 @@ class Store:
             self._pcaps_fd = self._open_dir("pcaps")
             self._journal_fd = self._open_dir("journal")
             self._state_fd = self._open_dir("state")
+            self.store_id = store_id(self._state_fd)  # state/store-id, made once (identity.py)
             self._tmp_fd = self._open_dir("tmp")
             for leftover in os.listdir(self._tmp_fd):
                 fileio.unlink_quietly(self._tmp_fd, leftover)
@@ -329,13 +331,20 @@ class Store:
                     st = streams[stream] = _Stream(closed=True)
                 st.pcap_size = size
                 self._usage += fileio.disk_usage(size, block)
+        # Entry files at least as new as the journal's last write may be ones a crash left
+        # without their journal line (see _announce_leftovers).
+        journal_mtime = self._journal.mtime_ns()
+        recent: list[tuple[int, int, str, int]] = []
         with os.scandir(self._entries_fd) as it:
             for de in it:
                 parsed = names.parse_entry_file(de.name)
                 if parsed is None:
                     continue
                 stream, index = parsed
-                size = de.stat(follow_symlinks=False).st_size
+                stat = de.stat(follow_symlinks=False)
+                size = stat.st_size
+                if stat.st_mtime_ns >= journal_mtime:
+                    recent.append((stream, index, de.name, stat.st_mtime_ns))
                 st = streams.get(stream)
                 if st is None:
                     st = streams[stream] = _Stream(closed=True)
@@ -345,10 +354,50 @@ class Store:
                 self._entries_on_disk += 1
         for st in streams.values():
             st.entries.sort()
+        if recent:
+            self._announce_leftovers(recent)
         # Entries from before this start pin every journal segment that existed then, until
         # retention has deleted them all (they are the oldest, so they go first).
         self._legacy_entries = self._entries_on_disk
         self._legacy_last_segment = self._journal.current_segment
+
+    def _announce_leftovers(self, recent: list[tuple[int, int, str, int]]) -> None:
+        """Journal the entry files a crash left without their journal line, so followers get
+        them too (otherwise /item would serve them but no stream ever would).
+
+        A batch's files are written before its journal lines, so a kill in between leaves
+        files that only the journal lacks, and only from that last batch: every such file is
+        at least as new as the journal's last write (`recent`; with a coarse filesystem clock,
+        files journaled in the same tick are among them). A journaled file's line is in a
+        segment written after the file, so the segments at least as new as the oldest of them
+        (one or two, in practice) tell which are really missing; those are appended in (stream,
+        index) order, the order a batch writes them."""
+        oldest = min(r[3] for r in recent)
+        known: set[bytes] = set()
+        for segment in reversed(self._journal.segments):
+            name = segment_name(segment)
+            try:
+                if os.stat(name, dir_fd=self._journal_fd).st_mtime_ns < oldest:
+                    break
+            except FileNotFoundError:
+                continue
+            data = fileio.read_all(self._journal_fd, name) or b""
+            known.update(line.partition(b" ")[2] for line in data.splitlines())
+        missing = sorted(r for r in recent if r[2].encode() not in known)
+        if not missing:
+            return
+        done, delta, error = self._journal.append([r[2].encode() for r in missing])
+        self._usage += delta
+        log.warning(
+            "%d entry file(s) a crash had left unannounced are journaled now (%s%s)",
+            done,
+            missing[0][2],
+            ", …" if len(missing) > 1 else "",
+        )
+        if error is not None:
+            log.error(
+                "cannot journal them all: %s; %d stay unannounced", error, len(missing) - done
+            )
 
     def _resume_counter(self) -> int:
         """Past every number reserved, on disk, or named by the newest journal line."""

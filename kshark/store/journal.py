@@ -120,6 +120,16 @@ class Journal:
 
     # -- facts ---------------------------------------------------------------------------
 
+    def mtime_ns(self) -> int:
+        """When the newest segment was last written (0 with no segment): a restart compares
+        entry files with it to find ones a crash left unjournaled."""
+        if not self._sizes:
+            return 0
+        try:
+            return os.stat(segment_name(max(self._sizes)), dir_fd=self._dir_fd).st_mtime_ns
+        except OSError:
+            return 0
+
     @property
     def bytes_used(self) -> int:
         block = self._block

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
 import socket
+import struct
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -376,24 +378,39 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class WorkerProcess:
-    """`kshark-worker --pcap demo.pcap` as a child process, serving after the replay."""
+def write_empty_pcap(path: Path) -> Path:
+    """A pcap with no packets: a worker replaying it serves what its data directory holds."""
+    path.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    return path
 
-    def __init__(self, data_dir: Path, port: int, pcap: Path = DEMO_PCAP) -> None:
+
+class WorkerProcess:
+    """`kshark-worker --pcap demo.pcap` as a child process, serving after the replay (or with
+    `source`, e.g. `["--iface", "lo", "--filter", "tcp port 8080"]`, capturing live)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        pcap: Path = DEMO_PCAP,
+        *,
+        source: list[str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.port = port
         self.pcap = pcap
+        self.source = source
         self.proc: subprocess.Popen[bytes] | None = None
+        self.paused = False
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        argv = [
+    def _argv(self, source: list[str]) -> list[str]:
+        return [
             str(VENV_BIN / "kshark-worker"),
-            "--pcap",
-            str(self.pcap),
+            *source,
             "--data-dir",
             str(self.data_dir),
             "--port",
@@ -401,7 +418,30 @@ class WorkerProcess:
             "--log-level",
             "WARNING",
         ]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def start(self) -> None:
+        source = self.source if self.source is not None else ["--pcap", str(self.pcap)]
+        self.proc = subprocess.Popen(
+            self._argv(source), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        self.paused = False
+
+    async def replay_once(self, pcap: Path = DEMO_PCAP) -> None:
+        """`kshark-worker --once --pcap PCAP` on this data directory and port (so its entries
+        carry this worker's id): entries written while no API is serving."""
+        argv = self._argv(["--once", "--pcap", str(pcap)])
+        await trio.run_process(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def pause(self) -> None:
+        """SIGSTOP: the process keeps its sockets open and answers nothing (a hung worker)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
 
     async def wait_serving(self, entries: int) -> None:
         """Until its /status says `entries` are stored (the caller's fail_after bounds it)."""
@@ -425,6 +465,8 @@ class WorkerProcess:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            if self.paused:
+                self.resume()  # a stopped process would only act on SIGTERM once continued
             self.proc.terminate()
             try:
                 self.proc.wait(5)

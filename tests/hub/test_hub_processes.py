@@ -5,6 +5,13 @@ A worker process is killed with SIGKILL mid-stream (no flush, no close: the kern
 connections) and started again on the same data directory and port; the stream must carry on
 from every other worker meanwhile and then deliver the restarted worker's new entries, with no
 entry twice and none missing (checked against the entry files in its data directory).
+
+Resume edge cases, with entries written while the worker's API is down (`kshark-worker --once`
+on its data directory, then the worker serving it with nothing more to replay):
+
+- a `"history": false` stream whose worker dropped before its first match gets them all;
+- a worker back on a *new* data directory, whose ids restart at stream 1 and so alias the hub's
+  cursor, is recognised by its store id and sent from its first entry (never from the alias).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 import dpkt
+import orjson
 import trio
 from hub_support import (
     VENV_BIN,
@@ -26,7 +34,10 @@ from hub_support import (
     open_client,
     start_hub,
     wait_until,
+    write_empty_pcap,
 )
+
+from kshark.hub.limits import HubLimits
 
 BUDGET = 40
 DEMO_ENTRIES = 24  # entries in fixtures/demo.pcap
@@ -153,6 +164,94 @@ async def test_kshark_hub_command_with_a_workers_file(tmp_path: Path):
     assert len({e["id"] for e in client.entries}) == 2 * DEMO_ENTRIES
     assert [w["id"] for w in status["workers"]] == [w1.address, w2.address]
     assert status["workers_file"]["path"] == str(listing)
+
+
+# Reconnect quickly once the worker is back (the default backoff grows to 5 s).
+QUICK = HubLimits(backoff_max=0.3, status_interval=0.2)
+
+
+async def test_history_false_gets_what_a_worker_wrote_while_down_before_its_first_match(
+    nursery, tmp_path: Path
+):
+    w = WorkerProcess(tmp_path / "w", free_port())
+    try:
+        w.start()
+        with trio.fail_after(BUDGET):
+            await w.wait_serving(DEMO_ENTRIES)
+            before = w.stored_ids()
+            hub = await start_hub(nursery, [w.address], limits=QUICK)
+            async with open_client(hub.port, {"query": "", "history": False}) as client:
+                await client.until(lambda c: c.state_of(w.address) == "up")
+                # The stream starts after the newest entry w had (its position frame).
+                await wait_until(lambda: _stream_cursor(hub).get(w.address) in before)
+                w.kill()
+                await client.until(lambda c: c.state_of(w.address) == "down")
+                await w.replay_once()  # 24 entries, written while nothing serves them
+                w.pcap = write_empty_pcap(tmp_path / "empty.pcap")
+                w.start()
+                await w.wait_serving(2 * DEMO_ENTRIES)
+                await client.until(lambda c: len(c.entries) >= DEMO_ENTRIES)
+                await client.quiet_for(0.5)
+    finally:
+        w.stop()
+    written_while_down = w.stored_ids() - before
+    assert len(written_while_down) == DEMO_ENTRIES
+    assert sorted(ids_of(client.entries, w.address)) == sorted(written_while_down)
+    assert client.gaps == []
+
+
+async def test_a_worker_back_on_a_new_data_directory_is_not_aliased(nursery, tmp_path: Path):
+    w = WorkerProcess(tmp_path / "first", free_port())
+    try:
+        w.start()
+        with trio.fail_after(BUDGET):
+            await w.wait_serving(DEMO_ENTRIES)
+            first_ids = w.stored_ids()
+            hub = await start_hub(nursery, [w.address], limits=QUICK)
+            async with (
+                open_client(hub.port, {"query": ""}) as full,
+                open_client(hub.port, {"query": "", "history": False}) as live,
+            ):
+                await full.until(lambda c: len(c.entries) == DEMO_ENTRIES)
+                # Both streams know where they are on w, in which store (its position frame).
+                await wait_until(
+                    lambda: (
+                        [w.address in c["cursor"] for c in hub.status()["clients"]] == [True, True]
+                    )
+                )
+                w.kill()
+                await full.until(lambda c: c.state_of(w.address) == "down")
+                # The same port on a new, empty data directory: the same capture gives the
+                # same ids (streams from 1 again), so the hub's cursor names an entry there.
+                w.data_dir = tmp_path / "second"
+                await w.replay_once()
+                assert w.stored_ids() == first_ids
+                w.pcap = write_empty_pcap(tmp_path / "empty.pcap")
+                w.start()
+                await w.wait_serving(DEMO_ENTRIES)
+                await full.until(lambda c: len(c.entries) == 2 * DEMO_ENTRIES)
+                # Made after `live` connected, the new store holds only newer entries.
+                await live.until(lambda c: len(c.entries) == DEMO_ENTRIES)
+                await full.quiet_for(0.5)
+                await live.quiet_for(0.1)
+            status = {x["id"]: x for x in hub.status()["workers"]}
+    finally:
+        w.stop()
+    gap = {"missed": None, "reason": "store-changed", "worker": w.address}
+    for client in (full, live):
+        assert client.gaps == [gap]
+        # The gap frame comes before the new store's entries.
+        tail = client.raw[-DEMO_ENTRIES - 1 :]
+        assert orjson.loads(tail[0]) == {"gap": gap}
+        assert {orjson.loads(t)["id"] for t in tail[1:]} == first_ids
+        assert len({orjson.loads(t)["id"] for t in tail[1:]}) == DEMO_ENTRIES
+    second_store = orjson.loads((tmp_path / "second" / "state" / "store-id").read_bytes())
+    assert status[w.address]["store_id"] == second_store["store_id"]
+
+
+def _stream_cursor(hub) -> dict[str, str]:
+    clients = hub.status()["clients"]
+    return clients[0]["cursor"] if clients else {}
 
 
 def _accepts(port: int) -> bool:

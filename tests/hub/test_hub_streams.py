@@ -357,19 +357,172 @@ async def test_a_worker_back_with_a_new_data_directory_is_sent_from_its_start(
 
     a = await make_worker("a")
     a.write(3)
-    hub = await start_hub(nursery, [a.address])
+    hub = await start_hub(nursery, [a.address], limits=HubLimits(status_interval=0.1))
     with trio.fail_after(BUDGET):
         async with open_client(hub.port, {"query": ""}) as client:
             await client.entries_until(3)
             a.stop(close_store=True)
             await client.until(lambda c: c.state_of(a.address) == "down")
-            # Same address, a fresh store that has no entry named like the hub's cursor
-            # (stream 3): the worker refuses the cursor, the hub starts it from its beginning.
+            # Same address, a fresh store whose ids restart from stream 1: the hub's cursor
+            # (stream 3) names an entry there too, but of another data directory. The store id
+            # tells them apart: never resumed from, the new store is sent from its start.
             a.data_dir = tmp_path / "a-new"
             a.store = Store(a.data_dir)
-            fresh = a.write(2)
+            fresh = a.write(4)
+            assert fresh[2]["id"] == client.entries[2]["id"]  # the alias the hub must not take
             await a.start(nursery)
-            await client.entries_until(5)
+            await client.entries_until(7)
             await client.quiet_for(0.3)
     assert ids(client.entries[3:]) == ids(fresh)
+    assert client.gaps == [{"missed": None, "reason": "store-changed", "worker": a.address}]
+    # The hub's /status shows which data directory each worker serves now (its probe).
+    with trio.fail_after(BUDGET):
+        await wait_until(lambda: _worker_status(hub, a.address)["store_id"] == a.store.store_id)
+    assert _worker_status(hub, a.address)["newest_id"] == fresh[-1]["id"]
+
+
+async def test_a_cursor_the_worker_does_not_know_restarts_it_from_its_first_entry(
+    nursery, make_worker
+):
+    a = await make_worker("a")
+    written = a.write(2)
+    hub = await start_hub(nursery, [a.address])
+    unknown = f"{a.address}/000000009999.pcap-0"  # same store, no such entry
+    with trio.fail_after(BUDGET):
+        async with open_client(hub.port, {"query": "", "since": [unknown]}) as client:
+            await client.entries_until(2)
+            await client.quiet_for(0.3)
+    assert ids(client.entries) == ids(written)
     assert client.gaps == [{"missed": None, "reason": "cursor-unknown", "worker": a.address}]
+
+
+async def test_history_false_resumes_from_where_the_stream_started(nursery, make_worker):
+    """A worker that drops before its first matching entry: what it wrote meanwhile is sent."""
+    a = await make_worker("a")
+    a.write(3, path="/old")
+    hub = await start_hub(nursery, [a.address])
+    with trio.fail_after(BUDGET):
+        async with open_client(hub.port, {"query": "", "history": False}) as client:
+            # The hub learnt the stream's start on a from the worker's position frame.
+            await wait_until(lambda: _cursor(hub).get(a.address) == a.written[-1]["id"])
+            a.stop()
+            await client.until(lambda c: c.state_of(a.address) == "down")
+            during = a.write(2, path="/during")  # the same data directory, connection down
+            await a.start(nursery)
+            await client.until(lambda c: c.state_of(a.address) == "up")
+            after = a.write(1, path="/after")
+            await client.entries_until(3)
+            await client.quiet_for(0.3)
+    assert ids(client.entries) == ids(during + after)
+
+
+async def test_history_false_on_an_empty_store_resumes_from_its_first_entry(nursery, make_worker):
+    a = await make_worker("a")  # nothing stored yet: the stream starts before its first entry
+    hub = await start_hub(nursery, [a.address])
+    with trio.fail_after(BUDGET):
+        async with open_client(hub.port, {"query": "", "history": False}) as client:
+            await client.until(lambda c: c.state_of(a.address) == "up")
+            a.stop()
+            await client.until(lambda c: c.state_of(a.address) == "down")
+            during = a.write(2)
+            await a.start(nursery)
+            await client.entries_until(2)
+            await client.quiet_for(0.3)
+    assert ids(client.entries) == ids(during)
+
+
+async def test_history_false_and_a_new_store_older_than_the_stream(
+    nursery, make_worker, tmp_path: Path
+):
+    """A worker switched to a data directory that existed before the client connected: its
+    stored entries are history, which this client did not ask for; new ones are sent."""
+    from kshark.store import Store
+
+    other = Store(tmp_path / "a-other")  # made (and identified) before the stream opens
+    a = await make_worker("a")
+    a.write(2)
+    hub = await start_hub(nursery, [a.address])
+    with trio.fail_after(BUDGET):
+        async with open_client(hub.port, {"query": "", "history": False}) as client:
+            await client.until(lambda c: c.state_of(a.address) == "up")
+            a.stop(close_store=True)
+            await client.until(lambda c: c.state_of(a.address) == "down")
+            a.data_dir, a.store = tmp_path / "a-other", other
+            a.write(3)  # stored before the hub reaches it again: not sent
+            await a.start(nursery)
+            await client.until(lambda c: bool(c.gaps))
+            await wait_until(lambda: bool(a.app and a.app.app.clients))
+            new = a.write(1)
+            await client.entries_until(1)
+            await client.quiet_for(0.3)
+    assert ids(client.entries) == ids(new)
+    assert client.gaps == [{"missed": None, "reason": "store-changed", "worker": a.address}]
+
+
+async def test_history_false_and_a_new_store_younger_than_the_stream(
+    nursery, make_worker, tmp_path: Path
+):
+    """A worker restarted on a new, empty data directory while the client is connected: all it
+    stores was written since the client connected, so all of it is sent."""
+    from kshark.store import Store
+
+    a = await make_worker("a")
+    a.write(2)
+    hub = await start_hub(nursery, [a.address])
+    with trio.fail_after(BUDGET):
+        async with open_client(hub.port, {"query": "", "history": False}) as client:
+            await client.until(lambda c: c.state_of(a.address) == "up")
+            await trio.sleep(0.05)  # the new store is measurably younger than the stream
+            a.stop(close_store=True)
+            await client.until(lambda c: c.state_of(a.address) == "down")
+            a.data_dir = tmp_path / "a-new"
+            a.store = Store(a.data_dir)
+            fresh = a.write(3)
+            await a.start(nursery)
+            await client.entries_until(3)
+            await client.quiet_for(0.3)
+    assert ids(client.entries) == ids(fresh)
+    assert client.gaps == [{"missed": None, "reason": "store-changed", "worker": a.address}]
+
+
+async def test_history_false_and_a_worker_first_reached_after_the_stream_began(
+    nursery, make_worker, tmp_path: Path
+):
+    """Down when the client connected, the worker then starts on a new data directory: what
+    it wrote before the hub reached it was written after the client connected, so it is sent;
+    what a worker already stored before the client connected is not."""
+    from hub_support import FakeWorker, free_port
+
+    from kshark.store import Store
+
+    old = await make_worker("old")
+    old.write(2)  # history for this client
+    late = FakeWorker(tmp_path / "late", node_name="node-late")
+    late.port = free_port()
+    hub = await start_hub(nursery, [old.address, late.address])
+    try:
+        with trio.fail_after(BUDGET):
+            async with open_client(hub.port, {"query": "", "history": False}) as client:
+                await client.until(lambda c: c.state_of(late.address) == "down")
+                await trio.sleep(0.05)  # the new store is measurably younger than the stream
+                late.store = Store(late.data_dir)
+                early = late.write(2)  # before the hub can reach it
+                await late.start(nursery)
+                await client.entries_until(2)
+                await wait_until(lambda: bool(old.app and old.app.app.clients))
+                new_old = old.write(1)
+                await client.entries_until(3)
+                await client.quiet_for(0.3)
+    finally:
+        late.close()
+    assert by_worker(client.entries) == {late.address: ids(early), old.address: ids(new_old)}
+    assert client.gaps == []
+
+
+def _worker_status(hub, address: str) -> dict:
+    return next(w for w in hub.status()["workers"] if w["id"] == address)
+
+
+def _cursor(hub) -> dict[str, str]:
+    clients = hub.status()["clients"]
+    return clients[0]["cursor"] if clients else {}

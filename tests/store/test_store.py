@@ -339,6 +339,42 @@ def test_seq_resumes_after_restart_and_a_torn_journal_line(tmp_path: Path) -> No
     ]
 
 
+def test_entry_files_a_crash_left_unjournaled_are_announced_at_the_next_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A kill between a batch's files and its journal lines: the files exist, the journal does
+    # not name them. The next start journals them, after everything written before, once.
+    with Store(tmp_path) as store:
+        s = one_connection(store, 2, close=False)
+        lost = [make_entry(s, 2), make_entry(s, 3)]
+    before = journal_lines(tmp_path)
+    for e in lost:
+        data = orjson.dumps(e, option=orjson.OPT_SORT_KEYS)
+        (tmp_path / "entries" / e["entryFile"]).write_bytes(data)
+    # The files journaled before the crash carry the journal's own mtime, as they can within
+    # one tick of the filesystem clock: they must not be journaled twice.
+    journal_ns = (tmp_path / "journal" / "000000000000.log").stat().st_mtime_ns
+    for i in (0, 1):
+        os.utime(
+            tmp_path / "entries" / f"{s:012d}_pcap-{i}_entry.json", ns=(journal_ns, journal_ns)
+        )
+    with caplog.at_level(logging.WARNING), Store(tmp_path) as store:
+        assert store.last_seq == 4
+        items, missed = store.read_after(0, 10)
+        assert missed == 0
+        assert [orjson.loads(b)["entryFile"] for _, b in items] == [
+            f"{s:012d}_pcap-{i}_entry.json" for i in range(4)
+        ]
+    assert journal_lines(tmp_path) == [
+        *before,
+        f"3 {s:012d}_pcap-2_entry.json",
+        f"4 {s:012d}_pcap-3_entry.json",
+    ]
+    assert "2 entry file(s) a crash had left unannounced are journaled now" in caplog.text
+    with Store(tmp_path) as store:  # and only once
+        assert store.last_seq == 4
+
+
 # -- following: history order, cursors ---------------------------------------------------------
 
 
