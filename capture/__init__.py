@@ -28,6 +28,7 @@ NATIVE_MODULES = (
     "content",
     "entries",
     "pipeline",
+    "pcapwrite",
 )
 # Part of the digest: bump it when scripts/build_native.py changes how it compiles.
 NATIVE_BUILD_VERSION = 1

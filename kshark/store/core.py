@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 import trio
 
+from capture.pcapwrite import RecordGroup, group_records
 from kshark.store import fileio, names, pcapfile
 from kshark.store.identity import store_id
 from kshark.store.iohelper import IOHelper
@@ -76,7 +77,6 @@ _STATE_RESERVATION = "stream-reservation"
 _STATE_LOCK = "lock"
 _SUBDIRS = ("entries", "pcaps", "journal", "state", "tmp")
 _SORT_KEYS = orjson.OPT_SORT_KEYS
-_SECOND_NS = 1_000_000_000
 _SEQ_SHIFT = 30  # indexes are < 10**9 < 2**30 (names.py)
 _INDEX_MASK = (1 << _SEQ_SHIFT) - 1
 
@@ -168,8 +168,8 @@ class PreparedBatch:
         # (entryFile, stream, index, JSON bytes) per valid entry, and why each other one is not
         self.entries: list[tuple[str, int, int, bytes]] = []
         self.invalid: list[str] = []
-        # (stream, link type, record header, frame cut to the snaplen) per packet
-        self.packets: list[tuple[int, int, bytes, bytes]] = []
+        # The packets as pcap records, per (stream, link type) in order of first appearance
+        self.packets: list[RecordGroup] = []
         self.closed_streams = list(out.closed_streams)
         if out.entries:
             parse = names.parse_entry_file
@@ -193,17 +193,8 @@ class PreparedBatch:
                 seen.add(name)
                 self.entries.append((name, parsed[0], parsed[1], data))
         if out.packets:
-            pack = pcapfile.RECORD_HEADER.pack
-            snaplen = pcapfile.SNAPLEN
-            append = self.packets.append
-            for stream, ts_ns, linktype, frame in out.packets:
-                n = len(frame)
-                if n <= snaplen:
-                    record = pack(ts_ns // _SECOND_NS, ts_ns % _SECOND_NS, n, n)
-                else:
-                    record = pack(ts_ns // _SECOND_NS, ts_ns % _SECOND_NS, snaplen, n)
-                    frame = frame[:snaplen]
-                append((stream, linktype, record, frame))
+            # Compiled with the packet side (capture/pcapwrite.py): no Python step per packet.
+            self.packets = group_records(list(out.packets), pcapfile.SNAPLEN)
 
 
 class Store:
@@ -484,23 +475,27 @@ class Store:
         if batch.packets:
             per_stream = PCAP_BUFFER_PER_STREAM
             total = self._buffered
-            for stream, linktype, record, frame in batch.packets:
-                st = streams.get(stream)
+            for group in batch.packets:
+                stream, linktype = group.stream, group.linktype
+                st = streams.get(stream)  # type: ignore[call-overload]
                 if st is None or st.linktype != linktype:
                     if st is None:
-                        st = self._new_stream(stream)
+                        st = self._new_stream(stream)  # type: ignore[arg-type]
                         if st is None:
-                            self._dropped_packets += 1
+                            self._dropped_packets += group.count
                             continue
-                    if st.linktype != linktype and not self._adopt_linktype(stream, st, linktype):
+                    assert isinstance(stream, int)
+                    if st.linktype != linktype and not self._adopt_linktype(
+                        stream, st, linktype, group.count
+                    ):
                         continue
+                assert isinstance(stream, int)
                 buf = st.buf
                 if buf is None:
                     buf = st.buf = []
-                buf += (record, frame)
-                size = pcapfile.RECORD_HEADER_SIZE + len(frame)
-                total += size
-                size += st.buf_bytes
+                buf += group.parts
+                total += group.size
+                size = st.buf_bytes + group.size
                 st.buf_bytes = size
                 if size > per_stream:
                     to_flush.add(stream)
@@ -681,8 +676,8 @@ class Store:
         self._open_streams += 1
         return st
 
-    def _adopt_linktype(self, stream: int, st: _Stream, linktype: int) -> bool:
-        """A pcap has one link type, the first packet's; a packet of another is dropped."""
+    def _adopt_linktype(self, stream: int, st: _Stream, linktype: int, count: int = 1) -> bool:
+        """A pcap has one link type, the first packet's; `count` packets of another are dropped."""
         if st.linktype is None:
             if st.pcap_size == 0:
                 st.linktype = linktype
@@ -691,8 +686,8 @@ class Store:
             st.linktype = pcapfile.linktype_of_header(head[: pcapfile.GLOBAL_HEADER_SIZE])
             if st.linktype == linktype:
                 return True
-        self._linktype_mismatch += 1
-        self._dropped_packets += 1
+        self._linktype_mismatch += count
+        self._dropped_packets += count
         return False
 
     def _invalid_entry(self, why: str) -> None:

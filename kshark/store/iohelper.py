@@ -101,6 +101,17 @@ class IOHelper:
         Raises OSError if the helper is gone or the exchange fails; it is then stopped for good,
         and the caller does the batch itself (part of it may already be done).
         """
+        return self.exchange(self.encode_request(pcaps, entries, unlinks))
+
+    @staticmethod
+    def encode_request(
+        pcaps: Sequence[tuple[str, bytes, int]],
+        entries: Sequence[tuple[str, bytes]],
+        unlinks: Sequence[tuple[int, str]] = (),
+    ) -> tuple[list[bytes | memoryview], tuple[int, int, int]]:
+        """A batch's request, ready for `exchange`. Made apart so the store's own thread can
+        make it (PendingWrite): in the I/O thread, this Python loop would compete with the
+        parser for the GIL while the helper waits for its request."""
         parts: list[bytes | memoryview] = [b""]
         size = 0
         pack_unlink = _UNLINK.pack
@@ -120,6 +131,14 @@ class IOHelper:
             size += _ENTRY.size + len(raw) + len(data)
         counts = (len(unlinks), len(pcaps), len(entries))
         parts[0] = _REQUEST.pack(size, *counts)
+        return parts, counts
+
+    def exchange(
+        self, request: tuple[list[bytes | memoryview], tuple[int, int, int]]
+    ) -> tuple[list[OSError | None], list[OSError | None], list[OSError | None]]:
+        """Send an `encode_request` request (its parts list is consumed), wait for the answer:
+        (pcap, entry, unlink) outcomes as `write_files` returns them. OSError as there."""
+        parts, counts = request
         with self._lock:
             if self._dead is not None:
                 raise OSError(errno.EPIPE, self._dead)
@@ -139,8 +158,8 @@ class IOHelper:
         if sys.byteorder != "little":
             codes.byteswap()
         results = [None if c == 0 else OSError(c, os.strerror(c)) for c in codes]
-        n_pcaps = len(pcaps)
-        n_files = n_pcaps + len(entries)
+        _, n_pcaps, n_entries = counts
+        n_files = n_pcaps + n_entries
         return results[:n_pcaps], results[n_pcaps:n_files], results[n_files:]
 
     def close(self) -> None:

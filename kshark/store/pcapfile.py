@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import struct
 
+# The records themselves are framed by the packet side (capture/pcapwrite.py).
+
 PCAP_MAGIC_NS = 0xA1B23C4D
 SNAPLEN = 262144
 GLOBAL_HEADER = struct.Struct(
     "<IHHiIII"
 )  # magic, major, minor, thiszone, sigfigs, snaplen, linktype
-RECORD_HEADER = struct.Struct("<IIII")  # ts_sec, ts_nsec, incl_len, orig_len
 GLOBAL_HEADER_SIZE = GLOBAL_HEADER.size
-RECORD_HEADER_SIZE = RECORD_HEADER.size
 
 
 def global_header(linktype: int) -> bytes:

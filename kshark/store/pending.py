@@ -51,6 +51,7 @@ class PendingWrite:
         "_lock",
         "_pcaps_fd",
         "_ran",
+        "_request",
         "_tmp_fd",
         "entries",
         "entry_errors",
@@ -77,6 +78,12 @@ class PendingWrite:
         self._tmp_fd = tmp_fd
         self._entries_fd = entries_fd
         self._helper = helper
+        # Encoded here, in the store's thread (see IOHelper.encode_request).
+        self._request = (
+            helper.encode_request(pcaps, entries, unlinks)
+            if helper is not None and (pcaps or entries or unlinks)
+            else None
+        )
         self.pcaps = pcaps
         self.entries = entries
         self.pcap_errors: list[OSError | None] = [NOT_ATTEMPTED] * len(pcaps)
@@ -108,10 +115,11 @@ class PendingWrite:
                 if not (self.pcaps or self.entries or self.unlinks):
                     return
                 helper = self._helper
-                if helper is not None:
+                request, self._request = self._request, None
+                if helper is not None and request is not None:
                     try:
-                        self.pcap_errors, self.entry_errors, self.unlink_errors = (
-                            helper.write_files(self.pcaps, self.entries, self.unlinks)
+                        self.pcap_errors, self.entry_errors, self.unlink_errors = helper.exchange(
+                            request
                         )
                         return
                     except OSError as exc:  # the helper is gone: the batch is done here

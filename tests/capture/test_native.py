@@ -15,7 +15,9 @@ import capture
 ROOT = Path(__file__).resolve().parents[2]
 
 REPORT = """
-import json, capture, capture.pipeline
+import importlib, json, capture
+for name in capture.NATIVE_MODULES:
+    importlib.import_module("capture." + name)
 print(json.dumps({"build": capture.NATIVE_BUILD, "compiled": capture.native_modules_loaded()}))
 """
 
