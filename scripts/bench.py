@@ -258,9 +258,10 @@ def _worker_once(
     cap: Path, parent: str | None, scratch: list[Path], pure: bool = False
 ) -> tuple[float, float, int, str]:
     """One `kshark-worker --once` into a fresh data directory under `parent`. The directory is
-    deleted at the end of the benchmark, not here: on a journal-less ext4 (this VM's) creating a
-    file costs 10-20x more for minutes after many files were deleted nearby (the allocator skips
-    recently freed inodes one by one), so deleting one run's 45,000 files would slow the next."""
+    deleted at the end of the whole benchmark, not here: on a journal-less ext4 (this VM's)
+    creating a file costs 10-20x more for minutes after many files were deleted nearby (the
+    allocator skips recently freed inodes one by one), so deleting one run's 45,000 files would
+    slow the next run, and the API part's live worker after it."""
     data = Path(tempfile.mkdtemp(prefix="ksbench-data-", dir=parent))
     scratch.append(data)
     env = {**os.environ, "KSHARK_PURE": "1"} if pure else None
@@ -299,7 +300,7 @@ def _best(runs: list[tuple[float, float, int, str]]) -> tuple[float, float, int,
     return best[0], best[1], max(r[2] for r in runs), best[3]
 
 
-def bench_pipeline(cap: Path, rows: list[str], repeat: int) -> None:
+def bench_pipeline(cap: Path, rows: list[str], repeat: int, scratch: list[Path]) -> None:
     # The entry files dominate on a slow disk, so the run is repeated with the data directory on
     # tmpfs: the difference is the disk's, the tmpfs figure is kshark's own. Each program runs
     # `repeat` times, interleaved, and its fastest run counts (the same for every program).
@@ -307,7 +308,6 @@ def bench_pipeline(cap: Path, rows: list[str], repeat: int) -> None:
 
     shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
     disk = str(ROOT / "bench-out")
-    scratch: list[Path] = []
     tshark_cmd = [
         "tshark",
         "-n",
@@ -325,20 +325,16 @@ def bench_pipeline(cap: Path, rows: list[str], repeat: int) -> None:
     runs: dict[str, list[tuple[float, float, int, str]]] = {
         k: [] for k in ("disk", "shm", "pure", "tshark", "json", "dpkt")
     }
-    try:
-        for _ in range(repeat):
-            runs["disk"].append(_worker_once(cap, disk, scratch))
-            if shm:
-                runs["shm"].append(_worker_once(cap, shm, scratch))
-                runs["pure"].append(_worker_once(cap, shm, scratch, pure=True))
-            runs["tshark"].append(timed(tshark_cmd, stdout=subprocess.PIPE))
-            runs["dpkt"].append(timed([PY, "-c", DPKT_LOOP, str(cap)]))
-        runs["json"].append(timed(["tshark", "-n", "-r", str(cap), "-Y", "http", "-T", "json"]))
-        disk_create = _file_create_us(disk, scratch)
-        shm_create = _file_create_us(shm, scratch) if shm else 0.0
-    finally:
-        for d in scratch:
-            shutil.rmtree(d, ignore_errors=True)
+    for _ in range(repeat):
+        runs["disk"].append(_worker_once(cap, disk, scratch))
+        if shm:
+            runs["shm"].append(_worker_once(cap, shm, scratch))
+            runs["pure"].append(_worker_once(cap, shm, scratch, pure=True))
+        runs["tshark"].append(timed(tshark_cmd, stdout=subprocess.PIPE))
+        runs["dpkt"].append(timed([PY, "-c", DPKT_LOOP, str(cap)]))
+    runs["json"].append(timed(["tshark", "-n", "-r", str(cap), "-Y", "http", "-T", "json"]))
+    disk_create = _file_create_us(disk, scratch)
+    shm_create = _file_create_us(shm, scratch) if shm else 0.0
     w_wall, w_cpu, w_rss, w_out = _best(runs["disk"])
     s_wall, s_cpu, s_rss, _ = _best(runs["shm"]) if shm else (0.0, 0.0, 0, "")
     p_wall, p_cpu, p_rss, _ = _best(runs["pure"]) if shm else (0.0, 0.0, 0, "")
@@ -440,6 +436,17 @@ def main() -> None:
     n = 5000 if args.quick else args.requests
     cap = args.capture or OUT / f"http-{n}.pcap"
     only = set(args.only or ["pipeline", "kfl", "more"])
+    scratch: list[Path] = []  # data directories, deleted at the very end (see _worker_once)
+    try:
+        _run_parts(args, cap, n, only, scratch)
+    finally:
+        for d in scratch:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _run_parts(
+    args: argparse.Namespace, cap: Path, n: int, only: set[str], scratch: list[Path]
+) -> None:
     rows: list[str] = [
         f"## Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n",
         f"Machine: {os.cpu_count()} cores; `uname -r` {os.uname().release}; "
@@ -450,7 +457,7 @@ def main() -> None:
             print(f"bench: building {cap} ({n} requests)…", file=sys.stderr)
             build_capture(cap, n)
         rows.append("### Capture → entries (issue 2)\n")
-        bench_pipeline(cap, rows, args.repeat)
+        bench_pipeline(cap, rows, args.repeat, scratch)
     if "kfl" in only:
         run_sub(
             "bench_kfl.py",
