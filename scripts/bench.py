@@ -427,8 +427,8 @@ def main() -> None:
     ap.add_argument(
         "--repeat",
         type=int,
-        default=3,
-        help="runs of each program in the pipeline part (default 3)",
+        default=5,
+        help="runs of each program in the pipeline part (default 5)",
     )
     ap.add_argument("--no-write", action="store_true", help="print, do not update BENCHMARKS.md")
     args = ap.parse_args()
