@@ -535,7 +535,9 @@ class Store:
         # Retention decides before this batch's files exist, counting what they will add, so
         # that its deletions go into the same I/O phase (off this thread) ahead of them.
         block = self._block
-        extra = sum(fileio.disk_usage(len(rec[4]), block) for rec in records)
+        extra = 0
+        for rec in records:
+            extra += -(-len(rec[4]) // block) * block  # fileio.disk_usage, once per entry
         for stream in to_flush:
             st = streams[stream]
             size = st.pcap_size
@@ -760,20 +762,29 @@ class Store:
         self._successes += 1
         block = self._block
         recent = self._recent
-        live = self._segment_live
         seq = self._journal.last_seq - done + 1
         added = 0
+        used = 0
+        # Once per entry, so written out: fileio.disk_usage inline, totals added after the loop.
         for st, stream, index, _, data in written[:done]:
-            usage = fileio.disk_usage(len(data), block)
+            size = len(data)
+            usage = -(-size // block) * block
             st.entry_usage += usage
-            self._usage += usage
+            used += usage
             st.entries.append(seq << _SEQ_SHIFT | index)
-            segment = segment_of(seq)
-            live[segment] = live.get(segment, 0) + 1
             recent[seq] = (stream, data)
-            added += len(data)
+            added += size
             seq += 1
+        self._usage += used
         self._recent_bytes += added
+        # Entries per journal segment: a batch spans one segment, rarely two.
+        live = self._segment_live
+        first = seq - done
+        while first < seq:
+            segment = segment_of(first)
+            upto = min(seq, segment_end(first) + 1)
+            live[segment] = live.get(segment, 0) + upto - first
+            first = upto
         self._trim_recent()
         self._entries_written += done
         self._entries_on_disk += done
