@@ -159,38 +159,6 @@ class DecodeStats:
             self.non_ip + self.non_tcp + self.malformed + self.unsupported_linktype + self.fragments
         )
 
-    @property
-    def fragments_reassembled(self) -> int:
-        return self.frag.reassembled
-
-    @property
-    def fragments_dropped(self) -> int:
-        return self.frag.dropped
-
-    @property
-    def fragments_duplicate(self) -> int:
-        return self.frag.duplicate
-
-    @property
-    def fragments_timeout(self) -> int:
-        return self.frag.timeout
-
-    @property
-    def fragments_overlap(self) -> int:
-        return self.frag.overlap
-
-    @property
-    def fragments_too_large(self) -> int:
-        return self.frag.too_large
-
-    @property
-    def fragments_evicted(self) -> int:
-        return self.frag.evicted
-
-    @property
-    def fragments_invalid(self) -> int:
-        return self.frag.invalid
-
     def as_dict(self) -> dict[str, int]:
         out = {name: getattr(self, name) for name in self._FIELDS}
         for name, value in self.frag.as_dict().items():

@@ -468,7 +468,7 @@ def test_decoding_any_fragment_order_gives_the_unfragmented_segment(
     assert segs == [whole_segment(whole, linktype, TS + completed_at * S)]
     # every other frame is a fragment that completed nothing (a late duplicate starts anew)
     assert dec.stats.fragments == len(frames) - 1
-    assert dec.stats.fragments_reassembled == 1
+    assert dec.stats.frag.reassembled == 1
 
 
 # -- through the decoder ------------------------------------------------------------------------
@@ -486,7 +486,7 @@ def test_ipv4_fragments_out_of_order_decode_like_the_whole_datagram() -> None:
     assert segs == [whole_segment(ETH + ipv4_whole(l4), 1, TS + 3 * S)]
     assert segs[0].payload == BODY
     stats = dec.stats
-    assert (stats.frames, stats.tcp, stats.fragments, stats.fragments_reassembled) == (4, 1, 3, 1)
+    assert (stats.frames, stats.tcp, stats.fragments, stats.frag.reassembled) == (4, 1, 3, 1)
     # the captured frames behind the Segment, in arrival order, for the connection's pcap
     assert dec.pop_reassembled() == [(TS + n * S, frames[i]) for n, i in enumerate(order)]
     assert dec.reassembled == []
@@ -552,7 +552,7 @@ def test_a_fragmented_tunnel_carrying_a_fragmented_datagram() -> None:
     frames = outer_frames[::-1]
     segs = run(frames, 228, dec)
     assert segs == [whole_segment(ipv6_whole(l4), 229, TS + (len(frames) - 1) * S)]
-    assert dec.stats.fragments_reassembled == 3  # two outer datagrams, one inner
+    assert dec.stats.frag.reassembled == 3  # two outer datagrams, one inner
     assert sorted(dec.pop_reassembled()) == sorted((TS + n * S, f) for n, f in enumerate(frames))
 
 
@@ -560,7 +560,7 @@ def test_a_reassembled_datagram_that_is_not_tcp_is_counted_as_such() -> None:
     udp = bytes(UDP(sport=53, dport=5353) / Raw(b"x" * 3000))
     dec = Decoder()
     assert run(ipv4_fragments(udp, 1480, proto=17), 228, dec) == []
-    assert (dec.stats.non_tcp, dec.stats.fragments, dec.stats.fragments_reassembled) == (1, 2, 1)
+    assert (dec.stats.non_tcp, dec.stats.fragments, dec.stats.frag.reassembled) == (1, 2, 1)
     assert dec.reassembled == []  # no Segment: nothing to file
 
 
@@ -571,7 +571,7 @@ def test_a_lost_fragment_holds_the_rest_until_the_timeout() -> None:
     assert run([frames[0], frames[1], frames[3]], 228, dec) == []  # frames[2] never came
     assert (dec.stats.fragments, dec.fragments.pending_datagrams) == (3, 1)
     dec.expire_fragments(TS + 32 * S)  # first fragment at TS: more than 30 s ago
-    assert (dec.stats.fragments_timeout, dec.stats.fragments_dropped) == (1, 3)
+    assert (dec.stats.frag.timeout, dec.stats.frag.dropped) == (1, 3)
     assert dec.fragments.pending_datagrams == 0
     # a later packet carries on normally
     assert run([ipv4_whole(l4)], 228, dec) == [whole_segment(ipv4_whole(l4))]
@@ -582,7 +582,7 @@ def test_a_truncated_fragment_is_dropped_with_its_datagram() -> None:
     frames = ipv4_fragments(l4, 1024)
     dec = Decoder()
     assert run([frames[0], frames[1][:300], frames[2]], 228, dec) == []
-    assert (dec.stats.fragments_invalid, dec.stats.fragments_dropped) == (1, 2)
+    assert (dec.stats.frag.invalid, dec.stats.frag.dropped) == (1, 2)
     assert dec.stats.truncated == 0
 
 
@@ -609,7 +609,7 @@ def test_stats_list_the_fragment_counters() -> None:
         "fragments_invalid",
     )
     for name in DecodeStats.FRAGMENT_FIELDS:
-        assert getattr(dec.stats, name) == d[name] == 0
+        assert getattr(dec.stats.frag, name.removeprefix("fragments_")) == d[name] == 0
 
 
 def test_unfragmented_frames_never_reach_the_reassembler() -> None:
