@@ -215,7 +215,7 @@ class StoreWriter:
         """Queue one batch (nothing is queued for an empty one); wait while the queue is over
         capacity. Always a checkpoint, so API clients are served between batches.
 
-        The batch is prepared here (entries serialised, record headers packed: the part of a
+        The batch is prepared here (entries serialised, pcap records framed: the part of a
         store write that needs no store state), while the previous batch's files are still
         being written, so the writer has less to do between two batches' I/O."""
         if out.entries or out.packets or out.closed_streams:

@@ -155,7 +155,8 @@ class _WriteState:
 
 class PreparedBatch:
     """A pipeline batch with the work that needs no store state done: entries serialised
-    (compact, sorted keys) with their entryFile checked, pcap record headers packed.
+    (compact, sorted keys) with their entryFile checked, packets framed as pcap records grouped
+    per connection.
 
     Made by `Store.prepare_write` (any thread, any time); `Store.begin_write` takes it instead
     of the batch and has only the decisions left (which stream, which file, duplicates across
@@ -194,7 +195,10 @@ class PreparedBatch:
                 self.entries.append((name, parsed[0], parsed[1], data))
         if out.packets:
             # Compiled with the packet side (capture/pcapwrite.py): no Python step per packet.
-            self.packets = group_records(list(out.packets), pcapfile.SNAPLEN)
+            packets = out.packets
+            self.packets = group_records(
+                packets if type(packets) is list else list(packets), pcapfile.SNAPLEN
+            )
 
 
 class Store:
@@ -445,7 +449,7 @@ class Store:
 
     def prepare_write(self, out: StoreOutput) -> PreparedBatch:
         """Phase 0 of a write, optional: the part that needs no store state (serialising the
-        entries, checking their names, packing the pcap record headers). Safe in any thread or
+        entries, checking their names, framing the pcap records). Safe in any thread or
         task, at any time; `begin_write` then has only decisions left. The worker's writer
         prepares a batch while the previous one's files are being written."""
         return PreparedBatch(out)

@@ -15,7 +15,7 @@ import socket
 import struct
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +25,11 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 # The raw wsproto client lives with the API tests; the hub's tests use the same one.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
-from api_support import RawWsClient
+from api_support import Output, RawWsClient
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_PCAP = REPO / "fixtures" / "demo.pcap"
 VENV_BIN = Path(sys.executable).parent
-
-
-@dataclass
-class Output:
-    """What Store.write consumes (the pipeline's Output, built by hand)."""
-
-    entries: list[dict[str, Any]] = field(default_factory=list)
-    packets: list[tuple[int, int, int, bytes]] = field(default_factory=list)
-    closed_streams: list[int] = field(default_factory=list)
 
 
 def make_entry(

@@ -1,0 +1,32 @@
+"""capture.pcapwrite: packets as pcap records, grouped per (stream, link type)."""
+
+from __future__ import annotations
+
+import struct
+
+from capture.pcapwrite import RECORD_HEADER_SIZE, group_records
+
+S = 1_000_000_000
+
+
+def test_records_keep_packet_order_per_connection_and_cut_to_the_snap_length() -> None:
+    packets: list[tuple[object, int, int, bytes]] = [
+        (7, 5 * S + 1, 1, b"a" * 10),
+        (9, 5 * S + 2, 1, b"b" * 4),
+        (7, 6 * S + 3, 1, b"c" * 30),  # longer than the snap length below
+        (7, 6 * S + 4, 113, b"sll"),  # same connection, another link type: a group of its own
+        (7, 7 * S, 1, b"d"),
+    ]
+    groups = group_records(packets, snaplen=20)
+    assert [(g.stream, g.linktype, g.count) for g in groups] == [(7, 1, 3), (9, 1, 1), (7, 113, 1)]
+    seven = groups[0]
+    unpack = struct.Struct("<IIII").unpack
+    headers = [unpack(h) for h in seven.parts[0::2]]
+    assert headers == [(5, 1, 10, 10), (6, 3, 20, 30), (7, 0, 1, 1)]
+    assert seven.parts[1::2] == [b"a" * 10, b"c" * 20, b"d"]
+    assert seven.size == sum(map(len, seven.parts)) == 3 * RECORD_HEADER_SIZE + 31
+    assert groups[2].parts[1] == b"sll"
+
+
+def test_no_packets_no_groups() -> None:
+    assert group_records([], 262144) == []
