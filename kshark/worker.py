@@ -29,7 +29,8 @@ import capture
 from capture.entries import Identity
 from capture.pipeline import Output, Pipeline, PipelineLimits
 from capture.sources import CaptureFile, CaptureOpenError
-from kshark import __version__
+from kshark import __version__, cliargs
+from kshark.cliargs import CliError
 from kshark.live import LiveCaptureError
 from kshark.store import PreparedBatch, Store, StoreError
 
@@ -55,6 +56,13 @@ WRITE_QUEUE_BATCHES = 1
 # The StoreWriter overlaps file I/O with parsing (helper process) only with at least this many
 # CPUs to run on; with one, the helper is pure overhead.
 OVERLAP_MIN_CPUS = 1.5
+# The token the API requires when neither --token nor --token-file is given.
+TOKEN_ENV = "KSHARK_TOKEN"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class StartupError(Exception):
+    """The worker cannot start as configured (e.g. the API cannot listen); one line to the user."""
 
 
 @dataclass
@@ -409,9 +417,14 @@ async def _run_opened(cfg: WorkerConfig, capture: LiveCapture | None, task_statu
                 lambda: worker_box[0].store,
                 stats_provider=lambda: worker_box[0].stats() if worker_box else {},
             )
-            port = await nursery.start(
-                functools.partial(serve, app, cfg.host, cfg.port, token=cfg.token)
-            )
+            try:
+                port = await nursery.start(
+                    functools.partial(serve, app, cfg.host, cfg.port, token=cfg.token)
+                )
+            except OSError as exc:
+                # trio's text repeats the errno and the address tuple; say it as the flags do.
+                where = f"{cfg.host or '*'}:{cfg.port}"
+                raise StartupError(f"API on {where}: {exc.strerror or exc}") from None
         worker = Worker(cfg, port)
         worker_box.append(worker)
         try:
@@ -439,108 +452,136 @@ async def _run_opened(cfg: WorkerConfig, capture: LiveCapture | None, task_statu
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    """The flags; each one's value is checked by its `type` (kshark.cliargs): a bad one is one
+    line on stderr and exit 2, before anything starts."""
+    p = cliargs.OneLineParser(
         prog="kshark-worker",
         description="Capture HTTP/1.x traffic (live or from pcap files) into Kubeshark entries, "
         "and serve them on a filterable websocket API.",
     )
-    p.add_argument(
+    add = p.add_argument
+    add(
         "--pcap",
         action="append",
         default=[],
         metavar="FILE",
+        type=cliargs.nonempty("--pcap"),
         help="replay a pcap/pcapng file (gzip allowed); repeat for several, processed in order",
     )
-    p.add_argument(
+    add(
         "--iface",
         action="append",
         default=[],
         metavar="IFACE",
+        type=cliargs.word("an interface name"),
         help="capture live on this interface (repeatable, or 'any'); needs root or CAP_NET_RAW",
     )
-    p.add_argument("--filter", dest="bpf", metavar="BPF", help="kernel BPF filter for live capture")
-    p.add_argument(
-        "--data-dir", default="kshark-data", type=Path, help="where entries and pcaps are kept"
+    add(
+        "--filter",
+        dest="bpf",
+        metavar="BPF",
+        type=cliargs.nonempty("--filter"),
+        help="kernel BPF filter for live capture",
     )
-    p.add_argument(
+    add(
+        "--data-dir",
+        default="kshark-data",
+        type=cliargs.nonempty("--data-dir"),
+        help="where entries and pcaps are kept",
+    )
+    add(
         "--storage-limit",
         default="1GiB",
+        metavar="SIZE",
+        type=cliargs.size(minimum=1),
         help="disk budget; oldest connections go first (default 1GiB)",
     )
-    p.add_argument("--max-body", default="1MiB", help="body bytes kept per message (default 1MiB)")
-    p.add_argument("--host", default="127.0.0.1", help="API listen address (default 127.0.0.1)")
-    p.add_argument("--port", default=30001, type=int, help="API port (default 30001)")
-    p.add_argument(
-        "--advertise", metavar="HOST", help="host written into entry ids (default: --host)"
+    add(
+        "--max-body",
+        default="1MiB",
+        metavar="SIZE",
+        type=cliargs.size(),
+        help="body bytes kept per message (default 1MiB)",
     )
-    p.add_argument("--node-name", help="node.name in entries (default: this host's name)")
-    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (or ?token=) on the API")
-    p.add_argument(
-        "--once", action="store_true", help="process the captures, print a summary, exit"
+    add("--host", default="127.0.0.1", help="API listen address (default 127.0.0.1)")
+    add("--port", default=30001, type=cliargs.port, help="API port (default 30001; 0: any)")
+    add(
+        "--advertise",
+        metavar="HOST",
+        type=cliargs.word("a host name or address"),
+        help="host written into entry ids (default: --host)",
     )
-    p.add_argument("--log-level", default="INFO")
-    p.add_argument("--version", action="version", version=f"kshark {__version__}")
+    add(
+        "--node-name",
+        type=cliargs.word("a node name"),
+        help="node.name in entries (default: this host's name)",
+    )
+    cliargs.add_token_flags(
+        p, "--token", TOKEN_ENV, "require 'Authorization: Bearer TOKEN' (or ?token=) on the API"
+    )
+    add("--once", action="store_true", help="process the captures, print a summary, exit")
+    add(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="DEBUG, INFO (default), WARNING or ERROR",
+    )
+    add("--version", action="version", version=f"kshark {__version__}")
     return p
 
 
-def parse_size(text: str) -> int:
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    if t and t[-1] in units:
-        return int(float(t[:-1]) * units[t[-1]])
-    return int(t)
+def config_from_args(args: argparse.Namespace) -> WorkerConfig:
+    """The checked flags → WorkerConfig; CliError for what only makes sense together (or
+    needs the file system: the captures, the data directory, the token file)."""
+    if not args.pcap and not args.iface:
+        raise CliError("nothing to capture: give --pcap FILE or --iface IFACE")
+    if args.once and args.iface:
+        raise CliError("--once is for --pcap replay only")
+    if args.bpf is not None and not args.iface:
+        raise CliError("--filter applies to live capture (--iface) only")
+    token = cliargs.token_from(args.token, args.token_file, TOKEN_ENV)
+    for path in args.pcap:
+        try:
+            CaptureFile(path)  # opens and checks the header: fail before anything starts
+        except CaptureOpenError as exc:
+            raise CliError(str(exc)) from None
+    data_dir = Path(args.data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise CliError(f"data directory {data_dir}: not a directory")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(data_dir, os.W_OK):
+            raise PermissionError(f"{data_dir}: not writable")
+    except OSError as exc:
+        raise CliError(f"data directory {data_dir}: {exc.strerror or exc}") from None
+    return WorkerConfig(
+        pcaps=list(args.pcap),
+        ifaces=list(args.iface),
+        bpf=args.bpf,
+        data_dir=data_dir,
+        host=args.host,
+        port=args.port,
+        advertise=args.advertise,
+        node_name=args.node_name,
+        token=token,
+        once=args.once,
+        storage_limit=args.storage_limit,
+        max_body=args.max_body,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        level=getattr(logging, args.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if not args.pcap and not args.iface:
-        print(
-            "kshark-worker: nothing to capture: give --pcap FILE or --iface IFACE", file=sys.stderr
-        )
-        return 2
-    if args.once and args.iface:
-        print("kshark-worker: --once is for --pcap replay only", file=sys.stderr)
-        return 2
     try:
-        storage_limit = parse_size(args.storage_limit)
-        max_body = parse_size(args.max_body)
-    except ValueError as exc:
-        print(f"kshark-worker: bad size: {exc}", file=sys.stderr)
-        return 2
-    for path in args.pcap:
-        try:
-            CaptureFile(path)  # opens and checks the header: fail before anything starts
-        except CaptureOpenError as exc:
-            print(f"kshark-worker: {exc}", file=sys.stderr)
-            return 2
-    try:
-        args.data_dir.mkdir(parents=True, exist_ok=True)
-        if not os.access(args.data_dir, os.W_OK):
-            raise PermissionError(f"{args.data_dir}: not writable")
-    except OSError as exc:
-        print(
-            f"kshark-worker: data directory {args.data_dir}: {exc.strerror or exc}", file=sys.stderr
-        )
-        return 2
-    cfg = WorkerConfig(
-        pcaps=list(args.pcap),
-        ifaces=list(args.iface),
-        bpf=args.bpf,
-        data_dir=args.data_dir,
-        host=args.host,
-        port=args.port,
-        advertise=args.advertise,
-        node_name=args.node_name,
-        token=args.token,
-        once=args.once,
-        storage_limit=storage_limit,
-        max_body=max_body,
-    )
+        cfg = config_from_args(args)
+    except CliError as exc:
+        return cliargs.fail("kshark-worker", str(exc))
     tune_runtime()
     return trio.run(_main_async, cfg)
 
@@ -590,7 +631,7 @@ async def _main_async(cfg: WorkerConfig) -> int:
 
                 nursery.start_soon(_stop_on_signal)
                 worker = await nursery.start(_supervise)
-    except* (OSError, LiveCaptureError, StoreError) as group:
+    except* (OSError, LiveCaptureError, StoreError, StartupError) as group:
         # Startup and capture failures users can act on (port in use, no privilege, no such
         # interface, a data directory another worker holds): one line each, no traceback.
         for exc in _leaves(group):

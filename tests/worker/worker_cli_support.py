@@ -136,10 +136,16 @@ class ServingWorker:
 
     @classmethod
     def start(
-        cls, args: Sequence[str], log_path: Path, *, prefix: Sequence[str] = ()
+        cls,
+        args: Sequence[str],
+        log_path: Path,
+        *,
+        prefix: Sequence[str] = (),
+        env: dict[str, str] | None = None,
     ) -> ServingWorker:
-        """Start `prefix... kshark-worker --port 0 ARGS...`; returns once the API listens (the
-        port it reports on stderr is the one a user would read)."""
+        """Start `prefix... kshark-worker --port 0 ARGS...` (in `env`, else this environment);
+        returns once the API listens (the port it reports on stderr is the one a user would
+        read)."""
         log = open(log_path, "wb")  # noqa: SIM115 (handed to the child; closed right after)
         try:
             proc = subprocess.Popen(
@@ -147,6 +153,7 @@ class ServingWorker:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
+                env=env,
             )
         finally:
             log.close()
