@@ -9,6 +9,13 @@ them: in-order data goes from the reassembler straight to the connection's HTTP 
 (`Reassembler(on_data=...)`, no Data event in between), and each HTTP connection keeps an
 `EntryBuilder` made when HTTP is recognised. scripts/bench_pipeline.py measures it.
 
+One connection seen at two capture points of a node (`--iface any`: a pod's veth, the bridge,
+the uplink) is one connection: copies with the same 4-tuple are retransmissions to the
+reassembler; copies rewritten by NAT (a Service's DNAT, between the pod's veth and the uplink)
+have other addresses or ports but the same pair of initial sequence numbers, and only the first
+of them to be recognised as HTTP makes entries. The others are ignored from then on and counted
+in `duplicate_views` (docs/kubernetes.md, "One request, one entry").
+
 A connection gets its pcap stream number the first time HTTP is recognised on it, not when it
 opens: most connections a node sees are not HTTP (TLS, DNS over TCP, databases), and numbering
 them would fill the data directory with pcaps no entry points to. Packets that arrive before
@@ -70,6 +77,7 @@ class _Conn:
     held: list[tuple[int, int, bytes]] = field(default_factory=list)
     held_bytes: int = 0
     builder: EntryBuilder | None = None  # set with stream
+    view: tuple[int, int] | None = None  # its (client ISN, server ISN) in Pipeline._views
 
 
 class Pipeline:
@@ -95,6 +103,9 @@ class Pipeline:
         # still attributes to them (final ACKs, late retransmissions) reach their pcap.
         # Bounded by CLOSED_REMEMBERED; the oldest is forgotten first.
         self._closed: dict[int, int] = {}
+        # (client ISN, server ISN) → conn_id of the open HTTP connection first seen with them;
+        # at most one per connection in _conns (removed when it closes), so bounded with them.
+        self._views: dict[tuple[int, int], int] = {}
         self._out = Output()
         self._held_bytes = 0
         self._next_expire_ns = 0
@@ -104,6 +115,7 @@ class Pipeline:
             "entries": 0,
             "entries_with_error": 0,
             "held_packets_discarded": 0,
+            "duplicate_views": 0,
         }
         self.errors_by_type: dict[str, int] = {}
 
@@ -287,6 +299,8 @@ class Pipeline:
             elif type(ev) is Closed:
                 conn = conns.pop(ev.conn_id, None)
                 if conn is not None:
+                    if conn.view is not None and self._views.get(conn.view) == ev.conn_id:
+                        del self._views[conn.view]
                     conn.http.end(ev.reason, ev.ts_ns)
                     self._after_http(conn)
                     if conn.stream:
@@ -304,6 +318,8 @@ class Pipeline:
                 if not http.active and conn.held:
                     self._drop_held(conn)  # decided: not HTTP, its packets are not ours to keep
                 return
+            if self._second_view(conn):
+                return
             conn.stream = self._allocate_stream()
             # The roles are known now and never change: the connection's entries can be
             # prepared (EntryBuilder works out once what they all share).
@@ -318,6 +334,25 @@ class Pipeline:
             self._release_held(conn)
         if http.exchanges:
             self._write_entries(conn)
+
+    def _second_view(self, conn: _Conn) -> bool:
+        """True if `conn` is another capture point's view of an open HTTP connection (same
+        initial sequence numbers): it is then forgotten, and its later packets and events find
+        no connection and are ignored. Needs both SYNs; without them every view counts."""
+        o = conn.opened
+        key = self.reassembler.initial_seqs(o.client_ip, o.client_port, o.server_ip, o.server_port)
+        if key is None:
+            return False
+        first = self._views.get(key)
+        if first is None or first == o.conn_id:
+            if o.conn_id in self._conns:  # not when recognised only as it closes
+                self._views[key] = o.conn_id
+                conn.view = key
+            return False
+        self._conns.pop(o.conn_id, None)  # already gone when recognised only as it closes
+        self._drop_held(conn)
+        self.counters["duplicate_views"] += 1
+        return True
 
     def _write_entries(self, conn: _Conn) -> None:
         exchanges = conn.http.pop_exchanges()
