@@ -87,9 +87,7 @@ class Cluster:
         return cluster
 
     def stop(self) -> None:
-        subprocess.run(
-            [str(CLUSTER_SH), "stop", str(self.dir)], capture_output=True, timeout=60
-        )
+        subprocess.run([str(CLUSTER_SH), "stop", str(self.dir)], capture_output=True, timeout=60)
 
     def _wait_for_default_service_account(self) -> None:
         # The controller manager is up once it made the default namespace's ServiceAccount.

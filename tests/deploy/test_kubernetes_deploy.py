@@ -87,9 +87,9 @@ def test_a_worker_pod_on_every_node_whatever_its_taints(
     cluster: Cluster, applied: dict[str, Any]
 ) -> None:
     def worker_pods() -> list[dict[str, Any]] | None:
-        pods = cluster.get_json(
-            "pods", "-n", NS, "-l", "app.kubernetes.io/name=kshark-worker"
-        )["items"]
+        pods = cluster.get_json("pods", "-n", NS, "-l", "app.kubernetes.io/name=kshark-worker")[
+            "items"
+        ]
         return pods if len(pods) == len(NODES) else None
 
     pods = _wait_for(cluster, "a worker pod per node", worker_pods)
