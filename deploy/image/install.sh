@@ -32,6 +32,10 @@ install -m 0755 "$B/kshark-probe" /opt/kshark/bin/kshark-probe
 /opt/kshark/bin/python -m pip uninstall -q -y pip setuptools 2>/dev/null || true
 rm -rf "$B"
 # What only the build needed; apt's lists and caches are not part of an image.
-apt-get purge -y -qq --autoremove gcc python3-dev >/dev/null
+# What they pulled in goes too, also what only a Recommends of something kept held on to
+# (binutils, perl: ~60 MB).
+apt-get purge -y -qq gcc python3-dev >/dev/null
+apt-get autoremove --purge -y -qq -o APT::AutoRemove::RecommendsImportant=false \
+  -o APT::AutoRemove::SuggestsImportant=false >/dev/null
 apt-get clean
 rm -rf /var/lib/apt/lists/* /var/cache/* /var/log/* /root/.cache
