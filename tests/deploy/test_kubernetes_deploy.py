@@ -6,6 +6,7 @@ priority and privileges, and RBAC that grants exactly what resolution and discov
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,6 @@ def applied(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[
 
 
 def _wait_for(cluster: Cluster, what: str, predicate: Any, timeout: float = 60.0) -> Any:
-    import time
-
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

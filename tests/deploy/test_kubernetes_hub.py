@@ -16,6 +16,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -168,9 +170,6 @@ def _probe(port: int, token_file: Path, host: str = "127.0.0.1") -> int:
 
 
 def _status_code(host: str, port: int, path: str) -> int:
-    import urllib.error
-    import urllib.request
-
     try:
         with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=10) as resp:
             return int(resp.status)

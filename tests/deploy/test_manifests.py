@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,8 +85,6 @@ def test_make_tokens_writes_private_random_tokens_and_keeps_them(tmp_path: Path)
 
 @pytest.fixture
 def worker_with_token(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -117,8 +117,6 @@ def test_the_probe_passes_with_the_token_and_fails_without(
     worker_with_token: tuple[int, Path], tmp_path: Path
 ) -> None:
     port, token = worker_with_token
-    import time
-
     deadline = time.monotonic() + 20
     while (res := _probe(port, token)).returncode != 0:  # until the worker listens
         assert time.monotonic() < deadline, res.stderr
