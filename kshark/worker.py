@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
     import outcome
 
+    from kshark.k8s.config import ClusterConfig
+    from kshark.k8s.resolver import Resolver
     from kshark.live import LiveCapture
 
 log = logging.getLogger("kshark.worker")
@@ -79,13 +81,16 @@ class WorkerConfig:
     once: bool = False
     storage_limit: int = 1 << 30
     max_body: int = 1 << 20
+    cluster: ClusterConfig | None = None  # name resolution from this cluster (None: off)
+    resolve_off: str = "no --kubeconfig, KUBECONFIG or in-cluster service account"
 
 
 class Worker:
     """One worker's state: the store, the pipeline and the counters the API reports."""
 
-    def __init__(self, cfg: WorkerConfig, api_port: int) -> None:
+    def __init__(self, cfg: WorkerConfig, api_port: int, resolver: Resolver | None = None) -> None:
         self.cfg = cfg
+        self.resolver = resolver
         self.store = Store(cfg.data_dir, storage_limit=cfg.storage_limit)
         host = cfg.advertise or (
             cfg.host if cfg.host not in ("0.0.0.0", "::", "") else _primary_ip()
@@ -96,6 +101,7 @@ class Worker:
             node_ip=host,
             node_name=cfg.node_name or socket.gethostname(),
             local_ips=frozenset(_local_ips()) if cfg.ifaces else frozenset(),
+            resolver=resolver.index if resolver is not None else None,
         )
         from capture.http1 import HttpLimits
 
@@ -142,6 +148,11 @@ class Worker:
             "pipeline": pipeline,
             "live": dict(live),
             "store": self.store.stats,
+            "resolver": (
+                self.resolver.status()
+                if self.resolver is not None
+                else {"enabled": False, "reason": self.cfg.resolve_off}
+            ),
         }
 
     def summary_line(self) -> str:
@@ -425,10 +436,19 @@ async def _run_opened(cfg: WorkerConfig, capture: LiveCapture | None, task_statu
                 # trio's text repeats the errno and the address tuple; say it as the flags do.
                 where = f"{cfg.host or '*'}:{cfg.port}"
                 raise StartupError(f"API on {where}: {exc.strerror or exc}") from None
-        worker = Worker(cfg, port)
+        resolver = None
+        if cfg.cluster is not None:
+            from kshark.k8s.resolver import Resolver
+
+            resolver = Resolver(cfg.cluster)
+        worker = Worker(cfg, port, resolver)
         worker_box.append(worker)
         try:
             task_status.started(worker)
+            if resolver is not None:
+                await nursery.start(resolver.run)
+                # Entries name what the first lists found (bounded: see SETTLE_WAIT_SECONDS).
+                await resolver.wait_settled()
             if cfg.pcaps:
                 await _replay(worker, cfg.pcaps)
                 if not cfg.ifaces:
@@ -519,6 +539,13 @@ def build_parser() -> argparse.ArgumentParser:
     cliargs.add_token_flags(
         p, "--token", TOKEN_ENV, "require 'Authorization: Bearer TOKEN' (or ?token=) on the API"
     )
+    add(
+        "--kubeconfig",
+        metavar="PATH",
+        help="resolve pod/service/node names from this cluster (default: $KUBECONFIG, else the "
+        "in-cluster service account when running in a pod)",
+    )
+    add("--no-resolve", action="store_true", help="do not resolve names from Kubernetes")
     add("--once", action="store_true", help="process the captures, print a summary, exit")
     add(
         "--log-level",
@@ -555,6 +582,16 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
             raise PermissionError(f"{data_dir}: not writable")
     except OSError as exc:
         raise CliError(f"data directory {data_dir}: {exc.strerror or exc}") from None
+    cluster = None
+    resolve_off = "--no-resolve"
+    if not args.no_resolve:
+        from kshark.k8s.config import KubeConfigError, find_cluster_config
+
+        try:
+            cluster = find_cluster_config(args.kubeconfig, os.environ)
+        except KubeConfigError as exc:
+            raise CliError(str(exc)) from None
+        resolve_off = WorkerConfig.resolve_off
     return WorkerConfig(
         pcaps=list(args.pcap),
         ifaces=list(args.iface),
@@ -568,6 +605,8 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         once=args.once,
         storage_limit=args.storage_limit,
         max_body=args.max_body,
+        cluster=cluster,
+        resolve_off=resolve_off,
     )
 
 

@@ -471,6 +471,7 @@ def _run_parts(
             ("bench_reassembly.py", "TCP reassembly per segment"),
             ("bench_api.py", "Worker API: stream rate, latency, live loss (issue 4)"),
             ("bench_hub.py", "Hub: fan-in cost (issue 5)"),
+            ("bench_k8s.py", "Kubernetes name resolution: cost per entry, memory, sync (issue 10)"),
         ):
             extra_args = [str(cap)] if extra == "bench_decode.py" and cap.exists() else []
             if (ROOT / "scripts" / extra).exists():

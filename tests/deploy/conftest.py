@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cluster_support import Cluster, available
+from deploy_cluster import Cluster, available
 
 
 @pytest.fixture(scope="module")

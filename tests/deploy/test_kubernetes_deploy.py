@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_support import Cluster
+from deploy_cluster import Cluster
 from manifests import build, container, copy_with_tokens, find
 
 pytestmark = pytest.mark.kubernetes

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 import pytest
 import trio
-from cluster_support import Cluster
+from deploy_cluster import Cluster
 from manifests import PROBE, build, container, container_argv, container_env, copy_with_tokens, find
 from trio_websocket import ConnectionRejected, open_websocket_url
 
