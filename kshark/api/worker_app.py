@@ -48,6 +48,7 @@ from kshark.api.httpserver import (
     json_response,
     text_response,
 )
+from kshark.api.kfl_thread import EVAL_SLICE_SECONDS, off_loop
 from kshark.api.rest import no_such_path, route_of
 from kshark.api.wire import (
     CLOSE_NORMAL,
@@ -355,7 +356,12 @@ class WorkerApp:
                 text_bytes = 0
                 sent_before = client.sent
                 limit_seq = 0  # the seq at which limit(n) was reached, if it was
+                yield_at = time.perf_counter() + EVAL_SLICE_SECONDS
                 for seq, data in items:
+                    if time.perf_counter() >= yield_at:
+                        # Filtering a batch never holds the event loop long (kfl_thread).
+                        await trio.lowlevel.checkpoint()
+                        yield_at = time.perf_counter() + EVAL_SLICE_SECONDS
                     if must_parse:
                         entry = orjson.loads(data)
                         if not match(entry):
@@ -440,7 +446,7 @@ class WorkerApp:
             if path == "/version":
                 return json_response({"name": "kshark", "role": "worker", "version": __version__})
             if path == "/query/validate":
-                return self._validate(request.query.get("q", ""))
+                return await self._validate(request.query.get("q", ""))
             if path == "/status":
                 return json_response(self.status())
             if path == "/metrics":
@@ -455,8 +461,8 @@ class WorkerApp:
             return error_response(503, "the worker is starting")
         return no_such_path(request)
 
-    def _validate(self, text: str) -> Response:
-        valid, message = validate_query(text, self._macros)
+    async def _validate(self, text: str) -> Response:
+        valid, message = await off_loop(validate_query, text, self._macros)
         return json_response({"valid": valid, "message": message})
 
     def _item(self, rest: str) -> Response:

@@ -26,6 +26,7 @@ from trio_websocket import ConnectionClosed
 
 from kshark import __version__
 from kshark.api.httpserver import Response, error_response, json_response, text_response
+from kshark.api.kfl_thread import off_loop
 from kshark.api.rest import no_such_path, route_of
 from kshark.api.wire import (
     CLOSE_NORMAL,
@@ -152,7 +153,7 @@ class HubApp:
         if path == "/version":
             return json_response({"name": "kshark", "role": "hub", "version": __version__})
         if path == "/query/validate":
-            valid, message = validate_query(request.query.get("q", ""))
+            valid, message = await off_loop(validate_query, request.query.get("q", ""))
             return json_response({"valid": valid, "message": message})
         if path == "/status":
             return json_response(self.status())

@@ -174,6 +174,7 @@ class HubStream:
             stores=self.stores,
             stream_started=self.started,
             worker_token=self.worker_token,
+            resolve=self.workers.resolve,
         )
         scope = trio.CancelScope()
         self.relays[address] = (relay, scope)
