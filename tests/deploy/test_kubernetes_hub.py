@@ -2,7 +2,8 @@
 where a real worker (the DaemonSet's command line, replaying a capture instead of capturing)
 listens, is discovered by a hub run with the Deployment's command line and the hub
 ServiceAccount's own credentials; with the tokens from the generated Secret, the probes and the
-streams answer only with the token.
+streams answer only with the token; the worker's name resolution, with the worker
+ServiceAccount's credentials, syncs every kind without an error (RBAC grants what it reads).
 
 Needs the hub's `--discover` (branch k8s-resolve) and `--token-file`/`--worker-token-file`
 (branch harden-hubkfl); until both are in, this module is skipped and says why."""
@@ -129,7 +130,15 @@ def deployment(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> It
         "--data-dir": str(tmp / "data"),
         "--token-file": str(tokens["worker-token"]),
     }
-    wargv = [*_localize(container_argv(wc, wenv), local), "--pcap", str(DEMO_PCAP)]
+    # In a pod it would find its ServiceAccount's token; here: the same token, as a kubeconfig.
+    wkube = cluster.service_account_kubeconfig(NS, "kshark-worker", tmp / "worker.kubeconfig")
+    wargv = [
+        *_localize(container_argv(wc, wenv), local),
+        "--pcap",
+        str(DEMO_PCAP),
+        "--kubeconfig",
+        str(wkube),
+    ]
     worker = subprocess.Popen(wargv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     # The hub: the Deployment's command line, with the hub ServiceAccount's credentials.
     hc = container(find(built, "Deployment", "kshark-hub"), "hub")
@@ -211,3 +220,29 @@ async def test_the_hub_discovers_the_ready_worker_pod_and_streams_it(deployment:
                 entries.append(frame)
     assert {e["worker"] for e in entries} == {f"{d['worker_ip']}:8897"}
     assert {e["node"]["name"] for e in entries} == {"node-a"}
+
+
+def _worker_status(d: dict) -> dict | None:
+    token = d["tokens"]["worker-token"].read_text().strip()
+    req = urllib.request.Request(
+        f"http://{d['worker_ip']}:8897/status", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return dict(orjson.loads(resp.read()))
+    except OSError:
+        return None
+
+
+def test_resolution_reads_everything_it_needs_with_the_worker_service_account(
+    deployment: dict,
+) -> None:
+    d = deployment
+    status = _wait(
+        "the resolver synced",
+        lambda: (s := _worker_status(d)) and s["resolver"].get("synced") and s,
+    )
+    resolver = status["resolver"]
+    assert resolver["last_error"] is None and resolver["failing"] == []
+    assert set(resolver["objects"]) == {"pods", "services", "nodes", "endpointslices"}
+    assert resolver["objects"]["nodes"] >= 1  # node-a, read with the worker's own token
