@@ -3,10 +3,7 @@ where a real worker (the DaemonSet's command line, replaying a capture instead o
 listens, is discovered by a hub run with the Deployment's command line and the hub
 ServiceAccount's own credentials; with the tokens from the generated Secret, the probes and the
 streams answer only with the token; the worker's name resolution, with the worker
-ServiceAccount's credentials, syncs every kind without an error (RBAC grants what it reads).
-
-Needs the hub's `--discover` (branch k8s-resolve) and `--token-file`/`--worker-token-file`
-(branch harden-hubkfl); until both are in, this module is skipped and says why."""
+ServiceAccount's credentials, syncs every kind without an error (RBAC grants what it reads)."""
 
 from __future__ import annotations
 
@@ -36,20 +33,7 @@ NS = "kshark"
 STEP_TIMEOUT_S = 60.0
 
 
-def _hub_flags_missing() -> str | None:
-    res = subprocess.run(
-        [str(VENV_BIN / "kshark-hub"), "--help"], capture_output=True, text=True, timeout=60
-    )
-    missing = [
-        f for f in ("--discover", "--token-file", "--worker-token-file") if f not in res.stdout
-    ]
-    return f"kshark-hub has no {', '.join(missing)} yet" if missing else None
-
-
-pytestmark = [
-    pytest.mark.kubernetes,
-    pytest.mark.skipif(bool(_hub_flags_missing()), reason=str(_hub_flags_missing())),
-]
+pytestmark = pytest.mark.kubernetes
 
 
 def _free_port() -> int:
