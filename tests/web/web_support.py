@@ -290,6 +290,21 @@ def shown_ids(page: Any) -> list[str]:
     return ids
 
 
+def edge_row(page: Any, which: str) -> dict[str, str]:
+    """{"id", "path"} of the first or last row in the list's order (rows are recycled, so the
+    DOM order is not the list's)."""
+    row: dict[str, str] = page.evaluate(
+        """(which) => {
+            const rows = [...document.querySelectorAll('#list .row[data-id]:not([hidden])')]
+              .sort((a, b) => Number(a.dataset.index) - Number(b.dataset.index));
+            const r = which === 'first' ? rows[0] : rows[rows.length - 1];
+            return {id: r.dataset.id, path: r.querySelector('.c-path').textContent};
+        }""",
+        which,
+    )
+    return row
+
+
 def shown_count(page: Any) -> int:
     return int(page.inner_text("#count-shown").replace(",", ""))
 

@@ -13,6 +13,7 @@ import { EntryStream } from "./stream.js";
 // Window over which entries/s is computed.
 const RATE_WINDOW_MS = 5000;
 const COUNTS_INTERVAL_MS = 500;
+const COUNTS_MIN_MS = 200;
 
 class Dashboard {
   constructor(api) {
@@ -20,6 +21,8 @@ class Dashboard {
     this.stream = null;
     this.query = "";
     this.arrivals = []; // [time, count] of recent batches, for the rate
+    this.countsAt = 0;
+    this.countsQueued = false;
     this.list = new EntryList($("list"), $("list-spacer"), (row) => this.detail.show(row));
     this.detail = new DetailPane($("detail"), api, {
       onCopy: (text) => copyText(text),
@@ -81,13 +84,17 @@ class Dashboard {
     this.stream.start();
   }
 
+  /** Counts follow new entries at most every COUNTS_MIN_MS (text changes lay out the toolbar). */
   queueCounts() {
     if (this.countsQueued) return;
     this.countsQueued = true;
-    requestAnimationFrame(() => {
-      this.countsQueued = false;
-      this.renderCounts();
-    });
+    const wait = Math.max(0, COUNTS_MIN_MS - (performance.now() - this.countsAt));
+    setTimeout(() => {
+      requestAnimationFrame(() => {
+        this.countsQueued = false;
+        this.renderCounts();
+      });
+    }, wait);
   }
 
   togglePause() {
@@ -120,22 +127,28 @@ class Dashboard {
 
   renderCounts() {
     const now = performance.now();
+    this.countsAt = now;
     while (this.arrivals.length && now - this.arrivals[0][0] > RATE_WINDOW_MS) this.arrivals.shift();
     let recent = 0;
     for (const [, n] of this.arrivals) recent += n;
     const list = this.list;
-    $("count-shown").textContent = formatCount(list.length);
-    $("count-matched").textContent = formatCount(list.received);
-    $("count-rate").textContent = formatCount(Math.round(recent / (RATE_WINDOW_MS / 1000)));
+    setText($("count-shown"), formatCount(list.length));
+    setText($("count-matched"), formatCount(list.received));
+    setText($("count-rate"), formatCount(Math.round(recent / (RATE_WINDOW_MS / 1000))));
     const dropped = $("dropped");
     dropped.hidden = list.dropped === 0;
     dropped.dataset.count = String(list.dropped);
-    dropped.textContent = `${formatCount(list.dropped)} older entries dropped from the view (it keeps the newest ${formatCount(BUFFER_LIMIT)})`;
+    setText(dropped, `${formatCount(list.dropped)} older entries dropped from the view (it keeps the newest ${formatCount(BUFFER_LIMIT)})`);
     const note = $("paused-note");
     note.hidden = !list.paused;
     note.textContent = list.paused ? `paused: ${formatCount(list.received - this.pausedAt)} new since` : "";
     $("list-empty").hidden = list.length > 0;
   }
+}
+
+/** Text changes re-lay out their line: made only when the text differs. */
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
 }
 
 async function copyText(text) {

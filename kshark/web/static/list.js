@@ -80,9 +80,14 @@ export class EntryList {
     this.selectedId = null;
     this.pool = [];
     this.renderQueued = false;
+    this.viewHeight = container.clientHeight;
+    this.spacerHeight = -1;
+    this.scrolledTo = -1; // the scrollTop the list last set itself
     container.addEventListener("scroll", () => {
-      const bottom = container.scrollHeight - container.clientHeight - ROW_HEIGHT;
-      this.stick = container.scrollTop >= bottom;
+      const top = container.scrollTop;
+      if (top === this.scrolledTo) return; // our own scroll, not the user's
+      // Computed from what the list knows, so a scroll event never forces a layout.
+      this.stick = top + this.viewHeight >= this.spacerHeight - ROW_HEIGHT;
       this.queueRender();
     });
     container.addEventListener("click", (event) => {
@@ -90,7 +95,10 @@ export class EntryList {
       if (row && row.dataset.index !== undefined) this.select(Number(row.dataset.index));
     });
     container.addEventListener("keydown", (event) => this.onKey(event));
-    new ResizeObserver(() => this.queueRender()).observe(container);
+    new ResizeObserver((entries) => {
+      this.viewHeight = entries[entries.length - 1].contentRect.height;
+      this.queueRender();
+    }).observe(container);
   }
 
   get length() {
@@ -171,12 +179,25 @@ export class EntryList {
   }
 
   render() {
+    // Writes only, from numbers the list keeps (row count, view height): reading the layout
+    // (scrollHeight, clientHeight) between writes would force the browser to lay out mid-frame.
     const n = this.length;
     const container = this.container;
-    this.spacer.style.height = `${n * ROW_HEIGHT}px`;
-    if (this.stick && !this.frozen) container.scrollTop = container.scrollHeight;
-    const first = Math.max(0, Math.floor(container.scrollTop / ROW_HEIGHT) - OVERSCAN);
-    const visible = Math.ceil(container.clientHeight / ROW_HEIGHT) + 2 * OVERSCAN;
+    const height = n * ROW_HEIGHT;
+    if (height !== this.spacerHeight) {
+      this.spacer.style.height = `${height}px`;
+      this.spacerHeight = height;
+    }
+    let top = container.scrollTop;
+    if (this.stick && !this.frozen) {
+      top = Math.max(0, height - this.viewHeight);
+      if (top !== this.scrolledTo || container.scrollTop !== top) {
+        this.scrolledTo = top;
+        container.scrollTop = top;
+      }
+    }
+    const first = Math.max(0, Math.floor(top / ROW_HEIGHT) - OVERSCAN);
+    const visible = Math.ceil(this.viewHeight / ROW_HEIGHT) + 2 * OVERSCAN;
     const last = Math.min(n, first + visible);
     const count = Math.max(0, last - first);
     while (this.pool.length < count) {
@@ -189,15 +210,23 @@ export class EntryList {
       if (k >= count) {
         if (!node.hidden) node.hidden = true;
         node.rowId = null;
+        node.rowIndex = -1;
         continue;
       }
       const index = first + k;
       const row = this.at(index);
-      node.hidden = false;
-      node.dataset.index = String(index);
-      node.style.transform = `translateY(${index * ROW_HEIGHT}px)`;
+      if (node.hidden) node.hidden = false;
+      if (node.rowIndex !== index) {
+        node.rowIndex = index;
+        node.dataset.index = String(index);
+        node.style.transform = `translateY(${index * ROW_HEIGHT}px)`;
+      }
       if (node.rowId !== row.id) fillRow(node, row);
-      node.classList.toggle("selected", row.id === this.selectedId);
+      const selected = row.id === this.selectedId;
+      if (node.selected !== selected) {
+        node.selected = selected;
+        node.classList.toggle("selected", selected);
+      }
     }
   }
 }
