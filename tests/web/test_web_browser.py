@@ -444,3 +444,39 @@ def _packets(path: Path) -> list[str]:
         capture_output=True, text=True, check=True, timeout=30,
     )  # fmt: skip
     return run.stdout.splitlines()
+
+
+def test_the_page_resumes_after_a_hub_restart_without_repeating_entries(
+    page: tuple[Any, Any], tmp_path: Path
+) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from feeder import Feeder
+
+    p, watch = page
+    history, live = 40, 60
+    feeder = Feeder(tmp_path / "feeder", history=history, rate=200, total=live)
+    port = free_port()
+    h = hub(tmp_path, [f"127.0.0.1:{feeder.port}"], extra=["--port", str(port)])
+    h2 = None
+    try:
+        open_dashboard(p, h, rows=history)
+        h.kill()
+        expect(p.locator("#connection")).to_have_attribute("data-state", "connecting")
+        feeder.go()
+        feeder.wait_done(timeout=60)  # written while the page had no stream
+        h2 = hub(tmp_path, [f"127.0.0.1:{feeder.port}"], extra=["--port", str(port)])
+        # The page reconnects by itself and resumes after the last entry it had from the worker.
+        expect(p.locator("#count-matched")).to_have_text(str(history + live), timeout=STEP_MS)
+        expect(p.locator("#connection")).to_have_attribute("data-state", "live")
+        ids = shown_ids(p)
+        assert len(ids) == len(set(ids)) == history + live
+        assert set(ids) == stored_ids(tmp_path / "feeder", f"127.0.0.1:{feeder.port}")
+    finally:
+        if h2 is not None:
+            h2.stop()
+        h.kill()
+        feeder.stop()
+    # The lost connection is logged by the browser as a failed websocket; nothing else.
+    assert [e for e in watch.errors if "WebSocket" not in e] == [], watch.console

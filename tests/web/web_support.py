@@ -280,12 +280,24 @@ ROWS = "#list .row[data-id]:not([hidden])"
 
 
 def shown_ids(page: Any) -> list[str]:
-    """The ids of the rows the list shows, top to bottom (all of them: the tests' lists fit the
-    window, and the list renders every row in sight)."""
+    """The ids of every row in the list, in its order: the list is scrolled from top to bottom
+    (only the rows in sight exist in the DOM), each position read once it is rendered."""
     ids: list[str] = page.evaluate(
-        """() => [...document.querySelectorAll('#list .row[data-id]:not([hidden])')]
-              .sort((a, b) => Number(a.dataset.index) - Number(b.dataset.index))
-              .map((r) => r.dataset.id)"""
+        """async () => {
+            const list = document.getElementById('list');
+            const rendered = () => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+            const byIndex = new Map();
+            for (let top = 0; ; top += Math.max(1, Math.floor(list.clientHeight / 2))) {
+                list.scrollTop = top;
+                await rendered();
+                for (const r of list.querySelectorAll('.row[data-id]:not([hidden])')) {
+                    byIndex.set(Number(r.dataset.index), r.dataset.id);
+                }
+                if (list.scrollTop + list.clientHeight >= list.scrollHeight) break;
+            }
+            list.scrollTop = list.scrollHeight;
+            return [...byIndex.entries()].sort((a, b) => a[0] - b[0]).map((e) => e[1]);
+        }"""
     )
     return ids
 
