@@ -220,6 +220,24 @@ def test_entry_detail_shows_bodies_decoded_and_downloads_its_pcap(
     expect(p.locator(ROWS)).to_have_count(1)
     p.locator(ROWS).first.click()
     expect(p.locator("pre.request-body")).to_have_text(json.dumps(POST_JSON, indent=2))
+    # "Copy as curl" puts a command that repeats the request on the clipboard.
+    p.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    p.click("#copy-curl")
+    expect(p.locator("#copy-dialog")).to_be_hidden()
+    copied = p.evaluate(
+        """async () => {  // the copy is asynchronous: wait for it to land
+            for (let i = 0; i < 200; i++) {
+                const text = await navigator.clipboard.readText();
+                if (text) return text;
+                await new Promise((r) => setTimeout(r, 50));
+            }
+            return "";
+        }"""
+    )
+    assert copied == (
+        "curl -X 'POST' 'http://shop/api/items' -H 'Content-Type: application/json' "
+        f"--data-binary '{json.dumps(POST_JSON)}'"
+    )
     # A binary body as hex.
     apply_filter(p, 'request.path == "/logo.bin"')
     expect(p.locator(ROWS)).to_have_count(1)

@@ -52,6 +52,7 @@ class Dashboard {
 
   start(query) {
     if (this.stream) this.stream.stop();
+    if (this.list.paused) this.togglePause(); // a new filter shows its entries
     this.stream = null;
     this.list.clear();
     this.detail.hide();

@@ -111,7 +111,6 @@ export class EntryList {
 
   clear() {
     this.ring.clear();
-    this.frozen = this.frozen ? [] : null;
     this.dropped = 0;
     this.received = 0;
     this.stick = true;
