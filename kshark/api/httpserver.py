@@ -31,7 +31,10 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import orjson
 import trio
-from trio_websocket import WebSocketConnection, wrap_server_stream
+from trio_websocket import WebSocketConnection, WebSocketRequest
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import Ping
 
 from kshark import __version__
 
@@ -78,6 +81,11 @@ class ServerLimits:
     max_connections: connections served at once. Past it: 503 and close, without reading.
     ws_handshake_timeout: seconds to finish the websocket opening handshake. Past it: close.
     ws_close_timeout: seconds to wait for the websocket closing handshake. Past it: close TCP.
+    ws_close_linger: seconds the TCP connection stays open after a closing handshake the
+        server began (the end of a `limit(n)` stream, a refused first frame). Clients such as
+        wscat exit the moment the TCP connection ends, dropping output they have not yet
+        written (to a pipe that is full, say); this gives them the time to write it. Whatever
+        the client sends meanwhile is read and discarded. 0: close at once.
     ws_max_message: largest client websocket message (the first frame is a query; later frames
         are ignored). Past it: trio-websocket closes with 1009.
     ws_message_queue: client messages trio-websocket buffers before it stops reading the socket.
@@ -91,6 +99,7 @@ class ServerLimits:
     max_connections: int = 1024
     ws_handshake_timeout: float = 10.0
     ws_close_timeout: float = 5.0
+    ws_close_linger: float = 1.0
     ws_max_message: int = 64 * 1024
     ws_message_queue: int = 4
 
@@ -160,6 +169,11 @@ class PrefixedStream(trio.abc.Stream):
     Bytes that came after the head (a client that sends its first frame without waiting for
     the 101) are held until `release()`: wsproto drops anything it receives before the
     handshake is accepted, so they must reach it after `accept()`.
+
+    `aclose()` closes this wrapper only (later calls raise ClosedResourceError, as on a closed
+    socket); the socket itself is closed by the connection's task, which may first linger
+    (ServerLimits.ws_close_linger). trio-websocket closes its stream the moment a closing
+    handshake completes, which is too soon for some clients.
     """
 
     def __init__(self, stream: trio.abc.Stream, head: bytes, after: bytes = b"") -> None:
@@ -167,12 +181,15 @@ class PrefixedStream(trio.abc.Stream):
         self._pending = [part for part in (head, after) if part]
         self._after_pending = bool(after)
         self._released = trio.Event()
+        self._closed = False
 
     def release(self) -> None:
         """The handshake is accepted: bytes after the head may be delivered now."""
         self._released.set()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._closed:
+            raise trio.ClosedResourceError("the websocket's stream is closed")
         if self._pending:
             if self._after_pending and len(self._pending) == 1:
                 await self._released.wait()
@@ -187,13 +204,60 @@ class PrefixedStream(trio.abc.Stream):
         return await self.transport_stream.receive_some(max_bytes)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the websocket's stream is closed")
         await self.transport_stream.send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
         await self.transport_stream.wait_send_all_might_not_block()
 
     async def aclose(self) -> None:
-        await self.transport_stream.aclose()
+        self._closed = True
+        await trio.lowlevel.checkpoint()
+
+
+class ServerWebSocket(WebSocketConnection):
+    """trio-websocket's server connection, with what a streaming server needs besides.
+
+    - A ping that arrives while our close frame is out (the closing handshake) is not
+      answered: wsproto refuses to send a pong in that state, and trio-websocket (0.12, its
+      issue #184) lets that error end the reader task, which logged a traceback and tore the
+      connection down before the client had read the end of its stream. RFC 6455 §5.5.2
+      requires a pong only "unless it already received a Close frame"; once we sent ours,
+      the client learns all it needs from it.
+    - `closed_by_server` records that our side began the closing handshake, so the server
+      knows to linger (ServerLimits.ws_close_linger).
+    """
+
+    closed_by_server = False
+
+    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
+        if self._wsproto.state == ConnectionState.OPEN:
+            self.closed_by_server = True
+        await super().aclose(code, reason)
+
+    async def _handle_ping_event(self, event: Ping) -> None:
+        if self._wsproto.state == ConnectionState.OPEN:
+            await super()._handle_ping_event(event)
+
+
+async def wrap_server_stream(
+    nursery: trio.Nursery,
+    stream: trio.abc.Stream,
+    *,
+    message_queue_size: int,
+    max_message_size: int,
+) -> WebSocketRequest:
+    """trio_websocket.wrap_server_stream, making a ServerWebSocket (its four lines, with our
+    class: the library takes no connection class)."""
+    connection = ServerWebSocket(
+        stream,
+        WSConnection(ConnectionType.SERVER),
+        message_queue_size=message_queue_size,
+        max_message_size=max_message_size,
+    )
+    nursery.start_soon(connection._reader_task)
+    return await connection._get_request()
 
 
 class _HttpError(Exception):
@@ -369,8 +433,8 @@ class _Server:
         self, stream: trio.SocketStream, head: bytes, after: bytes, request: Request
     ) -> None:
         limits = self.limits
+        ws: ServerWebSocket | None = None
         async with trio.open_nursery() as nursery:
-            ws: WebSocketConnection | None = None
             replay = PrefixedStream(stream, head, after)
             with trio.move_on_after(limits.ws_handshake_timeout):
                 ws_request = await wrap_server_stream(
@@ -379,7 +443,9 @@ class _Server:
                     message_queue_size=limits.ws_message_queue,
                     max_message_size=limits.ws_max_message,
                 )
-                ws = await ws_request.accept()
+                accepted = await ws_request.accept()
+                assert isinstance(accepted, ServerWebSocket)
+                ws = accepted
                 replay.release()
             if ws is None:
                 log.info("websocket handshake from %s did not complete", request.remote)
@@ -395,6 +461,8 @@ class _Server:
                 with trio.move_on_after(limits.ws_close_timeout):
                     await ws.aclose()
                 nursery.cancel_scope.cancel()
+        if ws.closed_by_server and limits.ws_close_linger > 0:
+            await _linger(stream, limits.ws_close_linger)
 
     async def _send_response(
         self, stream: trio.abc.Stream, response: Response, request: Request | None, *, close: bool
@@ -464,6 +532,20 @@ class _Server:
             if aclose is not None:
                 with trio.CancelScope(shield=True):
                     await aclose()
+
+
+async def _linger(stream: trio.SocketStream, seconds: float) -> None:
+    """Keep a connection open for `seconds`, reading and discarding what the peer sends (data
+    left unread when a socket is closed makes the kernel reset the connection). The peer's
+    end of stream does not end the wait: wscat half-closes right after the closing handshake
+    and still exits only when we close."""
+    with trio.move_on_after(seconds):
+        try:
+            while await stream.receive_some(_RECV_CHUNK):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return  # reset by the peer: nothing left to wait for
+        await trio.sleep_forever()
 
 
 async def _read_head(stream: trio.abc.Stream, buf: bytearray, max_head: int) -> int | None:
