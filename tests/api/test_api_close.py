@@ -32,10 +32,11 @@ async def test_a_ping_during_the_closing_handshake_loses_nothing_and_logs_no_err
     nursery, store, caplog
 ) -> None:
     n = 3
-    # The last entry is larger than the client's receive window (a 4 KiB buffer), smaller
-    # than the server's send buffer: the server sends it whole and then its close frame while
-    # part of the entry still waits in the server's kernel for the client to read.
-    specs = [{"body": b"s" * 1000}] * (n - 1) + [{"body": b"L" * 12_000}, {"body": b"x"}]
+    # The last entry (≈ 12 KB) is larger than the client's receive window (a 4 KiB buffer)
+    # and smaller than what the server's kernel takes unsent (trio's TCP_NOTSENT_LOWAT, 16
+    # KiB): the server sends it whole and then its close frame while part of the entry still
+    # waits in the server's kernel for the client to read.
+    specs = [{"body": b"s" * 1000}] * (n - 1) + [{"body": b"L" * 8_000}, {"body": b"x"}]
     entries = write_entries(store, specs)
     api = await start_worker_api(nursery, store)
     server_side = spy_on_streams(api.app)
