@@ -1023,19 +1023,26 @@ class Store:
         """The seq of the newest entry (0: none yet). Seqs start at 1 and only grow."""
         return self._journal.last_seq
 
-    def read_after(self, seq: int, max_items: int) -> tuple[list[tuple[int, bytes]], int]:
+    def read_after(
+        self, seq: int, max_items: int, max_bytes: int | None = None
+    ) -> tuple[list[tuple[int, bytes]], int]:
         """Entries after `seq` in write order: ([(seq, entry JSON bytes)], missed).
 
         `missed` counts entries in the range walked whose files retention deleted; they are
         not returned. Items and missed together cover seq + 1 … seq + len(items) + missed
         exactly, so the caller's next cursor is `seq + len(items) + missed` (≥ the last item's
         seq). At most `max_items` items; any number of missed entries may be skipped.
+
+        With `max_bytes`, the items' bytes stay within it: the read stops before an entry that
+        would take the total past it, unless that entry is the first (a caller always gets an
+        entry when one is there). So what one read holds is at most max(max_bytes, one entry).
         """
         self._check_open()
         items: list[tuple[int, bytes]] = []
         missed = 0
         if max_items <= 0:
             return items, missed
+        room = max_bytes if max_bytes is not None else -1  # bytes left; -1: unbounded
         last = self._journal.last_seq
         s = max(seq, 0) + 1
         recent_low = self._recent_low
@@ -1050,7 +1057,12 @@ class Store:
                     if hit is None:
                         missed += 1
                     else:
-                        items.append((s, hit[1]))
+                        data = hit[1]
+                        if room >= 0:
+                            if len(data) > room and items:
+                                return items, missed
+                            room = max(0, room - len(data))
+                        items.append((s, data))
                     s += 1
                 break
             want = min(max(max_items - len(items), _READ_CHUNK_LINES), recent_low - s)
@@ -1073,6 +1085,11 @@ class Store:
                 if data is None:
                     missed += 1
                 else:
+                    if room >= 0:
+                        # Its size is known once read; read again by the next call.
+                        if len(data) > room and items:
+                            return items, missed
+                        room = max(0, room - len(data))
                     items.append((s, data))
                 s += 1
         return items, missed
