@@ -160,10 +160,12 @@ class PreparedBatch:
 
     Made by `Store.prepare_write` (any thread, any time); `Store.begin_write` takes it instead
     of the batch and has only the decisions left (which stream, which file, duplicates across
-    batches, which buffers to write).
+    batches, which buffers to write). `nbytes` is what it holds (entry JSON and pcap records);
+    `extend` appends a later one, so a writer can serialise a batch step by step and see its
+    size as it grows.
     """
 
-    __slots__ = ("closed_streams", "entries", "invalid", "packets")
+    __slots__ = ("_names", "closed_streams", "entries", "invalid", "nbytes", "packets")
 
     def __init__(self, out: StoreOutput) -> None:
         # (entryFile, stream, index, JSON bytes) per valid entry, and why each other one is not
@@ -172,33 +174,59 @@ class PreparedBatch:
         # The packets as pcap records, per (stream, link type) in order of first appearance
         self.packets: list[RecordGroup] = []
         self.closed_streams = list(out.closed_streams)
+        self.nbytes = 0
+        self._names: set[str] = set()
         if out.entries:
-            parse = names.parse_entry_file
-            dumps = orjson.dumps
-            seen: set[str] = set()
-            for entry in out.entries:
-                name = entry.get("entryFile")
-                parsed = parse(name) if isinstance(name, str) else None
-                if parsed is None:
-                    self.invalid.append(f"entryFile {name!r} is not a valid entry file name")
-                    continue
-                assert isinstance(name, str)
-                if name in seen:
-                    self.invalid.append(f"{name} was already written; the duplicate is dropped")
-                    continue
-                try:
-                    data = dumps(entry, option=_SORT_KEYS)
-                except orjson.JSONEncodeError as exc:
-                    self.invalid.append(f"{name}: cannot be serialised ({exc})")
-                    continue
-                seen.add(name)
-                self.entries.append((name, parsed[0], parsed[1], data))
+            self._add_entries(out.entries)
         if out.packets:
             # Compiled with the packet side (capture/pcapwrite.py): no Python step per packet.
             packets = out.packets
             self.packets = group_records(
                 packets if type(packets) is list else list(packets), pcapfile.SNAPLEN
             )
+            for group in self.packets:
+                self.nbytes += group.size
+
+    def _add_entries(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        parse = names.parse_entry_file
+        dumps = orjson.dumps
+        seen = self._names
+        size = 0
+        for entry in entries:
+            name = entry.get("entryFile")
+            parsed = parse(name) if isinstance(name, str) else None
+            if parsed is None:
+                self.invalid.append(f"entryFile {name!r} is not a valid entry file name")
+                continue
+            assert isinstance(name, str)
+            if name in seen:
+                self.invalid.append(f"{name} was already written; the duplicate is dropped")
+                continue
+            try:
+                data = dumps(entry, option=_SORT_KEYS)
+            except orjson.JSONEncodeError as exc:
+                self.invalid.append(f"{name}: cannot be serialised ({exc})")
+                continue
+            seen.add(name)
+            size += len(data)
+            self.entries.append((name, parsed[0], parsed[1], data))
+        self.nbytes += size
+
+    def extend(self, later: PreparedBatch) -> None:
+        """Append a batch prepared from the pipeline's next output: the result is what one
+        batch made of both outputs, in order, would be."""
+        for entry in later.entries:
+            if entry[0] in self._names:
+                self.invalid.append(f"{entry[0]} was already written; the duplicate is dropped")
+                continue
+            self._names.add(entry[0])
+            self.entries.append(entry)
+            self.nbytes += len(entry[3])
+        self.invalid += later.invalid
+        self.packets += later.packets
+        self.closed_streams += later.closed_streams
+        for group in later.packets:
+            self.nbytes += group.size
 
 
 class Store:
