@@ -10,8 +10,9 @@ Per connection (one Trio task each): read a request head (bounded by `ServerLimi
 timed by cancel scopes), check the optional token, then either
 
 - a websocket upgrade to one of `app.ws_paths`: replay the bytes already read through
-  `PrefixedStream` into trio-websocket's `wrap_server_stream`, accept, and run
-  `app.handle_ws(request, ws)` until it returns; or
+  `PrefixedStream` into a trio-websocket connection (`ServerWebSocket`), accept, and run
+  `app.handle_ws(request, ws)` until it returns; after a close the server began, linger a
+  moment before closing the socket (ServerLimits.ws_close_linger); or
 - anything else: `app.handle_http(request)` → a `Response`, written with Content-Length (or
   chunked when the length is unknown); keep-alive unless the client or an error says otherwise.
 
