@@ -155,7 +155,8 @@ class App(Protocol):
     """What `serve` serves. Websocket upgrades to a path in `ws_paths` go to `handle_ws`;
     everything else (including a non-upgrade request to a ws path) goes to `handle_http`."""
 
-    ws_paths: Set[str]
+    @property
+    def ws_paths(self) -> Set[str]: ...
 
     async def handle_http(self, request: Request) -> Response: ...
 

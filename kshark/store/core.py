@@ -1085,12 +1085,12 @@ class Store:
                     if hit is None:
                         missed += 1
                     else:
-                        data = hit[1]
+                        cached = hit[1]
                         if room >= 0:
-                            if len(data) > room and items:
+                            if len(cached) > room and items:
                                 return items, missed
-                            room = max(0, room - len(data))
-                        items.append((s, data))
+                            room = max(0, room - len(cached))
+                        items.append((s, cached))
                     s += 1
                 break
             want = min(max(max_items - len(items), _READ_CHUNK_LINES), recent_low - s)
