@@ -328,6 +328,15 @@ class WorkerApp:
         # goes out untouched and is never even parsed.
         must_parse = bool(req.query.strip()) or not shaper.passthrough
         match = query.match
+        passthrough = shaper.passthrough
+
+        def render(data: bytes) -> str | None:
+            # A function, so that the parsed entry is let go before a send that may wait long.
+            entry = orjson.loads(data)
+            if not match(entry):
+                return None
+            return data.decode() if passthrough else shaper.render(entry)
+
         remaining = query.limit
         if remaining is not None and remaining <= 0:
             return True
@@ -360,13 +369,9 @@ class WorkerApp:
                 sent_before = client.sent
                 limit_seq = 0  # the seq at which limit(n) was reached, if it was
                 for seq, data in items:
-                    if must_parse:
-                        entry = orjson.loads(data)
-                        if not match(entry):
-                            continue
-                        text = data.decode() if shaper.passthrough else shaper.render(entry)
-                    else:
-                        text = data.decode()
+                    text = render(data) if must_parse else data.decode()
+                    if text is None:
+                        continue
                     texts.append(text)
                     text_bytes += len(text)
                     if remaining is not None:

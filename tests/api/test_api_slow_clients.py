@@ -5,6 +5,7 @@ from __future__ import annotations
 import tracemalloc
 
 import orjson
+import pytest
 import trio
 import trio.testing
 from api_support import RawWsClient, get, loads, start_worker_api, wait_until, write_entries
@@ -69,8 +70,9 @@ async def test_stalled_client_beside_a_fast_one(nursery, store):
         await stalled.aclose()
 
 
+@pytest.mark.parametrize("query", ["", "http"], ids=["everything", "filtered"])
 async def test_a_client_that_stops_reading_holds_its_byte_budget_with_entries_of_megabytes(
-    nursery, store
+    nursery, store, query
 ):
     # A run of small entries sizes the reads up to 64 entries; then come entries of 3 MB. A
     # batch counted in entries would take 64 of those (here: all 12, 36 MB) for a client
@@ -88,7 +90,7 @@ async def test_a_client_that_stops_reading_holds_its_byte_budget_with_entries_of
         tracemalloc.start(12)
         try:
             client = await RawWsClient.connect(api.port, "/api/wsFull", rcvbuf=4096)
-            await client.send_text("")
+            await client.send_text(query)  # a filter makes the server parse each entry
             await wait_until(lambda: len(api.app.clients) == 1)
             (state,) = api.app.clients.values()
             ids = [loads(await client.next_message())["id"] for _ in small]
