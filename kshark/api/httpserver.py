@@ -172,10 +172,11 @@ class PrefixedStream(trio.abc.Stream):
     the 101) are held until `release()`: wsproto drops anything it receives before the
     handshake is accepted, so they must reach it after `accept()`.
 
-    `aclose()` closes this wrapper only (later calls raise ClosedResourceError, as on a closed
-    socket); the socket itself is closed by the connection's task, which may first linger
-    (ServerLimits.ws_close_linger). trio-websocket closes its stream the moment a closing
-    handshake completes, which is too soon for some clients.
+    `aclose()` closes the socket, unless `keep_socket` was set (by ServerWebSocket, once a
+    closing handshake the server began has completed): then only this wrapper is closed (later
+    calls raise ClosedResourceError, as on a closed socket) and the connection's task closes the
+    socket after lingering (ServerLimits.ws_close_linger). trio-websocket closes its stream the
+    moment a closing handshake completes, which is too soon for some clients.
     """
 
     def __init__(self, stream: trio.abc.Stream, head: bytes, after: bytes = b"") -> None:
@@ -184,6 +185,7 @@ class PrefixedStream(trio.abc.Stream):
         self._after_pending = bool(after)
         self._released = trio.Event()
         self._closed = False
+        self.keep_socket = False
 
     def release(self) -> None:
         """The handshake is accepted: bytes after the head may be delivered now."""
@@ -215,7 +217,10 @@ class PrefixedStream(trio.abc.Stream):
 
     async def aclose(self) -> None:
         self._closed = True
-        await trio.lowlevel.checkpoint()
+        if self.keep_socket:
+            await trio.lowlevel.checkpoint()
+        else:
+            await self.transport_stream.aclose()
 
 
 class ServerWebSocket(WebSocketConnection):
@@ -227,8 +232,10 @@ class ServerWebSocket(WebSocketConnection):
       connection down before the client had read the end of its stream. RFC 6455 §5.5.2
       requires a pong only "unless it already received a Close frame"; once we sent ours,
       the client learns all it needs from it.
-    - `closed_by_server` records that our side began the closing handshake, so the server
-      knows to linger (ServerLimits.ws_close_linger).
+    - `closed_by_server` records that our side began the closing handshake. Once that
+      handshake completes, the socket is left open (PrefixedStream.keep_socket) for the
+      server to linger on (ServerLimits.ws_close_linger); every other end (the client closed
+      first, a protocol error, a timeout) closes it at once, as trio-websocket does.
     """
 
     closed_by_server = False
@@ -241,6 +248,16 @@ class ServerWebSocket(WebSocketConnection):
     async def _handle_ping_event(self, event: Ping) -> None:
         if self._wsproto.state == ConnectionState.OPEN:
             await super()._handle_ping_event(event)
+
+    async def _close_stream(self) -> None:
+        stream = self._stream
+        if (
+            self.closed_by_server
+            and self._wsproto.state == ConnectionState.CLOSED
+            and isinstance(stream, PrefixedStream)
+        ):
+            stream.keep_socket = True
+        await super()._close_stream()
 
 
 async def wrap_server_stream(
@@ -463,7 +480,7 @@ class _Server:
                 with trio.move_on_after(limits.ws_close_timeout):
                     await ws.aclose()
                 nursery.cancel_scope.cancel()
-        if ws.closed_by_server and limits.ws_close_linger > 0:
+        if replay.keep_socket and limits.ws_close_linger > 0:
             await _linger(stream, limits.ws_close_linger)
 
     async def _send_response(
