@@ -4,6 +4,7 @@ server closes (pings), and however its output is consumed (wscat into a pipe).""
 from __future__ import annotations
 
 import logging
+import select
 import shutil
 import subprocess
 
@@ -128,3 +129,40 @@ async def test_limit_piped_from_wscat_reaches_the_reader_whole(nursery, store) -
     assert lines[-1] == ""  # the output ends with a whole line
     assert [len(line) for line in lines[:-1]] == [len(entries_text(e)) for e in entries[:n]]
     assert [orjson_id(line) for line in lines[:-1]] == [e["id"] for e in entries[:n]]
+
+
+async def test_only_a_close_the_server_began_lingers(nursery, store) -> None:
+    from kshark.api.httpserver import ServerLimits
+
+    write_entries(store, [{"status": 200}] * 3)
+    limits = ServerLimits(ws_close_linger=600.0)
+    api = await start_worker_api(nursery, store, server_limits=limits)
+
+    async def closing_handshake(client: RawWsClient, *, client_first: bool) -> None:
+        if client_first:
+            await client.stream.send_all(client.ws.send(CloseConnection(code=1000)))
+        while True:
+            event = await client.next_event()
+            if isinstance(event, CloseConnection):
+                break
+        if not client_first:
+            await client.stream.send_all(client.ws.send(event.response()))
+
+    with trio.fail_after(20):
+        # The client closes first: the server closes the TCP connection right after.
+        leaving = await RawWsClient.connect(api.port, "/api/wsFull")
+        await leaving.send_text("")
+        await wait_until(lambda: len(api.app.clients) == 1)
+        await closing_handshake(leaving, client_first=True)
+        assert await leaving.stream.receive_some(1) == b""
+        await leaving.aclose()
+        # limit(1) ends the stream: the server began the close, so the connection stays open
+        # after the handshake (here for the test's 600 s), until the client goes.
+        limited = await RawWsClient.connect(api.port, "/api/wsFull")
+        await limited.send_text("limit(1)")
+        await closing_handshake(limited, client_first=False)
+        await wait_until(lambda: not api.app.clients)
+        await trio.testing.wait_all_tasks_blocked()
+        readable, _, _ = select.select([limited.stream.socket.fileno()], [], [], 0)
+        assert readable == [], "the server closed without lingering"
+        await limited.aclose()
