@@ -22,9 +22,6 @@ _SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECAS
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 # Sizes past this are typos, not budgets (8 EiB; also what fits an off_t).
 MAX_SIZE = (1 << 63) - 1
-# Visible ASCII: what survives a header (`Authorization: Bearer T`) and a query (`?token=T`)
-# byte for byte. Whitespace around a token would never match, and is always a copy-paste slip.
-_TOKEN_RE = re.compile(r"[\x21-\x7e]+")
 # A token file larger than this is not a token file.
 MAX_TOKEN_FILE = 4096
 
@@ -104,10 +101,10 @@ def _checked_token(text: str, source: str) -> str:
     prefix = f"{source}: " if source else ""
     if not text:
         raise argparse.ArgumentTypeError(f"{prefix}the token is empty")
-    if not _TOKEN_RE.fullmatch(text):
-        raise argparse.ArgumentTypeError(
-            f"{prefix}a token is visible ASCII without spaces (letters, digits, -._~+/=)"
-        )
+    # Whitespace in a token is a copy-paste slip (a header value's would be cut off, so it
+    # could never match), and control characters cannot travel in a header or a URL.
+    if not text.isprintable() or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(f"{prefix}a token has no spaces or control characters")
     return text
 
 
@@ -151,9 +148,9 @@ def _read_token_file(path: str) -> str:
     if len(data) > MAX_TOKEN_FILE:
         raise CliError(f"token file {path}: larger than {MAX_TOKEN_FILE} bytes")
     try:
-        text = data.decode("ascii")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise CliError(f"token file {path}: not ASCII text") from None
+        raise CliError(f"token file {path}: not UTF-8 text") from None
     return text.rstrip("\r\n")
 
 

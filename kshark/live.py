@@ -101,9 +101,13 @@ DEFAULT_BLOCK_TIMEOUT_MS = 10
 # Frames per channel send. Large enough to make the per-send cost negligible (~0.08 µs/frame at
 # 100 per batch), small enough that a consumer starts on a burst before the whole ring is read.
 BATCH_MAX = 1024
-# Suggested bound (in batches) for the memory channel given to `run`: with BATCH_MAX frames per
-# batch this caps what waits in memory at ~64k frames; past it whole batches are dropped and
-# counted as `our_drops` (the kernel path is never blocked).
+# A batch also ends once its frames reach this many bytes (passing it by at most one block):
+# with offloads on, frames are up to 64 KiB each, and BATCH_MAX of them would be 64 MiB.
+BATCH_BYTES_MAX = 1 << 20
+# Suggested bound (in batches) for the memory channel given to `run`: with BATCH_MAX frames and
+# BATCH_BYTES_MAX bytes per batch this caps what waits in memory at ~64k frames and ~80 MiB
+# (64 × (1 MiB + a 256 KiB block)); past it whole batches are dropped and counted as
+# `our_drops` (the kernel path is never blocked).
 CHANNEL_BATCHES = 64
 
 Frame = tuple[int, int, bytes]  # (ts_ns, linktype, frame)
@@ -319,9 +323,10 @@ class _Ring:
         c.kernel_drops += drops
         c.kernel_freezes += freezes
 
-    def read_ready_blocks(self, out: Batch, limit: int) -> int:
+    def read_ready_blocks(self, out: Batch, limit: int, max_bytes: int = 1 << 62) -> int:
         """Move frames of every user-owned block (from `cur` on) into `out`, returning each
-        block to the kernel, until no block is ready or `out` holds at least `limit` frames.
+        block to the kernel, until no block is ready, `out` holds at least `limit` frames, or
+        the frames read since the last `_send` (`pending_bytes`) reach `max_bytes`.
         Returns how many blocks were read."""
         mm = self.mm
         block_bytes = self.block_bytes
@@ -337,7 +342,8 @@ class _Ring:
         nbytes = 0
         dups = 0
         truncated = 0
-        while len(out) < limit:
+        budget = max_bytes - self.pending_bytes
+        while len(out) < limit and nbytes < budget:
             base = self.cur * block_bytes
             if not _BLOCK_STATUS.unpack_from(mm, base + _BLOCK_STATUS_OFF)[0] & TP_STATUS_USER:
                 break
@@ -417,6 +423,7 @@ class LiveCapture:
         block_bytes: int = DEFAULT_BLOCK_BYTES,
         block_timeout_ms: int = DEFAULT_BLOCK_TIMEOUT_MS,
         batch_max: int = BATCH_MAX,
+        batch_bytes: int = BATCH_BYTES_MAX,
     ) -> None:
         names = list(dict.fromkeys(interfaces))  # repeated --iface: capture once
         if not names:
@@ -436,6 +443,7 @@ class LiveCapture:
         self.block_bytes = block_bytes
         self.block_timeout_ms = block_timeout_ms
         self.batch_max = max(1, batch_max)
+        self.batch_bytes = max(1, batch_bytes)
         self._rings: list[_Ring] = []
         self._stopping = False
         self._closed_stats: dict[str, _Counters] = {}
@@ -544,8 +552,9 @@ class LiveCapture:
         """Capture until cancelled or `request_stop()`; opens first if needed.
 
         `task_status.started()` is called once every socket is bound and reading. Each ready
-        block run becomes one `send_nowait` of up to `batch_max` frames; if the channel is full
-        the batch is dropped and counted (`our_drops`): the capture never waits for the consumer.
+        block run becomes one `send_nowait` of up to `batch_max` frames and about `batch_bytes`
+        bytes; if the channel is full the batch is dropped and counted (`our_drops`): the
+        capture never waits for the consumer.
         On return (stop, cancellation or error) `send_channel` is closed and the sockets released
         (final counters stay readable via `stats()`). Pass a clone to share a channel.
         """
@@ -569,10 +578,11 @@ class LiveCapture:
 
     async def _capture_ring(self, ring: _Ring, send: trio.MemorySendChannel[Batch]) -> None:
         limit = self.batch_max
+        max_bytes = self.batch_bytes
         while True:
             batch: Batch = []
-            while ring.read_ready_blocks(batch, limit):
-                if len(batch) >= limit:
+            while ring.read_ready_blocks(batch, limit, max_bytes):
+                if len(batch) >= limit or ring.pending_bytes >= max_bytes:
                     if not self._send(ring, send, batch):
                         return
                     batch = []

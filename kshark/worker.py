@@ -35,7 +35,7 @@ from kshark.live import LiveCaptureError
 from kshark.store import PreparedBatch, Store, StoreError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Iterator
 
     import outcome
 
@@ -45,15 +45,29 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kshark.worker")
 
-# Frames fed to the pipeline between two store writes / Trio checkpoints during replay. Large
-# enough that the per-batch costs vanish, small enough that API clients are served every few ms.
+# Frames fed to the pipeline between two store writes during replay. Large enough that the
+# per-batch costs vanish, small enough that API clients are served every few ms.
 REPLAY_BATCH_FRAMES = 2048
-# Frames parsed between two Trio checkpoints within a replay batch (~2 ms of parsing).
-REPLAY_STEP_FRAMES = 256
+# Bytes of one store write batch (its entries' JSON and its pcap records). Once the batch being
+# built reaches it, it goes to the writer and the next one begins. Ordinary traffic never gets
+# near it (2048 frames make 1-3 MB); responses whose bodies decode to megabytes (gzip) reach it
+# within a few dozen frames, and would otherwise put hundreds of MB in one batch.
+WRITE_BATCH_BYTES = 8 << 20
+# Frames parsed in one step: between two Trio checkpoints in replay, and between two looks at
+# the size of the batch being built. At most STEP_FRAMES_MAX (~2 ms of parsing). The step adapts
+# to what frames make: after each step it is sized so that the next adds about
+# WRITE_BATCH_BYTES / STEP_SHARE (judged by the bytes per frame of this one), growing at most
+# twofold a step; the first step of a run is STEP_FRAMES_MIN. So a batch passes
+# WRITE_BATCH_BYTES by at most one step's worth, which is about an eighth of it unless the
+# traffic turns from light to heavy within one step.
+STEP_FRAMES_MAX = 256
+STEP_FRAMES_MIN = 16
+STEP_SHARE = 8
 # How often live capture lets idle connections expire when no packet arrives to move time on.
 LIVE_TICK_SECONDS = 1.0
 # Batches waiting for the StoreWriter besides the one it is writing. One keeps the parser busy
-# while a batch's files are written; more would only hold more memory (a batch is ~1-2 MB).
+# while a batch's files are written; more would only hold more memory (a batch is ~1-2 MB, at
+# most about WRITE_BATCH_BYTES). With the batch being built: three batches at most.
 WRITE_QUEUE_BATCHES = 1
 # The StoreWriter overlaps file I/O with parsing (helper process) only with at least this many
 # CPUs to run on; with one, the helper is pure overhead.
@@ -110,6 +124,8 @@ class Worker:
         self.packets = 0
         self.capture_warnings: list[str] = []
         self.live_stats: dict[str, int] = {}
+        # The StoreWriter's counters (StoreWriter.stats), kept by it while it runs.
+        self.writer_stats: dict[str, int] = {"batch_bytes_limit": WRITE_BATCH_BYTES}
         self.started = time.time()
 
     def flush(self) -> None:
@@ -122,11 +138,6 @@ class Worker:
     def feed(self, frames: Iterable[tuple[int, int, bytes]]) -> None:
         """Feed frames to the pipeline; what they produce waits in it (pipeline.pop_output)."""
         self.packets += self.pipeline.feed_many(frames)
-
-    def process(self, frames: Iterable[tuple[int, int, bytes]]) -> Output:
-        """Feed frames to the pipeline; what they produced, for the StoreWriter."""
-        self.packets += self.pipeline.feed_many(frames)
-        return self.pipeline.pop_output()
 
     def stats(self) -> dict[str, Any]:
         pipeline = self.pipeline.stats()
@@ -153,6 +164,7 @@ class Worker:
                 if self.resolver is not None
                 else {"enabled": False, "reason": self.cfg.resolve_off}
             ),
+            "writer": dict(self.writer_stats),
         }
 
     def summary_line(self) -> str:
@@ -202,12 +214,18 @@ def _local_ips() -> set[str]:
 class StoreWriter:
     """The writer task: stores pipeline batches with their file I/O off the Trio thread.
 
-    `Store.begin_write` (serialise, decide names) and `finish_write` (journal, wake readers,
-    retention) run here in the Trio thread; `PendingWrite.run_io` (the file system calls) runs
-    in a worker thread, which hands them to the store's I/O helper process. So the replay or
-    live loop parses batch N+1 on one core while batch N's files are created on the other.
-    Batches are written in the order they were put; `drain()` and `Worker.flush` write after
-    the last of them (the store finishes an outstanding write before beginning another).
+    `Store.begin_write` (decide names) and `finish_write` (journal, wake readers, retention)
+    run here in the Trio thread; `PendingWrite.run_io` (the file system calls) runs in a worker
+    thread, which hands them to the store's I/O helper process. So the replay or live loop
+    parses batch N+1 on one core while batch N's files are created on the other. Batches are
+    written in the order they were put; `drain()` and `Worker.flush` write after the last of
+    them (the store finishes an outstanding write before beginning another).
+
+    A batch is built step by step: `stage(out)` serialises what the pipeline produced into the
+    batch being built (entries to JSON, packets to pcap records: the part of a store write
+    that needs no store state) and says how large it now is, so the caller can hand it over
+    at WRITE_BATCH_BYTES; `put()` queues it. The serialising happens while the previous
+    batch's files are still being written, and the entry dicts are let go at once.
 
     The queue holds WRITE_QUEUE_BATCHES batches besides the one being written; `put` waits
     while it is fuller than that. A batch is queued before `put` waits, so a cancelled `put`
@@ -220,27 +238,57 @@ class StoreWriter:
     """
 
     def __init__(
-        self, store: Store, capacity: int = WRITE_QUEUE_BATCHES, overlap: bool | None = None
+        self,
+        store: Store,
+        capacity: int = WRITE_QUEUE_BATCHES,
+        overlap: bool | None = None,
+        stats: dict[str, int] | None = None,
     ) -> None:
         self.store = store
         self.capacity = capacity
         self.overlap = usable_cpus() >= OVERLAP_MIN_CPUS if overlap is None else overlap
         self._queue: deque[PreparedBatch] = deque()
+        self._building: PreparedBatch | None = None
         self._closed = False
         self._queued = trio.lowlevel.ParkingLot()  # the writer waits here for a batch
         self._taken = trio.lowlevel.ParkingLot()  # producers wait here for room
+        # Shown in /status ("writer"): batches put, the largest, the limit.
+        self.stats = stats if stats is not None else {}
+        for key in ("batches", "batch_bytes_max"):
+            self.stats.setdefault(key, 0)  # a writer after another (replay, then live) goes on
+        self.stats["batch_bytes_limit"] = WRITE_BATCH_BYTES
 
-    async def put(self, out: Output) -> None:
-        """Queue one batch (nothing is queued for an empty one); wait while the queue is over
-        capacity. Always a checkpoint, so API clients are served between batches.
-
-        The batch is prepared here (entries serialised, pcap records framed: the part of a
-        store write that needs no store state), while the previous batch's files are still
-        being written, so the writer has less to do between two batches' I/O."""
+    def stage(self, out: Output) -> int:
+        """Add what the pipeline produced to the batch being built (nothing for an empty
+        output); the bytes that batch holds now."""
         if out.entries or out.packets or out.closed_streams:
-            self._queue.append(self.store.prepare_write(out))
-            # The entry dicts are not needed once serialised: let them go before waiting.
-            del out
+            prepared = self.store.prepare_write(out)
+            del out  # the entry dicts are not needed once serialised
+            if self._building is None:
+                self._building = prepared
+            else:
+                self._building.extend(prepared)
+        return self.staged_bytes
+
+    @property
+    def staged_bytes(self) -> int:
+        """Bytes of the batch being built (0: none)."""
+        return self._building.nbytes if self._building is not None else 0
+
+    async def put(self, out: Output | None = None) -> None:
+        """Stage `out`, if given, and queue the batch being built (if any); wait while the
+        queue is over capacity. Always a checkpoint, so API clients are served between
+        batches."""
+        if out is not None:
+            self.stage(out)
+        batch, self._building = self._building, None
+        if batch is not None:
+            stats = self.stats
+            stats["batches"] += 1
+            if batch.nbytes > stats["batch_bytes_max"]:
+                stats["batch_bytes_max"] = batch.nbytes
+            self._queue.append(batch)
+            del batch
             self._queued.unpark_all()
             if len(self._queue) > self.capacity:
                 while len(self._queue) > self.capacity:
@@ -283,9 +331,44 @@ class StoreWriter:
                 store.finish_write(pending)
 
     def drain(self) -> None:
-        """Write what is still queued, in this thread (after `run` has ended, e.g. cancelled)."""
+        """Write what is still queued or being built, in this thread (after `run` has ended,
+        e.g. cancelled)."""
+        if self._building is not None:
+            self._queue.append(self._building)
+            self._building = None
         while self._queue:
             self.store.write(self._queue.popleft())
+
+
+class Feeder:
+    """Frames → the pipeline → the batch the StoreWriter is building, one step at a time.
+
+    `step(frames)` takes the next `size` frames of an iterator, feeds them to the pipeline (its
+    loop runs compiled: no Python step per frame) and stages what they produced; then sizes
+    the next step (STEP_FRAMES_MAX, STEP_SHARE), so that the caller, looking at the batch's
+    size after each step, keeps it near WRITE_BATCH_BYTES whatever the frames make.
+    """
+
+    def __init__(self, worker: Worker, writer: StoreWriter) -> None:
+        self.worker = worker
+        self.writer = writer
+        self.size = STEP_FRAMES_MIN
+
+    def step(self, frames: Iterator[tuple[int, int, bytes]]) -> int:
+        """Feed the next step of `frames`; how many there were (fewer than a step: the
+        iterator is exhausted)."""
+        # islice and list are C loops: no Python step per packet on the way in.
+        step = list(itertools.islice(frames, self.size))
+        if step:
+            self.worker.feed(step)
+        writer = self.writer
+        before = writer.staged_bytes
+        added = writer.stage(self.worker.pipeline.pop_output()) - before
+        if step:
+            target = WRITE_BATCH_BYTES // STEP_SHARE
+            fits = len(step) * target // added if added > 0 else STEP_FRAMES_MAX
+            self.size = max(1, min(STEP_FRAMES_MAX, fits, 2 * self.size))
+        return len(step)
 
 
 def usable_cpus() -> float:
@@ -337,7 +420,8 @@ async def _in_thread(fn: Callable[[], object]) -> None:
 
 
 async def _replay(worker: Worker, paths: list[str]) -> None:
-    writer = StoreWriter(worker.store)
+    writer = StoreWriter(worker.store, stats=worker.writer_stats)
+    feeder = Feeder(worker, writer)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(writer.run)
@@ -346,18 +430,19 @@ async def _replay(worker: Worker, paths: list[str]) -> None:
                 records = iter(cap)
                 more = True
                 while more:
-                    for _ in range(REPLAY_BATCH_FRAMES // REPLAY_STEP_FRAMES):
-                        # islice and list are C loops: no Python step per packet on the way in.
-                        step = list(itertools.islice(records, REPLAY_STEP_FRAMES))
-                        worker.feed(step)
-                        if len(step) < REPLAY_STEP_FRAMES:
+                    fed = 0
+                    while fed < REPLAY_BATCH_FRAMES and writer.staged_bytes < WRITE_BATCH_BYTES:
+                        size = feeder.size
+                        n = feeder.step(records)
+                        fed += n
+                        if n < size:
                             more = False
                             break
                         # Lets the writer start the next batch's I/O as soon as the last one's
                         # is done, instead of after this whole batch is parsed: the I/O helper
                         # then never waits for the parser, nor the parser for it.
                         await trio.lowlevel.checkpoint()
-                    await writer.put(worker.pipeline.pop_output())
+                    await writer.put()
                 for warning in cap.warnings:
                     log.warning("%s", warning)
                     worker.capture_warnings.append(warning)
@@ -373,7 +458,8 @@ async def _live(worker: Worker, cap: LiveCapture) -> None:
     # While the writer is behind, `put` waits, this loop stops taking batches from the capture,
     # and once CHANNEL_BATCHES are waiting the capture drops and counts (`our_drops`): the
     # bound on what may wait for the disk is the capture channel plus WRITE_QUEUE_BATCHES.
-    writer = StoreWriter(worker.store)
+    writer = StoreWriter(worker.store, stats=worker.writer_stats)
+    feeder = Feeder(worker, writer)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(cap.run, send)
@@ -388,7 +474,15 @@ async def _live(worker: Worker, cap: LiveCapture) -> None:
                             writer.close()
                             return
                     if batch is not None:
-                        await writer.put(worker.process(batch))
+                        frames = iter(batch)
+                        del batch
+                        while True:
+                            size = feeder.size
+                            if feeder.step(frames) < size:
+                                break
+                            if writer.staged_bytes >= WRITE_BATCH_BYTES:
+                                await writer.put()
+                        await writer.put()
                     else:
                         # A quiet link: packet time stands still, so let wall time expire idle
                         # connections.

@@ -10,8 +10,9 @@ Per connection (one Trio task each): read a request head (bounded by `ServerLimi
 timed by cancel scopes), check the optional token, then either
 
 - a websocket upgrade to one of `app.ws_paths`: replay the bytes already read through
-  `PrefixedStream` into trio-websocket's `wrap_server_stream`, accept, and run
-  `app.handle_ws(request, ws)` until it returns; or
+  `PrefixedStream` into a trio-websocket connection (`ServerWebSocket`), accept, and run
+  `app.handle_ws(request, ws)` until it returns; after a close the server began, linger a
+  moment before closing the socket (ServerLimits.ws_close_linger); or
 - anything else: `app.handle_http(request)` → a `Response`, written with Content-Length (or
   chunked when the length is unknown); keep-alive unless the client or an error says otherwise.
 
@@ -33,7 +34,10 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import orjson
 import trio
-from trio_websocket import WebSocketConnection, wrap_server_stream
+from trio_websocket import WebSocketConnection, WebSocketRequest
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import Ping
 
 from kshark import __version__
 from kshark.web.paths import is_public
@@ -86,6 +90,11 @@ class ServerLimits:
     max_connections: connections served at once. Past it: 503 and close, without reading.
     ws_handshake_timeout: seconds to finish the websocket opening handshake. Past it: close.
     ws_close_timeout: seconds to wait for the websocket closing handshake. Past it: close TCP.
+    ws_close_linger: seconds the TCP connection stays open after a closing handshake the
+        server began (the end of a `limit(n)` stream, a refused first frame). Clients such as
+        wscat exit the moment the TCP connection ends, dropping output they have not yet
+        written (to a pipe that is full, say); this gives them the time to write it. Whatever
+        the client sends meanwhile is read and discarded. 0: close at once.
     ws_max_message: largest client websocket message (the first frame is a query; later frames
         are ignored). Past it: trio-websocket closes with 1009.
     ws_message_queue: client messages trio-websocket buffers before it stops reading the socket.
@@ -99,6 +108,7 @@ class ServerLimits:
     max_connections: int = 1024
     ws_handshake_timeout: float = 10.0
     ws_close_timeout: float = 5.0
+    ws_close_linger: float = 1.0
     ws_max_message: int = 64 * 1024
     ws_message_queue: int = 4
 
@@ -153,7 +163,8 @@ class App(Protocol):
     """What `serve` serves. Websocket upgrades to a path in `ws_paths` go to `handle_ws`;
     everything else (including a non-upgrade request to a ws path) goes to `handle_http`."""
 
-    ws_paths: Set[str]
+    @property
+    def ws_paths(self) -> Set[str]: ...
 
     async def handle_http(self, request: Request) -> Response: ...
 
@@ -168,6 +179,12 @@ class PrefixedStream(trio.abc.Stream):
     Bytes that came after the head (a client that sends its first frame without waiting for
     the 101) are held until `release()`: wsproto drops anything it receives before the
     handshake is accepted, so they must reach it after `accept()`.
+
+    `aclose()` closes the socket, unless `keep_socket` was set (by ServerWebSocket, once a
+    closing handshake the server began has completed): then only this wrapper is closed (later
+    calls raise ClosedResourceError, as on a closed socket) and the connection's task closes the
+    socket after lingering (ServerLimits.ws_close_linger). trio-websocket closes its stream the
+    moment a closing handshake completes, which is too soon for some clients.
     """
 
     def __init__(self, stream: trio.abc.Stream, head: bytes, after: bytes = b"") -> None:
@@ -175,12 +192,16 @@ class PrefixedStream(trio.abc.Stream):
         self._pending = [part for part in (head, after) if part]
         self._after_pending = bool(after)
         self._released = trio.Event()
+        self._closed = False
+        self.keep_socket = False
 
     def release(self) -> None:
         """The handshake is accepted: bytes after the head may be delivered now."""
         self._released.set()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._closed:
+            raise trio.ClosedResourceError("the websocket's stream is closed")
         if self._pending:
             if self._after_pending and len(self._pending) == 1:
                 await self._released.wait()
@@ -195,13 +216,75 @@ class PrefixedStream(trio.abc.Stream):
         return await self.transport_stream.receive_some(max_bytes)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the websocket's stream is closed")
         await self.transport_stream.send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
         await self.transport_stream.wait_send_all_might_not_block()
 
     async def aclose(self) -> None:
-        await self.transport_stream.aclose()
+        self._closed = True
+        if self.keep_socket:
+            await trio.lowlevel.checkpoint()
+        else:
+            await self.transport_stream.aclose()
+
+
+class ServerWebSocket(WebSocketConnection):
+    """trio-websocket's server connection, with what a streaming server needs besides.
+
+    - A ping that arrives while our close frame is out (the closing handshake) is not
+      answered: wsproto refuses to send a pong in that state, and trio-websocket (0.12, its
+      issue #184) lets that error end the reader task, which logged a traceback and tore the
+      connection down before the client had read the end of its stream. RFC 6455 §5.5.2
+      requires a pong only "unless it already received a Close frame"; once we sent ours,
+      the client learns all it needs from it.
+    - `closed_by_server` records that our side began the closing handshake. Once that
+      handshake completes, the socket is left open (PrefixedStream.keep_socket) for the
+      server to linger on (ServerLimits.ws_close_linger); every other end (the client closed
+      first, a protocol error, a timeout) closes it at once, as trio-websocket does.
+    """
+
+    closed_by_server = False
+
+    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
+        if self._wsproto.state == ConnectionState.OPEN:
+            self.closed_by_server = True
+        await super().aclose(code, reason)
+
+    async def _handle_ping_event(self, event: Ping) -> None:
+        if self._wsproto.state == ConnectionState.OPEN:
+            await super()._handle_ping_event(event)
+
+    async def _close_stream(self) -> None:
+        stream = self._stream
+        if (
+            self.closed_by_server
+            and self._wsproto.state == ConnectionState.CLOSED
+            and isinstance(stream, PrefixedStream)
+        ):
+            stream.keep_socket = True
+        await super()._close_stream()
+
+
+async def wrap_server_stream(
+    nursery: trio.Nursery,
+    stream: trio.abc.Stream,
+    *,
+    message_queue_size: int,
+    max_message_size: int,
+) -> WebSocketRequest:
+    """trio_websocket.wrap_server_stream, making a ServerWebSocket (its four lines, with our
+    class: the library takes no connection class)."""
+    connection = ServerWebSocket(
+        stream,
+        WSConnection(ConnectionType.SERVER),
+        message_queue_size=message_queue_size,
+        max_message_size=max_message_size,
+    )
+    nursery.start_soon(connection._reader_task)
+    return await connection._get_request()
 
 
 class _HttpError(Exception):
@@ -377,8 +460,8 @@ class _Server:
         self, stream: trio.SocketStream, head: bytes, after: bytes, request: Request
     ) -> None:
         limits = self.limits
+        ws: ServerWebSocket | None = None
         async with trio.open_nursery() as nursery:
-            ws: WebSocketConnection | None = None
             replay = PrefixedStream(stream, head, after)
             with trio.move_on_after(limits.ws_handshake_timeout):
                 ws_request = await wrap_server_stream(
@@ -390,7 +473,9 @@ class _Server:
                 chosen = (
                     WS_SUBPROTOCOL if WS_SUBPROTOCOL in ws_request.proposed_subprotocols else None
                 )
-                ws = await ws_request.accept(subprotocol=chosen)
+                accepted = await ws_request.accept(subprotocol=chosen)
+                assert isinstance(accepted, ServerWebSocket)
+                ws = accepted
                 replay.release()
             if ws is None:
                 log.info("websocket handshake from %s did not complete", request.remote)
@@ -406,6 +491,8 @@ class _Server:
                 with trio.move_on_after(limits.ws_close_timeout):
                     await ws.aclose()
                 nursery.cancel_scope.cancel()
+        if replay.keep_socket and limits.ws_close_linger > 0:
+            await _linger(stream, limits.ws_close_linger)
 
     async def _send_response(
         self, stream: trio.abc.Stream, response: Response, request: Request | None, *, close: bool
@@ -475,6 +562,20 @@ class _Server:
             if aclose is not None:
                 with trio.CancelScope(shield=True):
                     await aclose()
+
+
+async def _linger(stream: trio.SocketStream, seconds: float) -> None:
+    """Keep a connection open for `seconds`, reading and discarding what the peer sends (data
+    left unread when a socket is closed makes the kernel reset the connection). The peer's
+    end of stream does not end the wait: wscat half-closes right after the closing handshake
+    and still exits only when we close."""
+    with trio.move_on_after(seconds):
+        try:
+            while await stream.receive_some(_RECV_CHUNK):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return  # reset by the peer: nothing left to wait for
+        await trio.sleep_forever()
 
 
 async def _read_head(stream: trio.abc.Stream, buf: bytearray, max_head: int) -> int | None:

@@ -96,13 +96,17 @@ SEND_CHUNK_BYTES = 256 * 1024
 class StreamLimits:
     """Per-client bounds on a streaming websocket.
 
-    batch_entries: most entries read from the store in one `read_after` call. What one client
-        holds in memory is one batch (plus its frames, sent in SEND_CHUNK_BYTES pieces),
-        whatever its pace.
-    batch_bytes: target size of one batch: each read asks for as many entries as fit, judged by
-        the previous batch's average entry size (the first read takes one). So a batch is about
-        batch_bytes, or one entry if entries are larger; at worst, right after a run of small
-        entries, batch_entries times the largest entry.
+    batch_entries: most entries read from the store in one `read_after` call.
+    batch_bytes: most bytes of entries in one batch: a read stops before the entry that would
+        pass it, unless that entry is the batch's first. So a batch is at most
+        max(batch_bytes, one entry). Each read also asks for only as many entries as should
+        fit, judged by the previous batch's average entry size (the first read takes one).
+
+    What one client costs in memory, whatever its pace (a client that never reads included):
+    its batch as read, and the piece of it being written, as text and as websocket frames (a
+    piece is SEND_CHUNK_BYTES, or one entry if larger). At most
+    3 × max(batch_bytes, largest entry) + 2 × SEND_CHUNK_BYTES; nothing is dropped to keep
+    it so: a client that does not read holds its batch and waits (`/status`: its `lag`).
     first_frame_timeout: seconds a new client has to send its query. Past it: error frame, 1008.
     ping_interval: a websocket ping goes out after this many seconds without a frame, so idle
         streams (quiet filters) survive proxies that cut silent connections (nginx: 60 s).
@@ -326,6 +330,15 @@ class WorkerApp:
         # goes out untouched and is never even parsed.
         must_parse = bool(req.query.strip()) or not shaper.passthrough
         match = query.match
+        passthrough = shaper.passthrough
+
+        def render(data: bytes) -> str | None:
+            # A function, so that the parsed entry is let go before a send that may wait long.
+            entry = orjson.loads(data)
+            if not match(entry):
+                return None
+            return data.decode() if passthrough else shaper.render(entry)
+
         remaining = query.limit
         if remaining is not None and remaining <= 0:
             return True
@@ -337,7 +350,7 @@ class WorkerApp:
         want = 1
         last_frame = trio.current_time()
         while True:
-            items, missed = store.read_after(client.seq, want)
+            items, missed = store.read_after(client.seq, want, limits.batch_bytes)
             # Items and missed together cover the seqs right after ours (Store.read_after), so
             # this is where the next read starts even when the batch ends in deleted entries.
             end = client.seq + len(items) + missed
@@ -363,13 +376,9 @@ class WorkerApp:
                         # Filtering a batch never holds the event loop long (kfl_thread).
                         await trio.lowlevel.checkpoint()
                         yield_at = time.perf_counter() + EVAL_SLICE_SECONDS
-                    if must_parse:
-                        entry = orjson.loads(data)
-                        if not match(entry):
-                            continue
-                        text = data.decode() if shaper.passthrough else shaper.render(entry)
-                    else:
-                        text = data.decode()
+                    text = render(data) if must_parse else data.decode()
+                    if text is None:
+                        continue
                     texts.append(text)
                     text_bytes += len(text)
                     if remaining is not None:

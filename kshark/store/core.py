@@ -160,10 +160,12 @@ class PreparedBatch:
 
     Made by `Store.prepare_write` (any thread, any time); `Store.begin_write` takes it instead
     of the batch and has only the decisions left (which stream, which file, duplicates across
-    batches, which buffers to write).
+    batches, which buffers to write). `nbytes` is what it holds (entry JSON and pcap records);
+    `extend` appends a later one, so a writer can serialise a batch step by step and see its
+    size as it grows.
     """
 
-    __slots__ = ("closed_streams", "entries", "invalid", "packets")
+    __slots__ = ("_names", "closed_streams", "entries", "invalid", "nbytes", "packets")
 
     def __init__(self, out: StoreOutput) -> None:
         # (entryFile, stream, index, JSON bytes) per valid entry, and why each other one is not
@@ -172,33 +174,59 @@ class PreparedBatch:
         # The packets as pcap records, per (stream, link type) in order of first appearance
         self.packets: list[RecordGroup] = []
         self.closed_streams = list(out.closed_streams)
+        self.nbytes = 0
+        self._names: set[str] = set()
         if out.entries:
-            parse = names.parse_entry_file
-            dumps = orjson.dumps
-            seen: set[str] = set()
-            for entry in out.entries:
-                name = entry.get("entryFile")
-                parsed = parse(name) if isinstance(name, str) else None
-                if parsed is None:
-                    self.invalid.append(f"entryFile {name!r} is not a valid entry file name")
-                    continue
-                assert isinstance(name, str)
-                if name in seen:
-                    self.invalid.append(f"{name} was already written; the duplicate is dropped")
-                    continue
-                try:
-                    data = dumps(entry, option=_SORT_KEYS)
-                except orjson.JSONEncodeError as exc:
-                    self.invalid.append(f"{name}: cannot be serialised ({exc})")
-                    continue
-                seen.add(name)
-                self.entries.append((name, parsed[0], parsed[1], data))
+            self._add_entries(out.entries)
         if out.packets:
             # Compiled with the packet side (capture/pcapwrite.py): no Python step per packet.
             packets = out.packets
             self.packets = group_records(
                 packets if type(packets) is list else list(packets), pcapfile.SNAPLEN
             )
+            for group in self.packets:
+                self.nbytes += group.size
+
+    def _add_entries(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        parse = names.parse_entry_file
+        dumps = orjson.dumps
+        seen = self._names
+        size = 0
+        for entry in entries:
+            name = entry.get("entryFile")
+            parsed = parse(name) if isinstance(name, str) else None
+            if parsed is None:
+                self.invalid.append(f"entryFile {name!r} is not a valid entry file name")
+                continue
+            assert isinstance(name, str)
+            if name in seen:
+                self.invalid.append(f"{name} was already written; the duplicate is dropped")
+                continue
+            try:
+                data = dumps(entry, option=_SORT_KEYS)
+            except orjson.JSONEncodeError as exc:
+                self.invalid.append(f"{name}: cannot be serialised ({exc})")
+                continue
+            seen.add(name)
+            size += len(data)
+            self.entries.append((name, parsed[0], parsed[1], data))
+        self.nbytes += size
+
+    def extend(self, later: PreparedBatch) -> None:
+        """Append a batch prepared from the pipeline's next output: the result is what one
+        batch made of both outputs, in order, would be."""
+        for entry in later.entries:
+            if entry[0] in self._names:
+                self.invalid.append(f"{entry[0]} was already written; the duplicate is dropped")
+                continue
+            self._names.add(entry[0])
+            self.entries.append(entry)
+            self.nbytes += len(entry[3])
+        self.invalid += later.invalid
+        self.packets += later.packets
+        self.closed_streams += later.closed_streams
+        for group in later.packets:
+            self.nbytes += group.size
 
 
 class Store:
@@ -1023,19 +1051,26 @@ class Store:
         """The seq of the newest entry (0: none yet). Seqs start at 1 and only grow."""
         return self._journal.last_seq
 
-    def read_after(self, seq: int, max_items: int) -> tuple[list[tuple[int, bytes]], int]:
+    def read_after(
+        self, seq: int, max_items: int, max_bytes: int | None = None
+    ) -> tuple[list[tuple[int, bytes]], int]:
         """Entries after `seq` in write order: ([(seq, entry JSON bytes)], missed).
 
         `missed` counts entries in the range walked whose files retention deleted; they are
         not returned. Items and missed together cover seq + 1 … seq + len(items) + missed
         exactly, so the caller's next cursor is `seq + len(items) + missed` (≥ the last item's
         seq). At most `max_items` items; any number of missed entries may be skipped.
+
+        With `max_bytes`, the items' bytes stay within it: the read stops before an entry that
+        would take the total past it, unless that entry is the first (a caller always gets an
+        entry when one is there). So what one read holds is at most max(max_bytes, one entry).
         """
         self._check_open()
         items: list[tuple[int, bytes]] = []
         missed = 0
         if max_items <= 0:
             return items, missed
+        room = max_bytes if max_bytes is not None else -1  # bytes left; -1: unbounded
         last = self._journal.last_seq
         s = max(seq, 0) + 1
         recent_low = self._recent_low
@@ -1050,7 +1085,12 @@ class Store:
                     if hit is None:
                         missed += 1
                     else:
-                        items.append((s, hit[1]))
+                        cached = hit[1]
+                        if room >= 0:
+                            if len(cached) > room and items:
+                                return items, missed
+                            room = max(0, room - len(cached))
+                        items.append((s, cached))
                     s += 1
                 break
             want = min(max(max_items - len(items), _READ_CHUNK_LINES), recent_low - s)
@@ -1073,6 +1113,11 @@ class Store:
                 if data is None:
                     missed += 1
                 else:
+                    if room >= 0:
+                        # Its size is known once read; read again by the next call.
+                        if len(data) > room and items:
+                            return items, missed
+                        room = max(0, room - len(data))
                     items.append((s, data))
                 s += 1
         return items, missed

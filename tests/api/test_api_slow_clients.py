@@ -5,7 +5,9 @@ from __future__ import annotations
 import tracemalloc
 
 import orjson
+import pytest
 import trio
+import trio.testing
 from api_support import RawWsClient, get, loads, start_worker_api, wait_until, write_entries
 from trio_websocket import open_websocket_url
 
@@ -66,6 +68,50 @@ async def test_stalled_client_beside_a_fast_one(nursery, store):
         ids = [loads(await stalled.next_message())["id"] for _ in range(total)]
         assert ids == received
         await stalled.aclose()
+
+
+@pytest.mark.parametrize("query", ["", "http"], ids=["everything", "filtered"])
+async def test_a_client_that_stops_reading_holds_its_byte_budget_with_entries_of_megabytes(
+    nursery, store, query
+):
+    # A run of small entries sizes the reads up to 64 entries; then come entries of 3 MB. A
+    # batch counted in entries would take 64 of those (here: all 12, 36 MB) for a client
+    # that has stopped reading; the budget is documented in bytes (StreamLimits).
+    from kshark.api.worker_app import SEND_CHUNK_BYTES
+
+    limits = StreamLimits()
+    small = write_entries(store, [{"body": b"s" * 1000}] * 200)
+    large = write_entries(store, [{"body": bytes([65 + i]) * 2_250_000} for i in range(12)])
+    largest = max(len(store.entry_bytes(int(e["stream"][:12]), 0)) for e in large)
+    assert largest > limits.batch_bytes
+    budget = 3 * max(limits.batch_bytes, largest) + 2 * SEND_CHUNK_BYTES
+    api = await start_worker_api(nursery, store, limits=limits)
+    with trio.fail_after(60):
+        tracemalloc.start(12)
+        try:
+            client = await RawWsClient.connect(api.port, "/api/wsFull", rcvbuf=4096)
+            await client.send_text(query)  # a filter makes the server parse each entry
+            await wait_until(lambda: len(api.app.clients) == 1)
+            (state,) = api.app.clients.values()
+            ids = [loads(await client.next_message())["id"] for _ in small]
+            assert ids == [e["id"] for e in small]
+            # The client reads no more: the stream blocks in its send, holding what it holds.
+            await wait_until(lambda: state.buffered_bytes >= largest)
+            await trio.testing.wait_all_tasks_blocked()
+            snapshot = tracemalloc.take_snapshot()
+        finally:
+            tracemalloc.stop()
+    held = sum(
+        stat.size
+        for stat in snapshot.filter_traces(
+            [tracemalloc.Filter(True, "*kshark/api/worker_app.py", all_frames=True)]
+        ).statistics("filename")
+    )
+    assert state.buffered_bytes <= max(limits.batch_bytes, largest)
+    assert held <= budget, (held, budget)
+    status = loads((await get(api.port, "/status")).body)
+    assert status["clients"][0]["buffered_bytes"] == state.buffered_bytes
+    await client.aclose()
 
 
 async def test_retention_past_a_slow_client_is_counted_and_told_to_json_clients(tmp_path, nursery):
@@ -171,12 +217,17 @@ class ScriptedStore:
         self._event.set()
         self._event = trio.Event()
 
-    def read_after(self, seq: int, max_items: int) -> tuple[list[tuple[int, bytes]], int]:
-        items, missed, s = [], 0, seq + 1
+    def read_after(
+        self, seq: int, max_items: int, max_bytes: int | None = None
+    ) -> tuple[list[tuple[int, bytes]], int]:
+        items, missed, s, size = [], 0, seq + 1, 0
         while s <= self.last_seq and len(items) < max_items:
             if s in self.deleted:
                 missed += 1
             else:
+                size += len(self.data[s])
+                if items and max_bytes is not None and size > max_bytes:
+                    break
                 items.append((s, self.data[s]))
             s += 1
         return items, missed

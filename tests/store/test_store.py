@@ -415,6 +415,40 @@ def test_read_after_returns_history_in_write_order(
         assert store.read_after(0, 100) == (list(enumerate(written, start=1)), 0)
 
 
+@pytest.mark.parametrize("where", ["cache", "files"])
+def test_read_after_keeps_a_batch_within_max_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    # Small entries, then large ones: a batch counted in entries alone would take 64 of the
+    # large ones at once. With max_bytes it stops before the entry that would pass the bound;
+    # a first entry larger than the bound comes alone.
+    if where == "files":
+        monkeypatch.setattr(store_core, "RECENT_ENTRIES_MAX", 1)
+    sizes = [10, 10, 10, 3000, 3000, 3000, 10, 10]
+    written: list[bytes] = []
+    with Store(tmp_path) as store:
+        for n in sizes:
+            entry = make_entry(store.allocate_stream(), 0, body="b" * n)
+            store.write(Out([entry], [], []))
+            written.append(orjson.dumps(entry, option=orjson.OPT_SORT_KEYS))
+        small, large = len(written[0]), len(written[3])
+        bound = 3 * small + 100
+        assert bound < large
+        cursor, pages = 0, []
+        while True:
+            items, missed = store.read_after(cursor, 64, max_bytes=bound)
+            assert missed == 0
+            if not items:
+                break
+            assert [data for _, data in items] == written[cursor : cursor + len(items)]
+            assert len(items) == 1 or sum(len(d) for _, d in items) <= bound
+            pages.append([seq for seq, _ in items])
+            cursor += len(items)
+        assert pages == [[1, 2, 3], [4], [5], [6], [7, 8]]
+        # A bound of 0 still makes progress, one entry at a time.
+        assert [len(store.read_after(seq, 64, max_bytes=0)[0]) for seq in range(8)] == [1] * 8
+
+
 def test_seq_of_id_accepts_every_id_form(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store_journal, "SEGMENT_LINES", 4)
     with Store(tmp_path) as store:

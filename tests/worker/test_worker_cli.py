@@ -521,12 +521,18 @@ def world_writable_dir() -> Iterator[Path]:
 @pytest.mark.parametrize(
     "drop_privilege",
     [
-        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"],
+        # An ordinary user. It keeps CAP_DAC_READ_SEARCH (read and search any file, nothing
+        # else) so that it can run the checkout's venv wherever the clone lives: root's home
+        # and fresh temp directories are 0700, and `nobody` could not even start python there.
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+         "--inh-caps=-all,+dac_read_search", "--ambient-caps=+dac_read_search"],
         # still root, but without CAP_NET_RAW (as in a locked-down container)
         ["setpriv", "--bounding-set=-net_raw", "--inh-caps=-net_raw"],
+        # root with no capability at all
+        ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--ambient-caps=-all"],
     ],
-    ids=["nobody", "root-without-cap-net-raw"],
-)
+    ids=["nobody", "root-without-cap-net-raw", "root-without-capabilities"],
+)  # fmt: skip
 def test_live_start_without_privilege_is_refused_in_one_line(
     pair: nh.Pair, world_writable_dir: Path, drop_privilege: list[str]
 ) -> None:

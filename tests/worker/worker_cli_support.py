@@ -191,13 +191,15 @@ class ServingWorker:
         result: dict[str, Any] = json.loads(body)
         return result
 
-    def wait_for_entries(self, n: int, status: Any = None) -> dict[str, Any]:
-        """Poll /status (or `status()`) until the worker reports `n` entries written."""
+    def wait_for_entries(self, n: int, status: Any = None, written: bool = False) -> dict[str, Any]:
+        """Poll /status (or `status()`) until the worker reports `n` entries made (`written`:
+        and stored, journaled for readers)."""
         fetch = status or self.status
         deadline = time.monotonic() + STEP_TIMEOUT_S
         while True:
             st: dict[str, Any] = fetch()
-            if st.get("entries", 0) >= n:
+            made = st.get("entries", 0) >= n
+            if made and (not written or st["store"]["entries_written"] >= n):
                 return st
             assert time.monotonic() < deadline, f"only {st.get('entries')} of {n} entries: {st}"
             time.sleep(0.05)
