@@ -2,7 +2,7 @@
 
 Hand-written ``struct`` decoding, on purpose: dpkt's object decode of Ethernet/IP/TCP costs about
 10 µs per packet and scapy's about 150 µs, while precompiled ``struct.Struct.unpack_from`` over
-the frame costs about 1 µs (measured in /work/shared/reference/perf-baseline.md). Decode runs once
+the frame costs about 1 µs (measured in ../shared/reference/perf-baseline.md). Decode runs once
 per captured packet, so it is the second-hottest loop after the capture reader. The shape
 follows from that: one method, a fast path for the common Ethernet → IPv4 → TCP frame with no
 helper calls, integer comparisons instead of dict dispatch, and ``tuple.__new__`` to build the

@@ -327,11 +327,15 @@ class Pipeline:
         append = self._out.entries.append
         index = conn.index
         for ex in exchanges:
-            append(build(ex, index))
+            entry = build(ex, index)
+            append(entry)
             index += 1
-            if ex.error is not None:
+            # The entry's error, not the exchange's: building it can add one (content that
+            # could not be decoded), and every entry a user sees with `error` set counts.
+            error = entry["error"]
+            if error is not None:
                 self.counters["entries_with_error"] += 1
-                kind = ex.error[0]
+                kind = error["type"]
                 self.errors_by_type[kind] = self.errors_by_type.get(kind, 0) + 1
         conn.index = index
         self.counters["entries"] += len(exchanges)
