@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 from capture.content import decode_body
+from capture.segment import TS_MAX_NS, TS_MIN_NS
 
 if TYPE_CHECKING:
     from capture.http1 import Exchange
@@ -272,8 +273,16 @@ _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _last_second = [-1, ""]
 
 
+# The instants RFC 3339 (four-digit years) and Python's date can write: 0001-01-01T00:00:00Z to
+# 9999-12-31T23:59:59.999999999Z. Outside them the nearer one is written, never an exception.
+_RFC3339_MIN_NS = (date(1, 1, 1).toordinal() - _EPOCH_ORDINAL) * 86400 * 1_000_000_000
+_RFC3339_MAX_NS = (date(9999, 12, 31).toordinal() - _EPOCH_ORDINAL + 1) * 86400 * 1_000_000_000 - 1
+
+
 def rfc3339_ns(ts_ns: int) -> str:
     """RFC 3339 UTC with nanoseconds, always 9 fractional digits: 2023-12-19T20:51:07.482113205Z."""
+    if not _RFC3339_MIN_NS <= ts_ns <= _RFC3339_MAX_NS:
+        ts_ns = _RFC3339_MIN_NS if ts_ns < 0 else _RFC3339_MAX_NS
     sec = ts_ns // 1_000_000_000
     cached = _last_second
     if sec != cached[0]:
@@ -437,6 +446,7 @@ class EntryBuilder:
                 if problem is not None:
                     problems = [f"request content not decoded: {problem}"]
 
+        rts_ns = 1  # the response's time, when there is one (checked below with the request's)
         if resp is None:
             entry["response"] = {}
             entry["responseSize"] = 0
@@ -487,6 +497,8 @@ class EntryBuilder:
             entry["error"] = {"type": err[0], "msg": err[1]}
         elif problems is not None:
             entry["error"] = {"type": "dissection", "msg": "; ".join(problems)}
+        if not TS_MIN_NS < ts_ns < TS_MAX_NS or not TS_MIN_NS < rts_ns < TS_MAX_NS:
+            self._flag_time(entry)
         entry["dst"] = self._dst.copy()  # each entry its own: consumers may annotate src/dst
         entry["elapsedTime"] = elapsed
         entry["entryFile"] = f"{self._file_prefix}{index}_entry.json"
@@ -497,6 +509,19 @@ class EntryBuilder:
         entry["startTime"] = rfc3339_ns(ts_ns)
         entry["timestamp"] = ts_ns // 1_000_000
         return entry
+
+    @staticmethod
+    def _flag_time(entry: dict[str, Any]) -> None:
+        """The entry's request or response time sits on a bound of what can be represented:
+        one the pipeline clamped (a damaged capture's time; `timestamps_clamped` counts them),
+        or a capture that has no real times (0 is the epoch). Said in `error`, so a user sees
+        that `timestamp`/`startTime`/`elapsedTime` are not measurements."""
+        note = "capture time out of range, clamped to 1970-01-01T00:00:00Z..2106-02-07T06:28:15Z"
+        error = entry["error"]
+        if error is None:
+            entry["error"] = {"type": "dissection", "msg": note}
+        else:
+            error["msg"] = f"{error['msg']}; {note}"
 
 
 def build_entry(

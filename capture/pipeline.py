@@ -24,6 +24,7 @@ from capture.decode import Decoder
 from capture.entries import EntryBuilder, Identity
 from capture.http1 import HttpConnection, HttpLimits
 from capture.reassembly import Closed, Data, Gap, Opened, Reassembler, ReassemblyLimits
+from capture.segment import TS_MAX_NS, TS_MIN_NS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -104,6 +105,7 @@ class Pipeline:
             "entries": 0,
             "entries_with_error": 0,
             "held_packets_discarded": 0,
+            "timestamps_clamped": 0,
         }
         self.errors_by_type: dict[str, int] = {}
 
@@ -111,6 +113,8 @@ class Pipeline:
 
     def feed(self, ts_ns: int, linktype: int, frame: bytes) -> None:
         """One captured frame."""
+        if ts_ns < TS_MIN_NS or ts_ns > TS_MAX_NS:
+            ts_ns = self._clamp_time(ts_ns)
         seg = self._decode(ts_ns, linktype, frame)
         if seg is None:
             return
@@ -147,10 +151,19 @@ class Pipeline:
                         self._out.packets.append((stream, ts_ns, linktype, frame))
         elif self.reassembler.events:
             self._drain_events()
-        if ts_ns >= self._next_expire_ns:
+        # (a clamped time is no clock: one damaged record must not time out every connection)
+        if ts_ns >= self._next_expire_ns and ts_ns != TS_MAX_NS:
             self._next_expire_ns = ts_ns + self.limits.expire_every_ns
             self.reassembler.expire(ts_ns)
             self._drain_events()
+
+    def _clamp_time(self, ts_ns: int) -> int:
+        """A packet time no pcap record can hold (before 1970, after 2106: a damaged capture, a
+        negative pcapng if_tsoffset, a 64-bit time near its maximum) becomes the nearer bound,
+        counted in `timestamps_clamped`; entries whose times sit on a bound are flagged
+        (capture/entries.py). Everything downstream then works with times it can represent."""
+        self.counters["timestamps_clamped"] += 1
+        return TS_MIN_NS if ts_ns < TS_MIN_NS else TS_MAX_NS
 
     def feed_many(self, frames: Iterable[tuple[int, int, bytes]]) -> int:
         """`feed` each (timestamp ns, link type, frame) in turn; how many there were. The loop

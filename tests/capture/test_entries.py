@@ -354,6 +354,21 @@ def test_timestamps() -> None:
     assert rfc3339_ns(951782400_000000001) == "2000-02-29T00:00:00.000000001Z"
 
 
+@pytest.mark.parametrize(
+    ("ts_ns", "text"),
+    [
+        (-1, "1969-12-31T23:59:59.999999999Z"),
+        (-(1 << 70), "0001-01-01T00:00:00.000000000Z"),
+        ((1 << 64) * 1_000_000_000, "9999-12-31T23:59:59.999999999Z"),
+        (253402300799_999999999, "9999-12-31T23:59:59.999999999Z"),
+    ],
+)
+def test_rfc3339_ns_never_raises_and_clamps_to_the_years_it_can_write(
+    ts_ns: int, text: str
+) -> None:
+    assert rfc3339_ns(ts_ns) == text
+
+
 def test_summary_form() -> None:
     full = entry(Exchange(request('/say"hi"\\'), response(404), None))
     full["src"]["pod"] = {

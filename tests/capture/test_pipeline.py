@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from flows import TcpFlow, run
+import pytest
+from flows import T0, TcpFlow, run
+
+from capture.pcapwrite import group_records
 
 
 def exchange(flow: TcpFlow, request: bytes, response: bytes) -> None:
@@ -41,3 +44,62 @@ def test_every_entry_with_an_error_is_counted_also_undecodable_content() -> None
     assert stats["entries"] == 3
     assert stats["entries_with_error"] == 1 == sum(1 for e in errors if e is not None)
     assert stats["errors_dissection"] == 1
+
+
+S = 1_000_000_000
+TS_MAX = 0xFFFFFFFF * S + 999_999_999  # the last nanosecond a pcap record holds (2106)
+
+
+def conversation(ts: int, n: int = 2) -> TcpFlow:
+    flow = TcpFlow(ts=ts)
+    flow.handshake()
+    for i in range(n):
+        exchange(
+            flow,
+            b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % i,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        )
+    flow.close()
+    return flow
+
+
+@pytest.mark.parametrize(
+    ("start", "bound"),
+    [
+        (0xFFFFFFFF * S + 999_000_000, TS_MAX),  # pcap ts_sec = 0xFFFFFFFF, then past it
+        ((1 << 64) * S, TS_MAX),  # pcapng 64-bit units in seconds (if_tsresol 0)
+        (-3_600 * S, 0),  # a negative if_tsoffset
+        (-(1 << 80), 0),
+    ],
+)
+def test_out_of_range_times_are_clamped_counted_and_flagged(start: int, bound: int) -> None:
+    flow = conversation(start)
+    out, pipeline = run(flow.frames)
+    outside = sum(1 for ts, _, _ in flow.frames if not 0 <= ts <= TS_MAX)
+    assert outside > 0
+    assert pipeline.stats()["timestamps_clamped"] == outside
+    assert [e["request"]["path"] for e in out.entries] == ["/0", "/1"]
+    for e in out.entries:
+        assert e["timestamp"] == bound // 1_000_000
+        assert (
+            e["error"]["type"] == "dissection" and "capture time out of range" in e["error"]["msg"]
+        )
+        assert e["response"]["status"] == 200
+    # what the store does with the packets: pcap records, no exception
+    groups = group_records(out.packets, 262144)
+    assert sum(g.count for g in groups) == len(out.packets) == len(flow.frames)
+
+
+def test_one_damaged_time_does_not_end_the_other_connections() -> None:
+    """A single record dated 2106 in an ordinary capture is no clock: connections that are
+    still open are not timed out by it, and only its own entry (none here: a pure ACK) is
+    flagged."""
+    flow = conversation(T0, n=1)
+    frames = list(flow.frames)
+    # the server's ACK of the request, repeated with an impossible time, before the response
+    _, lt, frame = frames[4]
+    frames.insert(5, (0xFFFFFFFF * S + 5 * S, lt, frame))
+    out, pipeline = run(frames)
+    assert pipeline.stats()["timestamps_clamped"] == 1
+    assert [e["error"] for e in out.entries] == [None]
+    assert pipeline.stats()["tcp_closed_timeout"] == 0
