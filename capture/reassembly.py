@@ -27,9 +27,13 @@ Policies, and why:
   already and are dropped (``retrans_bytes``). Out-of-order pieces are kept non-overlapping: a
   new segment only fills the holes between what is buffered (``overlap_bytes`` counts the rest).
 * **In-order data is delivered at once**, one ``Data`` per segment holding the segment's own
-  ``payload`` object (no copy). When a segment fills a hole, it and every buffered piece that is
-  now contiguous leave as one joined ``Data``. Its ``ts_ns`` is the time of the packet that made
-  the bytes deliverable. No zero-length ``Data`` is ever emitted.
+  ``payload`` object (no copy). When a segment fills a hole (or a hole is given up as a gap),
+  it and every buffered piece that is now contiguous leave in stream order, each piece (joined
+  with its neighbours when they came in the same packet) with the ``ts_ns`` of the packet that
+  brought its bytes: ENTRY.md times an entry by the capture of its first byte, and the moment
+  a hole is given up can be minutes later (a one-direction capture has no ACK to reveal a
+  loss; the hole waits for a buffer limit or the connection's end). No zero-length ``Data``
+  is ever emitted.
 * **Gaps.** Lost bytes become one ``Gap(length)`` before the bytes that follow them, when
   (a) the other direction ACKs past the next byte we expect (it received bytes the capture lost),
   (b) a buffer limit is hit (below), or (c) the connection ends (FIN both ways via (a), RST,
@@ -328,6 +332,7 @@ class _Conn:
 # direction its own lists (``_take`` and ``_trim_buffer_to`` only run with bytes buffered).
 _NO_SEQS: list[int] = []
 _NO_DATA: list[bytes] = []
+_NO_TIMES: list[int] = []
 
 
 class _Half:
@@ -346,7 +351,8 @@ class _Half:
         "fin_done",  # every byte before the FIN was delivered/gapped, FIN consumed
         "probe",  # start guessed from a bare segment without SYN (maybe a keep-alive), else -1
         "bseq",  # out-of-order pieces: sequence numbers, sorted by distance from nxt ...
-        "bdat",  # ... and their bytes; never overlapping, all strictly after nxt
+        "bdat",  # ... and their bytes; never overlapping, all strictly after nxt ...
+        "btim",  # ... and the capture time of the packet each piece came in
         "bufn",  # bytes in bdat
         "bsince",  # packet time at which bdat became non-empty (oldest-first flushing)
     )
@@ -364,6 +370,7 @@ class _Half:
         # shared empty lists until the first out-of-order piece (most directions never buffer)
         self.bseq: list[int] = _NO_SEQS
         self.bdat: list[bytes] = _NO_DATA
+        self.btim: list[int] = _NO_TIMES
         self.bufn = 0
         self.bsince = 0
         self.peer: _Half
@@ -628,7 +635,7 @@ class Reassembler:
         else:
             self._insert(h, seq, payload, ts)
             if r == 0:
-                self._drain(h, ts)
+                self._drain(h)
             else:
                 st.out_of_order += 1
             self._enforce_limits(h, ts)
@@ -658,8 +665,10 @@ class Reassembler:
         if not h.bufn:
             h.bseq = []
             h.bdat = []
+            h.btim = []
         bseq = h.bseq
         bdat = h.bdat
+        btim = h.btim
 
         def rel(s: int) -> int:
             return (s - nxt) & _MASK
@@ -683,6 +692,7 @@ class Reassembler:
                         piece = payload[start - r : ns - r]
                         bseq.insert(i, (nxt + start) & _MASK)
                         bdat.insert(i, piece)
+                        btim.insert(i, ts)
                         added += len(piece)
                         i += 1
                     ne = ns + len(bdat[i])
@@ -693,6 +703,7 @@ class Reassembler:
             piece = payload if start == r else payload[start - r :]
             bseq.insert(i, (nxt + start) & _MASK)
             bdat.insert(i, piece)
+            btim.insert(i, ts)
             added += len(piece)
             break
         st = self.stats
@@ -706,20 +717,23 @@ class Reassembler:
             if st.buffered_bytes > st.buffered_peak:
                 st.buffered_peak = st.buffered_bytes
 
-    def _take(self, h: _Half, k: int) -> list[bytes]:
-        """Remove the first ``k`` buffered pieces and return their bytes."""
+    def _take(self, h: _Half, k: int) -> tuple[list[bytes], list[int]]:
+        """Remove the first ``k`` buffered pieces; return their bytes and capture times."""
         chunks = h.bdat[:k]
+        times = h.btim[:k]
         del h.bseq[:k]
         del h.bdat[:k]
+        del h.btim[:k]
         size = sum(map(len, chunks))
         h.bufn -= size
         self.stats.buffered_bytes -= size
         if not h.bufn:
             del self._buffering[h]
-        return chunks
+        return chunks, times
 
-    def _drain(self, h: _Half, ts: int) -> None:
-        """Deliver the buffered pieces contiguous with nxt, as one Data."""
+    def _drain(self, h: _Half) -> None:
+        """Deliver the buffered pieces contiguous with nxt: one Data per run of pieces that
+        came in the same packet, with that packet's time (see "In-order data")."""
         bseq = h.bseq
         bdat = h.bdat
         nxt = h.nxt
@@ -729,10 +743,15 @@ class Reassembler:
             nxt = (nxt + len(bdat[k])) & _MASK
             k += 1
         if k:
-            chunks = self._take(h, k)
+            chunks, times = self._take(h, k)
             h.nxt = nxt
-            data = chunks[0] if k == 1 else b"".join(chunks)
-            self.events.append(_new_data(h.cid, h.side, data, ts))
+            events = self.events
+            start = 0
+            for j in range(1, k + 1):
+                if j == k or times[j] != times[start]:
+                    data = chunks[start] if j - start == 1 else b"".join(chunks[start:j])
+                    events.append(_new_data(h.cid, h.side, data, times[start]))
+                    start = j
         self._fin_check(h)
 
     def _trim_buffer_to(self, h: _Half, limit: int) -> None:
@@ -757,6 +776,7 @@ class Reassembler:
             break
         del bseq[k:]
         del bdat[k:]
+        del h.btim[k:]
         if dropped:
             self.stats.after_fin_bytes += dropped
             h.bufn -= dropped
@@ -775,7 +795,7 @@ class Reassembler:
         first = h.bseq[0]
         self._gap(h, (first - h.nxt) & _MASK, ts)
         h.nxt = first
-        self._drain(h, ts)
+        self._drain(h)
 
     def _skip_to(self, h: _Half, target: int, ts: int) -> None:
         """Advance ``h`` to ``target``: holes become gaps, buffered bytes on the way are
@@ -790,7 +810,7 @@ class Reassembler:
                 if r <= t:
                     self._gap(h, r, ts)
                     h.nxt = first
-                    self._drain(h, ts)
+                    self._drain(h)
                     continue
             self._gap(h, t, ts)
             h.nxt = target
