@@ -540,3 +540,40 @@ class Decoder:
         return _new_segment(
             Segment, (ts_ns, family, src, dst, sport, dport, seq, ack, flags, frame[data:end])
         )
+
+
+def tcp_options(linktype: int, frame: bytes) -> bytes:
+    """The TCP options of a frame's segment (b"" when it has none, or when the frame is not a
+    plain link / IPv4 or IPv6 / TCP one: tunnels, fragments and IPv6 extension headers are not
+    followed). Decode leaves options out of `Segment` to stay cheap; the pipeline asks for them
+    only while the reassembler waits for a peer's SACK (capture/reassembly.py, "Keep-alives")."""
+    try:
+        if linktype in (1, 113, 276):
+            # where the EtherType is, and where what it names starts (as in Decoder._ether)
+            type_at, off = (12, 14) if linktype == 1 else (14, 16) if linktype == 113 else (0, 20)
+            etype = _U16(frame, type_at)[0]
+            while etype in _VLAN_TPIDS:
+                etype = _U16(frame, off + 2)[0]
+                off += 4
+        elif linktype in (101, 12, 14, 228, 229):
+            etype, off = (_ETH_IPV6 if frame[0] >> 4 == 6 else _ETH_IPV4), 0
+        elif linktype in (0, 108):
+            etype, off = (
+                (_ETH_IPV4 if frame[0] == _AF_INET or frame[3] == _AF_INET else _ETH_IPV6),
+                4,
+            )
+        else:
+            return b""
+        if etype == _ETH_IPV4:
+            if frame[off + 9] != _PROTO_TCP:
+                return b""
+            off += (frame[off] & 0x0F) << 2
+        elif etype == _ETH_IPV6:
+            if frame[off + 6] != _PROTO_TCP:
+                return b""
+            off += 40
+        else:
+            return b""
+        return frame[off + 20 : off + ((frame[off + 12] >> 4) << 2)]
+    except IndexError:
+        return b""

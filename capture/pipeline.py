@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from capture.decode import Decoder
+from capture.decode import Decoder, tcp_options
 from capture.entries import EntryBuilder, Identity
 from capture.http1 import HttpConnection, HttpLimits
 from capture.reassembly import Closed, Data, Gap, Opened, Reassembler, ReassemblyLimits
@@ -118,6 +118,8 @@ class Pipeline:
         seg = self._decode(ts_ns, linktype, frame)
         if seg is None:
             return
+        if self.reassembler.probing:  # a stream began with one byte: maybe a keep-alive
+            self.reassembler.tcp_options = tcp_options(linktype, frame)
         if self.decoder.reassembled:  # made from IP fragments: rare, see _feed_reassembled
             self._feed_reassembled(seg, linktype)
             return

@@ -20,6 +20,18 @@ Policies, and why:
   bytes it still expects begin). Bytes before the start are taken as retransmissions. If that
   first segment was bare and the peer then ACKs exactly one byte more, it was a TCP keep-alive
   probe (sent at SND.NXT - 1) and the start moves up by one without a gap.
+* **Keep-alives of one byte** (Windows and BSD stacks send one stale byte at SND.NXT - 1).
+  Inside a stream they are retransmissions like any other. As the first segment of a direction
+  seen without its SYN they would be taken for data (a mid-connection capture of a long-lived
+  connection then reads "\0GET ..."), so such a one-byte segment is held back (``probing``
+  counts the directions holding one) until the peer answers: an ACK carrying a D-SACK of
+  exactly that byte (RFC 2883: a SACK block below the cumulative ACK reports a duplicate) makes
+  it a keep-alive, dropped and counted in ``keepalives``; this is Wireshark's rule (one byte,
+  one below the next expected sequence number), the peer's ACK telling what "next" is. Any
+  other answer, more data from that side, its FIN or the connection's end delivers the byte as
+  the data it then is. The SACK blocks come from the caller: while ``probing`` it sets
+  ``tcp_options`` to the options of each segment before ``feed`` (the pipeline does; a Segment
+  carries no options, to keep decode cheap).
 * **All sequence arithmetic is mod 2**32**: ``(a - b) & 0xFFFFFFFF`` below 2**31 means "a is
   at or after b". Nothing ever compares raw sequence numbers with ``<``.
 * **Retransmissions and overlaps: the first bytes received win** (what Linux and most stacks do
@@ -263,6 +275,7 @@ _STAT_NAMES = (  # grouped by meaning; as_dict keeps this order
     "gaps",  # Gap events
     "gap_bytes",  # bytes reported lost
     "ack_gaps",  # gaps found because the peer ACKed bytes we never saw
+    "keepalives",  # one-byte keep-alive probes found at a stream's start and dropped
     "overflow_flushes",  # holes given up because a buffer limit was hit (both kinds)
     "conn_limit_flushes",
     "total_limit_flushes",
@@ -304,6 +317,7 @@ class ReassemblyStats:
     gaps: int
     gap_bytes: int
     ack_gaps: int
+    keepalives: int
     overflow_flushes: int
     conn_limit_flushes: int
     total_limit_flushes: int
@@ -350,6 +364,9 @@ class _Half:
         "fin",  # sequence number of this side's FIN, -1 if none seen
         "fin_done",  # every byte before the FIN was delivered/gapped, FIN consumed
         "probe",  # start guessed from a bare segment without SYN (maybe a keep-alive), else -1
+        "held",  # a first segment of one byte without SYN (maybe a keep-alive), else b""
+        "held_seq",  # ... its sequence number
+        "held_ts",  # ... and time
         "bseq",  # out-of-order pieces: sequence numbers, sorted by distance from nxt ...
         "bdat",  # ... and their bytes; never overlapping, all strictly after nxt ...
         "btim",  # ... and the capture time of the packet each piece came in
@@ -367,6 +384,9 @@ class _Half:
         self.fin = -1
         self.fin_done = False
         self.probe = -1
+        self.held = b""
+        self.held_seq = 0
+        self.held_ts = 0
         # shared empty lists until the first out-of-order piece (most directions never buffer)
         self.bseq: list[int] = _NO_SEQS
         self.bdat: list[bytes] = _NO_DATA
@@ -408,6 +428,10 @@ class Reassembler:
         # Directions holding out-of-order bytes, in the order they started buffering.
         self._buffering: OrderedDict[_Half, None] = OrderedDict()
         self._next_id = 1
+        # Directions holding a first one-byte segment (maybe a keep-alive, see the module doc);
+        # while non-zero the caller sets tcp_options before each feed.
+        self.probing = 0
+        self.tcp_options = b""
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -544,8 +568,10 @@ class Reassembler:
             opened = Opened(cid, ts, family, dst, dport, src, sport, bool(flags & SYN))
         h.peer = p
         p.peer = h
-        if not flags & SYN:
-            h.nxt = seq  # no SYN: this direction starts here (the SYN path sets ISN+1)
+        if not flags & SYN and (len(payload) != 1 or flags & FIN):
+            # No SYN: this direction starts here (the SYN path sets ISN+1). A lone byte may be
+            # a keep-alive: _data holds it and the start stays unknown until the peer answers.
+            h.nxt = seq
             if not payload:
                 h.probe = seq
         if flags & ACK:
@@ -572,6 +598,8 @@ class Reassembler:
         c = p.conn
         if c.closed:
             return
+        if p.held and not self._answered(p, ack):
+            return
         nxt = p.nxt
         if nxt < 0:
             p.nxt = ack  # first word on where this direction starts
@@ -597,16 +625,54 @@ class Reassembler:
         if c.h0.fin_done and c.h1.fin_done:
             self._close(c, "fin", ts)
 
+    def _answered(self, p: _Half, ack: int) -> bool:
+        """The peer ACKed ``ack`` while ``p`` holds a first one-byte segment (module doc, "Keep-
+        alives"): a D-SACK of exactly that byte drops it; an ACK of the byte alone without one
+        leaves it held (the D-SACK may come with a later ACK); anything else delivers it.
+        Returns whether the ACK is still to be processed as usual."""
+        seq = p.held_seq
+        after = (seq + 1) & _MASK
+        if ack == after:
+            if _dsacks(self.tcp_options, seq, after):
+                p.held = b""
+                p.nxt = after
+                self.probing -= 1
+                self.stats.keepalives += 1
+            return False
+        if (ack - seq) & _MASK >= _HALF:
+            return False  # an ACK from before the byte: says nothing about it
+        self._release(p)
+        return True
+
+    def _release(self, h: _Half) -> None:
+        """Deliver a held first byte as data: it was not shown to be a keep-alive."""
+        data = h.held
+        h.held = b""
+        self.probing -= 1
+        h.nxt = (h.held_seq + 1) & _MASK
+        self.events.append(_new_data(h.cid, h.side, data, h.held_ts))
+
     def _data(self, h: _Half, seq: int, payload: bytes, ts: int) -> None:
         """Payload that is not simply the next in-order segment of an unbuffered direction."""
         c = h.conn
         if c.closed:
             return
         st = self.stats
+        n = len(payload)
+        if h.held:
+            if seq == h.held_seq and n == 1:
+                st.retrans_bytes += 1  # the same probe again
+                return
+            self._release(h)
         nxt = h.nxt
         if nxt < 0:
+            if n == 1 and h.isn < 0:
+                h.held = payload  # a first segment of one byte: maybe a keep-alive
+                h.held_seq = seq
+                h.held_ts = ts
+                self.probing += 1
+                return
             h.nxt = nxt = seq
-        n = len(payload)
         r = (seq - nxt) & _MASK
         if r >= _HALF:  # starts before nxt: the front was delivered already
             back = (nxt - seq) & _MASK
@@ -643,6 +709,8 @@ class Reassembler:
             self._close(c, "fin", ts)
 
     def _fin(self, h: _Half, fseq: int, ts: int) -> None:
+        if h.held:
+            self._release(h)
         if h.fin >= 0:
             return  # retransmitted FIN: the first one counts
         if h.nxt < 0:
@@ -848,6 +916,8 @@ class Reassembler:
 
     def _flush(self, h: _Half, ts: int) -> None:
         """Connection over: every hole below buffered bytes or below the FIN becomes a gap."""
+        if h.held:
+            self._release(h)
         if h.nxt < 0 or h.fin_done:
             return
         if h.fin >= 0:
@@ -902,3 +972,28 @@ class Reassembler:
         for h in (c.h0, c.h1):
             if halves.get(h.key) is h:
                 del halves[h.key]
+
+
+def _dsacks(options: bytes, left: int, right: int) -> bool:
+    """Whether TCP ``options`` hold a SACK block exactly [left, right)."""
+    i = 0
+    n = len(options)
+    while i < n:
+        kind = options[i]
+        if kind == 0:
+            break
+        if kind == 1:
+            i += 1
+            continue
+        if i + 1 >= n or options[i + 1] < 2:
+            break
+        size = options[i + 1]
+        if kind == 5:
+            for b in range(i + 2, min(i + size, n) - 7, 8):
+                if (
+                    int.from_bytes(options[b : b + 4], "big") == left
+                    and int.from_bytes(options[b + 4 : b + 8], "big") == right
+                ):
+                    return True
+        i += size
+    return False

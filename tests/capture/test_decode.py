@@ -28,7 +28,7 @@ from scapy.layers.l2 import ARP, CookedLinux, CookedLinuxV2, Dot1AD, Dot1Q, Ethe
 from scapy.layers.ppp import PPP, PPPoE
 from scapy.packet import Packet, Raw
 
-from capture.decode import MAX_ENCAPSULATION, Decoder, DecodeStats
+from capture.decode import MAX_ENCAPSULATION, Decoder, DecodeStats, tcp_options
 from capture.segment import ACK, FIN, PSH, RST, SYN, Segment
 from capture.sources import CaptureFile
 
@@ -261,6 +261,33 @@ for _af in (24, 28, 30):
             SEG6,
         )
 LINK_CASES["loop-108-v4"] = (108, null_header(2, ">") + bytes(ip4() / tcp_layer()), SEG4)
+
+
+SACK = [("NOP", None), ("NOP", None), ("SAck", (0x01020304, 0x01020305))]
+SACK_BYTES = b"\x01\x01\x05\x0a\x01\x02\x03\x04\x01\x02\x03\x05"
+
+
+@pytest.mark.parametrize("case", sorted(c for c in LINK_CASES if not c.startswith("pppoe")))
+def test_tcp_options_are_found_on_every_plain_link(case: str) -> None:
+    """What the pipeline reads while the reassembler waits for a D-SACK (a keep-alive)."""
+    linktype, frame, _ = LINK_CASES[case]
+    if isinstance(frame, Packet):
+        with_options = frame.copy()
+        with_options[TCP].options = SACK
+        raw = bytes(with_options)
+    else:
+        ip = ip6() if frame[4] >> 4 == 6 else ip4()
+        raw = frame[:4] + bytes(ip / tcp_layer(options=SACK))
+    assert tcp_options(linktype, raw) == SACK_BYTES
+    assert tcp_options(linktype, bytes(frame)) == b""
+    assert Decoder().decode(TS, linktype, raw) is not None
+
+
+def test_tcp_options_of_other_frames_are_empty() -> None:
+    assert tcp_options(1, bytes(ETH / ip4() / UDP() / Raw(b"x" * 40))) == b""
+    assert tcp_options(1, bytes(ETH / ARP())) == b""
+    assert tcp_options(147, b"\x00" * 60) == b""
+    assert tcp_options(1, bytes(ETH / ip4() / tcp_layer(options=SACK))[:40]) == b""
 
 
 @pytest.mark.parametrize("case", sorted(LINK_CASES))

@@ -103,3 +103,26 @@ def test_one_damaged_time_does_not_end_the_other_connections() -> None:
     assert pipeline.stats()["timestamps_clamped"] == 1
     assert [e["error"] for e in out.entries] == [None]
     assert pipeline.stats()["tcp_closed_timeout"] == 0
+
+
+def dsack_option(left: int, right: int) -> bytes:
+    return b"\x01\x01\x05\x0a" + left.to_bytes(4, "big") + right.to_bytes(4, "big")
+
+
+def test_mid_connection_capture_starting_with_a_one_byte_keep_alive() -> None:
+    """The capture starts on a long-lived connection with a Windows keep-alive (one stale
+    byte at SND.NXT - 1), which the server D-SACKs; then a request and its response. The
+    byte is not data: the request is read, and its 200 is paired with it."""
+    flow = TcpFlow(cisn=70_000, sisn=90_000)
+    flow.segment(True, b"\x00", seq=flow.cseq - 1)
+    flow.ack(False, options=dsack_option(flow.cseq - 1, flow.cseq))
+    exchange(
+        flow,
+        b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    )
+    out, pipeline = run(flow.frames)
+    assert [(e["request"]["path"], e["response"]["status"], e["error"]) for e in out.entries] == [
+        ("/x", 200, None)
+    ]
+    assert pipeline.stats()["tcp_keepalives"] == 1

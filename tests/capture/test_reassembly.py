@@ -346,6 +346,50 @@ def test_mid_stream_keep_alive_probe_is_not_a_lost_byte() -> None:
     assert side_items(events, 0) == [b"x", 1]
 
 
+def dsack(left: int, right: int) -> bytes:
+    """TCP options: NOP, NOP, SACK with one block (a D-SACK when it lies below the ACK)."""
+    return b"\x01\x01\x05\x0a" + (left & M).to_bytes(4, "big") + (right & M).to_bytes(4, "big")
+
+
+def test_capture_starting_with_a_one_byte_keep_alive_the_peer_dsacks() -> None:
+    """Windows sends keep-alives as one stale byte at SND.NXT - 1. As the first packet of a
+    capture it looks like data; the peer's D-SACK of exactly that byte (RFC 2883: a SACK block
+    below the cumulative ACK reports a duplicate) says it was not, as Wireshark's keep-alive
+    rule (one byte, one below the next expected sequence number) would say had it seen more."""
+    f = Flow()
+    r = Reassembler()
+    probe = f.c(99, b"\x00", ack=10)
+    assert feed_all(r, [probe])[1:] == []  # held: not data yet
+    assert r.probing == 1
+    r.tcp_options = dsack(f.cisn + 1 + 99, f.cisn + 1 + 100)
+    feed_all(r, [f.s(10, ack=100)])
+    r.tcp_options = b""
+    events = feed_all(r, [f.c(100, b"GET / HTTP/1.1\r\n\r\n", ack=10)])
+    assert side_items(events, 0) == [b"GET / HTTP/1.1\r\n\r\n"]
+    assert r.stats.keepalives == 1 and r.stats.gaps == 0 and r.probing == 0
+
+
+def test_a_first_segment_of_one_byte_without_dsack_is_data() -> None:
+    f = Flow()
+    r = Reassembler()
+    events = feed_all(r, [f.c(99, b"G", ack=10), f.s(10, ack=100), f.c(100, b"ET /", ack=10)])
+    assert side_items(events, 0) == [b"GET /"]
+    assert r.stats.keepalives == 0 and r.probing == 0
+    # repeated probes, then the D-SACK: still one stale byte, no data
+    g = Flow(cport=50002)
+    feed_all(r, [g.c(99, b"\x00", ack=10), g.c(99, b"\x00", ack=10)])
+    r.tcp_options = dsack(g.cisn + 100, g.cisn + 101)
+    events = feed_all(r, [g.s(10, ack=100)])
+    r.tcp_options = b""
+    events += feed_all(r, [g.c(100, b"GET", ack=10)])
+    assert side_items(events, 0, conn_id=2) == [b"GET"] and r.stats.keepalives == 1
+    # a probe never answered: at the end of the capture it is delivered as the data it may be
+    h = Flow(cport=50003)
+    events = feed_all(r, [h.c(99, b"Z", ack=10)])
+    r.close_all(h.ts + 1)
+    assert side_items(r.pop_events(), 0, conn_id=3) == [b"Z"] and r.probing == 0
+
+
 def test_lost_syn_the_syn_ack_sender_is_the_server() -> None:
     f = Flow(cport=80, sport=33333)  # odd ports on purpose: the handshake decides, not ports
     r = Reassembler()
