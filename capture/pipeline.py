@@ -328,6 +328,7 @@ class Pipeline:
                 self.identity,
                 conn.stream,
                 self.limits.http.max_decoded,
+                self.limits.http.max_body,  # decoded bodies are bounded like wire bodies
             )
             self.counters["http_connections"] += 1
             self._release_held(conn)

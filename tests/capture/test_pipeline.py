@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
+
 import pytest
 from flows import T0, TcpFlow, run
 
@@ -126,3 +129,23 @@ def test_mid_connection_capture_starting_with_a_one_byte_keep_alive() -> None:
         ("/x", 200, None)
     ]
     assert pipeline.stats()["tcp_keepalives"] == 1
+
+
+def test_a_response_decoding_to_10_mib_keeps_max_body_of_it() -> None:
+    big = bytes(range(256)) * (40 << 10)
+    gz = gzip.compress(big, 6)
+    flow = TcpFlow()
+    flow.handshake()
+    exchange(
+        flow,
+        b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(gz), gz),
+    )
+    flow.close()
+    out, _ = run(flow.frames)
+    (entry,) = out.entries
+    content = entry["response"]["content"]
+    assert content["size"] == 10 << 20 and content["_truncated"] is True
+    assert base64.b64decode(content["text"]) == big[: 1 << 20]  # --max-body's default
+    assert entry["response"]["bodySize"] == len(gz) and entry["error"] is None
