@@ -82,17 +82,24 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Generic, NamedTuple, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["Exchange", "HttpConnection", "HttpLimits", "Message"]
+__all__ = ["Exchange", "HttpConnection", "HttpLimits", "HttpStats", "Message"]
 
 
 @dataclass(frozen=True, slots=True)
 class HttpLimits:
-    """Per-connection bounds. Each says what happens when it is reached."""
+    """Per-connection bounds. Each says what happens when it is reached.
+
+    Memory of one connection is bounded by them: one message being read per direction (its
+    head up to max_head, its body up to max_body), and up to max_pending exchanges waiting for
+    their other half whose bodies hold at most max(max_pending_body, max_body) bytes together
+    (plus their heads). Pipelined requests that are never answered, or the responses of a
+    one-direction capture, therefore cost max_pending_body, not max_pending × max_body.
+    """
 
     # Body bytes kept per message; the rest is counted in body_size and dropped
     # (body_truncated=True). Memory per connection stays O(max_body) whatever the Content-Length.
@@ -106,6 +113,10 @@ class HttpLimits:
     # Exchanges waiting for their other half (pipelined requests, early responses). When one more
     # would be needed, the oldest is emitted as pair-not-found and `HttpConnection.evicted` counts it.
     max_pending: int = 1024
+    # Body bytes kept by the messages waiting for their other half, together. A message that
+    # would go past it keeps only what is left (body_truncated; HttpStats counts the message
+    # and the bytes dropped); one waiting alone always keeps its body (up to max_body).
+    max_pending_body: int = 8 << 20
     # Bytes seen (both sides together, gaps not counted) without finding a request or status
     # line: past this the connection is declared not HTTP (active=False) and ignored from then on.
     max_probe: int = 256 << 10
@@ -133,6 +144,25 @@ class Message(NamedTuple):
     ts_last_ns: int  # time of the data that carried the last byte (or of the gap that ended it)
     error: str | None  # why the message is incomplete or malformed, None when it is whole
     anomalies: tuple[str, ...] = ()  # tolerated deviations (bare LF, obs-fold, ...)
+
+
+class HttpStats:
+    """Counters shared by the connections of one pipeline (pass the same object to each)."""
+
+    __slots__ = ("waiting_bodies_cut", "waiting_body_bytes_dropped")
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("waiting_bodies_cut", "waiting_body_bytes_dropped")
+
+    def __init__(self) -> None:
+        # messages whose body was cut because waiting bodies reached max_pending_body
+        self.waiting_bodies_cut = 0
+        self.waiting_body_bytes_dropped = 0  # ... and the bytes not kept
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "waiting_bodies_cut": self.waiting_bodies_cut,
+            "waiting_body_bytes_dropped": self.waiting_body_bytes_dropped,
+        }
 
 
 class Exchange(NamedTuple):
@@ -446,8 +476,11 @@ class _Side:
 class HttpConnection:
     """HTTP/1.x dissector and pairer for one TCP connection (see the module docstring)."""
 
-    def __init__(self, limits: HttpLimits = _DEFAULT_LIMITS) -> None:
+    def __init__(
+        self, limits: HttpLimits = _DEFAULT_LIMITS, stats: HttpStats | None = None
+    ) -> None:
         self.limits = limits
+        self.stats = HttpStats() if stats is None else stats
         self.client_side: int | None = None
         self.active = True
         self.evicted = 0  # exchanges pushed out early by max_pending
@@ -782,9 +815,13 @@ class HttpConnection:
             ),
         )  # fmt: skip
         if is_req:
+            if body and len(txns) > 1:
+                msg = self._fit_waiting(msg)
             t.req = msg
             t.req_st = _DONE  # its slot is new: no response to pair with yet
             return end
+        if body and len(txns) > 1 and (k or t.req_st < _DONE):
+            msg = self._fit_waiting(msg)  # it waits: for its request, or for earlier exchanges
         t.resp = msg
         t.resp_st = _DONE
         if not self._pipelined and k + 1 < len(txns) and txns[k + 1].req_st != _NONE:
@@ -1515,6 +1552,10 @@ class HttpConnection:
             ),
         )
         t = m.txn
+        if body and not t.detached and len(self._txns) > 1:
+            other = t.resp_st if m.is_req else t.req_st
+            if other < _DONE or self._txns[0] is not t:
+                msg = self._fit_waiting(msg)  # it will wait in its slot
         if m.is_req:
             t.req = msg
             t.req_st = _DONE
@@ -1549,6 +1590,30 @@ class HttpConnection:
                 self.exchanges.append(self._exchange(t))
         else:
             self._emit()
+
+    def _fit_waiting(self, msg: Message) -> Message:
+        """msg is about to wait in a slot: keep only what max_pending_body leaves of its body.
+
+        Walks the waiting slots (there are more than one only when pipelining, early
+        responses or a one-direction capture make messages wait), rather than keeping a
+        running total every path that emits or drops a slot would have to maintain."""
+        held = 0
+        for t in self._txns:
+            if t.req is not None:
+                held += len(t.req.body)
+            if t.resp is not None:
+                held += len(t.resp.body)
+        body = msg.body
+        room = self.limits.max_pending_body - held
+        if len(body) <= room or held == 0:
+            return msg  # (the only body waiting is always kept: max_body bounds it)
+        keep = room if room > 0 else 0
+        self.stats.waiting_bodies_cut += 1
+        self.stats.waiting_body_bytes_dropped += len(body) - keep
+        return _new(
+            Message,
+            (*msg[:6], body[:keep], msg.body_size, True, *msg[9:]),
+        )
 
     def _emit(self) -> None:
         txns = self._txns

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from capture.decode import Decoder, tcp_options
 from capture.entries import EntryBuilder, Identity
-from capture.http1 import HttpConnection, HttpLimits
+from capture.http1 import HttpConnection, HttpLimits, HttpStats
 from capture.reassembly import Closed, Data, Gap, Opened, Reassembler, ReassemblyLimits
 from capture.segment import TS_MAX_NS, TS_MIN_NS
 
@@ -108,6 +108,8 @@ class Pipeline:
             "timestamps_clamped": 0,
         }
         self.errors_by_type: dict[str, int] = {}
+        # what every connection's dissector counts (bodies cut by HttpLimits.max_pending_body)
+        self.http_stats = HttpStats()
 
     # -- input ---------------------------------------------------------------------------
 
@@ -240,6 +242,8 @@ class Pipeline:
             merged[f"decode_{key}"] = value
         for key, value in self.reassembler.stats.as_dict().items():
             merged[f"tcp_{key}"] = value
+        for key, value in self.http_stats.as_dict().items():
+            merged[f"http_{key}"] = value
         merged.update(self.counters)
         merged["open_connections"] = len(self._conns)
         for key, value in self.errors_by_type.items():
@@ -293,7 +297,7 @@ class Pipeline:
             if type(ev) is Data:
                 self._data(ev.conn_id, ev.side, ev.data, ev.ts_ns)
             elif type(ev) is Opened:
-                conns[ev.conn_id] = _Conn(ev, HttpConnection(self.limits.http))
+                conns[ev.conn_id] = _Conn(ev, HttpConnection(self.limits.http, self.http_stats))
             elif type(ev) is Gap:
                 conn = conns.get(ev.conn_id)
                 if conn is not None:

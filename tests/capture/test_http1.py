@@ -9,13 +9,14 @@ time, as reassembly does) and must get identical exchanges.
 from __future__ import annotations
 
 import random
+import tracemalloc
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capture.http1 import Exchange, HttpConnection, HttpLimits, Message
+from capture.http1 import Exchange, HttpConnection, HttpLimits, HttpStats, Message
 
 Packet = tuple[Any, ...]
 
@@ -864,3 +865,47 @@ def test_request_target_with_spaces_is_found_when_resynchronising() -> None:
     assert [e.request.target for e in exs if e.request] == [
         "/cgi-bin/x;cat /etc/passwd|?data=Download"
     ]
+
+
+def test_pipelined_requests_without_responses_hold_bounded_bodies() -> None:
+    """1,500 pipelined 600 KB POSTs and no response (issue 9 saw 2.5 GB). What a connection
+    holds is bounded as HttpLimits says: the bodies of messages waiting for their other half
+    stay within max_pending_body (the first one waiting keeps its whole body); the bytes cut
+    are counted, and the messages say their body is truncated."""
+    limits = HttpLimits()
+    stats = HttpStats()
+    conn = HttpConnection(limits, stats)
+    body = b"v" * 600_000
+    request = b"POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 600000\r\n\r\n" + body
+    out: list[Exchange] = []
+    tracemalloc.start()
+    try:
+        for i in range(1500):
+            conn.data(0, request, i)
+            out.extend(conn.pop_exchanges())  # what the pipeline does after every data()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    conn.end("eof", 2000)
+    out.extend(conn.pop_exchanges())
+    assert len(out) == 1500 and all(e.error and e.error[0] == "pair-not-found" for e in out)
+    reqs = [e.request for e in out if e.request]
+    kept = [r for r in reqs if r.body == body]
+    cut = [r for r in reqs if r.body != body]
+    assert all(r.body_truncated and r.body_size == 600_000 for r in cut)
+    assert stats.waiting_bodies_cut == len(cut) > 1000
+    assert stats.waiting_body_bytes_dropped == sum(600_000 - len(r.body) for r in cut)
+    assert len(kept) >= limits.max_pending_body // 600_000
+    # the connection never held more than its waiting-body budget and one message being read
+    # (plus the 1,500 messages' heads and the caller's buffers)
+    assert peak < limits.max_pending_body + 3 * limits.max_body + (16 << 20)
+
+
+def test_the_first_waiting_message_keeps_its_whole_body() -> None:
+    conn = HttpConnection(HttpLimits(max_body=1000, max_pending_body=10), HttpStats())
+    post = b"POST / HTTP/1.1\r\nContent-Length: 800\r\n\r\n" + b"p" * 800
+    conn.data(0, post * 2, 1)
+    conn.data(1, RESP5 * 2, 2)
+    exs = conn.pop_exchanges()
+    assert [len(e.request.body) for e in exs if e.request] == [800, 0]
+    assert [e.error for e in exs] == [None, None]  # cut, not an error: both are paired

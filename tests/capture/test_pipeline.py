@@ -8,7 +8,9 @@ import gzip
 import pytest
 from flows import T0, TcpFlow, run
 
+from capture.http1 import HttpLimits
 from capture.pcapwrite import group_records
+from capture.pipeline import PipelineLimits
 
 
 def exchange(flow: TcpFlow, request: bytes, response: bytes) -> None:
@@ -149,3 +151,22 @@ def test_a_response_decoding_to_10_mib_keeps_max_body_of_it() -> None:
     assert content["size"] == 10 << 20 and content["_truncated"] is True
     assert base64.b64decode(content["text"]) == big[: 1 << 20]  # --max-body's default
     assert entry["response"]["bodySize"] == len(gz) and entry["error"] is None
+
+
+def test_pipelined_requests_never_answered_keep_bounded_bodies_and_say_so() -> None:
+    limits = PipelineLimits(http=HttpLimits(max_pending_body=200_000))
+    flow = TcpFlow()
+    flow.handshake()
+    body = b"b" * 50_000
+    post = b"POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 50000\r\n\r\n" + body
+    flow.client_sends(post * 40)
+    flow.close()
+    out, pipeline = run(flow.frames, limits)
+    assert len(out.entries) == 40
+    kept = [e for e in out.entries if e["request"]["postData"]["text"] == body.decode()]
+    cut = [e for e in out.entries if e["request"]["postData"].get("_truncated")]
+    assert len(kept) == 4 and len(cut) == 36 and not set(map(id, kept)) & set(map(id, cut))
+    assert all(e["request"]["bodySize"] == 50_000 for e in out.entries)
+    stats = pipeline.stats()
+    assert stats["http_waiting_bodies_cut"] == 36
+    assert stats["http_waiting_body_bytes_dropped"] == 36 * 50_000
