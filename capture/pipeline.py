@@ -250,6 +250,16 @@ class Pipeline:
             merged[f"errors_{key.replace('-', '_')}"] = value
         return merged
 
+    def undecoded_text(self) -> str:
+        """ "N frames not decoded (linktype_147: 2, esp: 1)": traffic in link types or tunnels
+        the decoder does not open (capture/decode.py), for a summary line."""
+        undecoded = self.decoder.stats.undecoded
+        total = sum(undecoded.values())
+        if not total:
+            return "0 frames not decoded"
+        kinds = ", ".join(f"{kind}: {n}" for kind, n in sorted(undecoded.items()))
+        return f"{total} frames not decoded ({kinds})"
+
     # -- internals -----------------------------------------------------------------------
 
     def _hold(self, conn: _Conn, ts_ns: int, linktype: int, frame: bytes) -> None:

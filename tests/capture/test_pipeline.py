@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import gzip
+import struct
 
 import pytest
-from flows import T0, TcpFlow, run
+from flows import T0, TcpFlow, ether, run
 
 from capture.http1 import HttpLimits
 from capture.pcapwrite import group_records
@@ -170,3 +171,38 @@ def test_pipelined_requests_never_answered_keep_bounded_bodies_and_say_so() -> N
     stats = pipeline.stats()
     assert stats["http_waiting_bodies_cut"] == 36
     assert stats["http_waiting_body_bytes_dropped"] == 36 * 50_000
+
+
+def vxlan(frame: bytes, port: int = 4789) -> bytes:
+    """frame (Ethernet) as a Kubernetes overlay node sees it: in VXLAN over UDP over IPv4."""
+    inner = b"\x08\x00\x00\x00\x00\x00\x2a\x00" + frame
+    udp = struct.pack("!HHHH", 40000, port, 8 + len(inner), 0) + inner
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, bytes([10, 0, 0, 1]),
+        bytes([10, 0, 0, 2]),
+    )  # fmt: skip
+    return ether(ip + udp)
+
+
+@pytest.mark.parametrize("port", [4789, 8472])
+def test_pod_traffic_in_vxlan_gives_the_same_entries(port: int) -> None:
+    flow = conversation(T0)
+    plain, _ = run(flow.frames)
+    wrapped, pipeline = run([(ts, lt, vxlan(frame, port)) for ts, lt, frame in flow.frames])
+    assert [e["request"]["path"] for e in wrapped.entries] == ["/0", "/1"]
+    assert [{**e, "id": 0} for e in wrapped.entries] == [{**e, "id": 0} for e in plain.entries]
+    assert pipeline.stats()["decode_tcp"] == len(flow.frames)
+    assert pipeline.undecoded_text() == "0 frames not decoded"
+
+
+def test_frames_not_decoded_are_counted_and_said() -> None:
+    flow = conversation(T0, n=1)
+    frames = [*flow.frames, (T0, 147, b"\x00" * 60), (T0, 147, b"\x00" * 60)]
+    esp = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 48, 0, 0, 64, 50, 0, bytes(4), bytes(4)) + bytes(28)
+    frames.append((T0, 1, ether(esp)))
+    out, pipeline = run(frames)
+    assert len(out.entries) == 1
+    stats = pipeline.stats()
+    assert (stats["decode_undecoded"], stats["decode_undecoded_linktype_147"]) == (3, 2)
+    assert stats["decode_undecoded_esp"] == 1
+    assert pipeline.undecoded_text() == "3 frames not decoded (esp: 1, linktype_147: 2)"
