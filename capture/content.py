@@ -97,12 +97,13 @@ class _Sink:
 def decode_content(body: bytes, content_encoding: str, max_decoded: int, max_keep: int) -> Decoded:
     """Remove the Content-Encoding codings from body, keeping at most max_keep decoded bytes
     (see the module docstring)."""
-    if not content_encoding or not body:
-        return Decoded(body, len(body), None)
-    codings = [c.strip().lower() for c in content_encoding.split(",")]
-    codings = [c for c in codings if c and c != "identity"]
-    if not codings:
-        return Decoded(body, len(body), None)
+    if content_encoding and body:
+        codings = [c.strip().lower() for c in content_encoding.split(",")]
+        codings = [c for c in codings if c and c != "identity"]
+    else:
+        codings = []
+    if not codings:  # nothing to decode: the body is the content
+        return Decoded(body[:max_keep] if len(body) > max_keep else body, len(body), None)
     data = body
     problem: str | None = None
     last = len(codings) - 1

@@ -244,7 +244,9 @@ def test_prefix_of_a_cut_stream_and_small_bodies() -> None:
     assert result.data == BIG[:1000] and 1000 < result.size < len(BIG)
     assert result.problem is not None and f"decoded {result.size} bytes" in result.problem
     assert decode_content(gzip.compress(b"small"), "gzip", CAP, 1000) == Decoded(b"small", 5, None)
-    assert decode_content(b"raw", "", CAP, 2) == Decoded(b"raw", 3, None)  # not decoded: as is
+    # nothing to decode: the body is the content, kept to max_keep too
+    assert decode_content(b"raw", "", CAP, 2) == Decoded(b"ra", 3, None)
+    assert decode_content(b"raw", "identity", CAP, 5) == Decoded(b"raw", 3, None)
     bomb = gzip.compress(bytes(CAP + 1))
     assert decode_content(bomb, "gzip", CAP, 10) == Decoded(
         bomb, len(bomb), f"decoded size exceeds {CAP} bytes"
