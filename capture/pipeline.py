@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from capture.decode import Decoder, tcp_options
+from capture.decode import Decoder
 from capture.entries import EntryBuilder, Identity
 from capture.http1 import HttpConnection, HttpLimits, HttpStats
 from capture.reassembly import Closed, Data, Gap, Opened, Reassembler, ReassemblyLimits
@@ -121,7 +121,7 @@ class Pipeline:
         if seg is None:
             return
         if self.reassembler.probing:  # a stream began with one byte: maybe a keep-alive
-            self.reassembler.tcp_options = tcp_options(linktype, frame)
+            self.reassembler.frame = (linktype, frame)  # its options are read if needed
         if self.decoder.reassembled:  # made from IP fragments: rare, see _feed_reassembled
             self._feed_reassembled(seg, linktype)
             return

@@ -28,10 +28,12 @@ Policies, and why:
   exactly that byte (RFC 2883: a SACK block below the cumulative ACK reports a duplicate) makes
   it a keep-alive, dropped and counted in ``keepalives``; this is Wireshark's rule (one byte,
   one below the next expected sequence number), the peer's ACK telling what "next" is. Any
-  other answer, more data from that side, its FIN or the connection's end delivers the byte as
-  the data it then is. The SACK blocks come from the caller: while ``probing`` it sets
-  ``tcp_options`` to the options of each segment before ``feed`` (the pipeline does; a Segment
-  carries no options, to keep decode cheap).
+  other answer (the first ACK of that byte without a D-SACK: a peer without SACK cannot tell
+  us), more data from that side, its FIN or the connection's end delivers the byte as the data
+  it then is. A Segment carries no TCP options (decode stays cheap), so while ``probing`` the
+  caller sets ``frame`` to the (link type, frame) of each segment before ``feed``, and only when
+  an answer is examined are its options read (``capture.decode.tcp_options``); a caller without
+  frames can set ``tcp_options`` instead.
 * **All sequence arithmetic is mod 2**32**: ``(a - b) & 0xFFFFFFFF`` below 2**31 means "a is
   at or after b". Nothing ever compares raw sequence numbers with ``<``.
 * **Retransmissions and overlaps: the first bytes received win** (what Linux and most stacks do
@@ -113,6 +115,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
+from capture.decode import tcp_options as _frame_options
 from capture.segment import ACK, FIN, RST, SYN, Segment
 
 if TYPE_CHECKING:
@@ -429,8 +432,9 @@ class Reassembler:
         self._buffering: OrderedDict[_Half, None] = OrderedDict()
         self._next_id = 1
         # Directions holding a first one-byte segment (maybe a keep-alive, see the module doc);
-        # while non-zero the caller sets tcp_options before each feed.
+        # while non-zero the caller sets `frame` (or `tcp_options`) before each feed.
         self.probing = 0
+        self.frame: tuple[int, bytes] | None = None
         self.tcp_options = b""
 
     # -- public API ------------------------------------------------------------------------------
@@ -627,17 +631,20 @@ class Reassembler:
 
     def _answered(self, p: _Half, ack: int) -> bool:
         """The peer ACKed ``ack`` while ``p`` holds a first one-byte segment (module doc, "Keep-
-        alives"): a D-SACK of exactly that byte drops it; an ACK of the byte alone without one
-        leaves it held (the D-SACK may come with a later ACK); anything else delivers it.
+        alives"): a D-SACK of exactly that byte drops it; any other answer delivers it.
         Returns whether the ACK is still to be processed as usual."""
         seq = p.held_seq
         after = (seq + 1) & _MASK
         if ack == after:
-            if _dsacks(self.tcp_options, seq, after):
+            frame = self.frame
+            options = self.tcp_options if frame is None else _frame_options(frame[0], frame[1])
+            if _dsacks(options, seq, after):
                 p.held = b""
                 p.nxt = after
                 self.probing -= 1
                 self.stats.keepalives += 1
+            else:
+                self._release(p)
             return False
         if (ack - seq) & _MASK >= _HALF:
             return False  # an ACK from before the byte: says nothing about it
