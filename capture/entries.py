@@ -62,7 +62,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 from capture.content import decode_content
-from capture.segment import TS_MAX_NS, TS_MIN_NS
 
 if TYPE_CHECKING:
     from capture.http1 import Exchange
@@ -289,11 +288,12 @@ _RFC3339_MAX_NS = (date(9999, 12, 31).toordinal() - _EPOCH_ORDINAL + 1) * 86400 
 
 def rfc3339_ns(ts_ns: int) -> str:
     """RFC 3339 UTC with nanoseconds, always 9 fractional digits: 2023-12-19T20:51:07.482113205Z."""
-    if not _RFC3339_MIN_NS <= ts_ns <= _RFC3339_MAX_NS:
-        ts_ns = _RFC3339_MIN_NS if ts_ns < 0 else _RFC3339_MAX_NS
     sec = ts_ns // 1_000_000_000
     cached = _last_second
     if sec != cached[0]:
+        # (checked only here: the cached second is always one that can be written)
+        if not _RFC3339_MIN_NS <= ts_ns <= _RFC3339_MAX_NS:
+            return rfc3339_ns(_RFC3339_MIN_NS if ts_ns < 0 else _RFC3339_MAX_NS)
         day, sod = divmod(sec, 86400)
         hour, rest = divmod(sod, 3600)
         minute, second = divmod(rest, 60)
@@ -519,7 +519,8 @@ class EntryBuilder:
             entry["error"] = {"type": err[0], "msg": err[1]}
         elif problems is not None:
             entry["error"] = {"type": "dissection", "msg": "; ".join(problems)}
-        if not TS_MIN_NS < ts_ns < TS_MAX_NS or not TS_MIN_NS < rts_ns < TS_MAX_NS:
+        # (capture.segment.TS_MIN_NS, TS_MAX_NS as literals: no global lookups per entry)
+        if not 0 < ts_ns < 4294967295999999999 or not 0 < rts_ns < 4294967295999999999:
             self._flag_time(entry)
         entry["dst"] = self._dst.copy()  # each entry its own: consumers may annotate src/dst
         entry["elapsedTime"] = elapsed

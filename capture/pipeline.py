@@ -115,7 +115,8 @@ class Pipeline:
 
     def feed(self, ts_ns: int, linktype: int, frame: bytes) -> None:
         """One captured frame."""
-        if ts_ns < TS_MIN_NS or ts_ns > TS_MAX_NS:
+        # TS_MIN_NS..TS_MAX_NS as literals: no global lookups for every packet when interpreted
+        if ts_ns < 0 or ts_ns > 0xFFFFFFFF * 1_000_000_000 + 999_999_999:
             ts_ns = self._clamp_time(ts_ns)
         seg = self._decode(ts_ns, linktype, frame)
         if seg is None:

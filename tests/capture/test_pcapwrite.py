@@ -52,3 +52,13 @@ def test_any_timestamp_gives_a_record_clamped_to_what_the_format_holds() -> None
         (0xFFFFFFFF, 999_999_999),
         (0xFFFFFFFF, 999_999_999),
     ]
+
+
+def test_the_time_bounds_written_out_in_the_hot_paths_are_the_documented_ones() -> None:
+    from capture import pcapwrite
+    from capture.segment import TS_MAX_NS, TS_MIN_NS
+
+    # pipeline.feed and EntryBuilder.build spell them as literals (no lookups per packet)
+    assert TS_MIN_NS == 0
+    assert TS_MAX_NS == 0xFFFFFFFF * S + 999_999_999 == 4294967295999999999
+    assert pcapwrite._TS_MAX == TS_MAX_NS
