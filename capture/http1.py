@@ -82,7 +82,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -150,8 +150,6 @@ class HttpStats:
     """Counters shared by the connections of one pipeline (pass the same object to each)."""
 
     __slots__ = ("waiting_bodies_cut", "waiting_body_bytes_dropped")
-
-    FIELDS: ClassVar[tuple[str, ...]] = ("waiting_bodies_cut", "waiting_body_bytes_dropped")
 
     def __init__(self) -> None:
         # messages whose body was cut because waiting bodies reached max_pending_body
