@@ -28,6 +28,7 @@ from kshark import __version__
 from kshark.api.httpserver import Response, error_response, json_response, text_response
 from kshark.api.kfl_thread import off_loop
 from kshark.api.rest import no_such_path, route_of
+from kshark.api.status_caps import listed_clients
 from kshark.api.wire import (
     CLOSE_NORMAL,
     Projection,
@@ -209,7 +210,7 @@ class HubApp:
 
     def status(self) -> dict[str, Any]:
         workers = [self.workers.info[a].status() for a in self.workers.addresses]
-        return {
+        out: dict[str, Any] = {
             "role": "hub",
             "version": __version__,
             "uptime_seconds": round(time.time() - self.started, 3),
@@ -220,8 +221,12 @@ class HubApp:
             "clients_connected": len(self.clients),
             "clients_total": self.clients_total,
             "entries_sent_total": self.counters.entries_sent_total,
-            "clients": [c.status() for c in self.clients.values()],
         }
+        # Oldest first, at most MAX_STATUS_CLIENTS, queries shortened (kshark.api.status_caps).
+        out["clients"], out["clients_not_listed"] = listed_clients(
+            c.status() for c in self.clients.values()
+        )
+        return out
 
     def metrics(self) -> str:
         """Prometheus text exposition (0.0.4): the hub's totals and one series per worker."""
