@@ -302,6 +302,18 @@ class HubApp:
             "websockets to this worker that failed",
             per_worker(lambda i: i.drops),
         )
+        metric(
+            "kshark_hub_worker_frames_dropped_total",
+            "counter",
+            "frames of this worker the hub dropped (not UTF-8, not JSON, not its entries)",
+            per_worker(lambda i: i.frames_dropped),
+        )
+        metric(
+            "kshark_hub_worker_degraded",
+            "gauge",
+            "1 if the hub dropped a frame of this worker in the last 60 s",
+            per_worker(lambda i: 1 if i.degraded else 0),
+        )
         return "\n".join(lines) + "\n"
 
 
