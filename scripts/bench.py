@@ -471,6 +471,7 @@ def _run_parts(
             ("bench_reassembly.py", "TCP reassembly per segment"),
             ("bench_api.py", "Worker API: stream rate, latency, live loss (issue 4)"),
             ("bench_hub.py", "Hub: fan-in cost (issue 5)"),
+            ("bench_web.py", "Dashboard in Chromium at 2,000 entries/s (issue 11)"),
         ):
             extra_args = [str(cap)] if extra == "bench_decode.py" and cap.exists() else []
             if (ROOT / "scripts" / extra).exists():
