@@ -124,15 +124,16 @@ def token_from(
     value: str | None, file: str | None, env: str, environ: Mapping[str, str] | None = None
 ) -> str | None:
     """The token: the flag's value, else the file's content (without its trailing newline),
-    else the environment variable `env`, else None. Raises CliError for an unreadable or empty
-    file, an empty variable, or a token with spaces or control characters."""
+    else the environment variable `env` (unless empty), else None. Raises CliError for an
+    unreadable or empty file, or a token with spaces or control characters. The hub reads its
+    tokens by the same rules (kshark/hub/tokens.py)."""
     environ = os.environ if environ is None else environ
     try:
         if value is not None:
             return value
         if file is not None:
             return _checked_token(_read_token_file(file), f"token file {file}")
-        if env in environ:
+        if environ.get(env):  # an empty variable counts as unset, as for the hub
             return _checked_token(environ[env], f"environment variable {env}")
     except argparse.ArgumentTypeError as exc:
         raise CliError(str(exc)) from None

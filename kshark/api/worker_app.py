@@ -50,6 +50,7 @@ from kshark.api.httpserver import (
 )
 from kshark.api.kfl_thread import EVAL_SLICE_SECONDS, off_loop
 from kshark.api.rest import no_such_path, route_of
+from kshark.api.status_caps import listed_clients
 from kshark.api.wire import (
     CLOSE_NORMAL,
     CLOSE_TRY_AGAIN,
@@ -525,7 +526,8 @@ class WorkerApp:
         out["clients_total"] = self.clients_total
         out["clients_missed_total"] = self.clients_missed_total
         out["entries_sent_total"] = self.entries_sent_total
-        out["clients"] = [
+        # The most lagging first, at most MAX_STATUS_CLIENTS, queries shortened (status_caps).
+        rows = [
             {
                 "id": c.id,
                 "remote": c.remote,
@@ -541,6 +543,8 @@ class WorkerApp:
             }
             for c in self.clients.values()
         ]
+        rows.sort(key=lambda row: -row["lag"])
+        out["clients"], out["clients_not_listed"] = listed_clients(rows)
         return out
 
     def metrics(self) -> str:

@@ -1,6 +1,6 @@
 """What the hub reads off a worker's stream and adds to a client's stream (pure: no I/O).
 
-Four jobs:
+Three jobs:
 
 - `read_entry(data)`: what a worker sent, checked before it goes to any client (the hub is a
   trust boundary: a worker, or anything at a worker's address, must not be able to end its
@@ -14,7 +14,6 @@ Four jobs:
   entry against ~4.5 µs for orjson's full decode (and a text match on the raw bytes could be
   fooled by an `"id"` nested inside). UTF-8 is checked by Python's decoder only when the text
   is not ASCII (msgspec does not check the strings it skips).
-- `meta_of(entry)`: the same three fields of an entry already decoded (projections, ordering).
 - `control_of(frame)`: a worker's `{"error": …}` or `{"gap": …}` frame, told apart from an
   entry (an entry projected to `["error", …]` has an `error` key too, but the hub always asks
   workers for `id`, so an entry never has exactly one key).
@@ -88,20 +87,6 @@ def read_entry(data: bytes) -> EntryMeta | str:
 
 def _short(text: str, limit: int = 80) -> str:
     return repr(text if len(text) <= limit else text[: limit - 1] + "…")
-
-
-def meta_of(entry: dict[str, Any]) -> EntryMeta | None:
-    """`id`, `worker`, `timestamp` of a decoded entry; None if it has no `id`."""
-    entry_id = entry.get("id")
-    if not isinstance(entry_id, str) or not entry_id:
-        return None
-    worker = entry.get("worker")
-    if not isinstance(worker, str):
-        worker = entry_id.rpartition("/")[0]
-    ts = entry.get("timestamp")
-    if isinstance(ts, bool) or not isinstance(ts, int | float):
-        ts = 0
-    return EntryMeta(entry_id, worker, int(ts))
 
 
 def control_of(frame: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:

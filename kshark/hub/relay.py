@@ -97,6 +97,10 @@ def _decode(data: bytes) -> dict[str, Any] | None:
 _MAX_REASON = 500
 
 
+def _text(value: Any, default: str, limit: int) -> str:
+    return value[:limit] if isinstance(value, str) else default
+
+
 def control(data: str, worker: str) -> Frame:
     return Frame(data.encode(), worker, 0, False)
 
@@ -308,25 +312,26 @@ class Relay:
             refused: _Refused | None = None
             for data in messages:
                 meta = read_entry(data)
-                if type(meta) is str:
+                if isinstance(meta, str):
                     if data.startswith((b'{"error":', b'{"gap":')):
                         obj = _decode(data)
                         ctrl = control_of(obj) if obj is not None else None
                         if ctrl is not None:
                             kind, body = ctrl
                             if kind == "error":
-                                message = str(body.get("message", ""))[:_MAX_REASON]
-                                refused = _Refused(str(body.get("type", "error"))[:32], message)
+                                refused = _Refused(
+                                    _text(body.get("type"), "error", 32),
+                                    _text(body.get("message"), "", _MAX_REASON),
+                                )
                                 break
                             if json_frame:
                                 gap = worker_gap_frame(
-                                    address, body.get("missed"), body.get("reason")
+                                    address, body.get("missed"), body.get("reason", "retention")
                                 )
                                 batch.append(control(gap, address))
                             continue
                     self._drop(batch, meta)
                     continue
-                assert isinstance(meta, EntryMeta)
                 if meta.worker != self.info.advertised and not self._claims_ok(meta.worker):
                     self._drop(batch, f"an entry of another worker ({meta.worker!r})")
                     continue

@@ -18,6 +18,7 @@ then it reads it exactly once (``time.time_ns()``), unless ``now_ms`` was given.
 from __future__ import annotations
 
 import difflib
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -423,7 +424,10 @@ class _Gen:
                     xml = steps[i].kind == "xml"  # type: ignore[union-attr]
                     break
         else:
-            src, _known = self.value(node.base, ind)
+            src, known = self.value(node.base, ind)
+            if known is not None:  # `true.x`: through a name, or Python warns at True[...]
+                src, const = self.tmp(), src
+                self.emit(ind, f"{src} = {const}")
         ops, xml = _ops(steps[start:], fold_at, start, xml)
         if xml:
             ops.append(("L", None))
@@ -711,7 +715,10 @@ class _Gen:
             n = arg.value if isinstance(arg, Literal) else None
             if not isinstance(n, int | float) or isinstance(n, bool):
                 raise KflError(arg.line, arg.column, f"{name}() takes a number, like {name}(-5)")
-            ms = self.now() + round(n * UNIT_MS[name])
+            offset = n * UNIT_MS[name]
+            if not math.isfinite(offset):  # minutes(1e308): no instant to compare with
+                raise KflError(arg.line, arg.column, f"{name}() out of range: {n}")
+            ms = self.now() + round(offset)
             return self.const(ms), _K(ms)
         if name == "datetime":
             self._arity(node, 1)

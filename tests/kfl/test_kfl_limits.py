@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import random
+import warnings
 from typing import Any
 
 import orjson
@@ -49,6 +51,7 @@ REFUSED = [
         f"1:3: number too long (5000 characters; at most {MAX_NUMBER_CHARS})",
     ),
     ("x == 1e999", "1:6: number out of range: 1e999"),
+    ("timestamp > minutes(1e308)", "1:21: minutes() out of range: 1e+308"),
     (
         "x == 1" + "0" * 400 + ".5",
         f"1:6: number too long (403 characters; at most {MAX_NUMBER_CHARS})",
@@ -232,3 +235,32 @@ def test_redacting_past_the_entry_budget_replaces_the_body_whole() -> None:
     assert first["token"] == "[REDACTED]" and first["pad"] == secret["pad"]
     assert out["response"]["content"]["text"] == "[REDACTED]"  # failed closed, unread
     assert "s3cret" not in orjson.dumps(out).decode()
+
+
+_SOUP = [
+    *("x", "a.b", "request.path", "response.content.text", ".json()", ".xml()", ".*", "..k"),
+    *("[0]", '["k"]', "[*]", "==", "!=", "<", ">=", "in", "and", "or", "not", "!", "-"),
+    *("(", ")", "[", "]", ",", "1", "1.5", "1e308", "9" * 60, '"s"', "'t'", 'r"a+"', 'r"("'),
+    *("true", "nil", "size(", "now()", "minutes(", "datetime(", "limit(", "redact(", '"a.b"'),
+    *(".startsWith(", ".contains(", ".matches(", "http", "tls", "1e-400", "0", "-0"),
+]
+
+
+def test_token_soup_compiles_or_is_a_kfl_error_and_never_warns() -> None:
+    """Random sequences of KFL's tokens: a KflError or a working query, nothing else (before:
+    minutes(1e308) was an OverflowError; `true.x` made Python warn at compile time)."""
+    rng = random.Random(9)
+    entry = {"x": [1, "a"], "a": {"b": 2}, "response": {"content": {"text": "eyJrIjoxfQ=="}}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(3000):
+            text = " ".join(rng.choice(_SOUP) for _ in range(rng.randint(1, 12)))
+            try:
+                q = compile_query(text, now_ms=0)
+            except KflError:
+                continue
+            assert type(q.match(entry)) is bool, text
+            q.redact({"a": {"b": 1}})
+        assert compile_query("true.x == 1").match({}) is False
+        with pytest.raises(KflError, match="minutes"):
+            compile_query("timestamp > minutes(1e308)")

@@ -525,12 +525,16 @@ def test_non_ethernet_interface_gets_cooked_frames(pair: nh.Pair) -> None:
 @pytest.mark.parametrize(
     "drop_privilege",
     [
-        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"],
+        # An ordinary user. CAP_DAC_READ_SEARCH (read and search any file, nothing else) lets
+        # it run the checkout's venv wherever the clone lives: root's home and fresh temp
+        # directories are 0700.
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+         "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"],
         # root, but without CAP_NET_RAW (as in a locked-down container)
         ["setpriv", "--bounding-set=-net_raw", "--inh-caps=-net_raw"],
     ],
     ids=["nobody", "root-without-cap-net-raw"],
-)
+)  # fmt: skip
 def test_start_without_privilege_is_refused_clearly(
     pair: nh.Pair, drop_privilege: list[str]
 ) -> None:
@@ -547,9 +551,11 @@ def test_start_without_privilege_is_refused_clearly(
 
 
 def test_cap_net_raw_alone_is_enough(pair: nh.Pair) -> None:
+    # CAP_NET_RAW is the one capture privilege; CAP_DAC_READ_SEARCH only lets `nobody` read a
+    # checkout that lives in a private (0700) directory.
     as_nobody_with_net_raw = (
         "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-        "--inh-caps=+net_raw", "--ambient-caps=+net_raw",
+        "--inh-caps=+net_raw,+dac_read_search", "--ambient-caps=+net_raw,+dac_read_search",
     )  # fmt: skip
     cap = Capture(
         pair.srv_ns, "--iface", pair.srv_if, "--filter", "udp", prefix=as_nobody_with_net_raw
