@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from capture.decode import Decoder
 from capture.entries import EntryBuilder, Identity
-from capture.http1 import HttpConnection, HttpLimits
+from capture.http1 import HttpConnection, HttpLimits, HttpStats
 from capture.reassembly import Closed, Data, Gap, Opened, Reassembler, ReassemblyLimits
+from capture.segment import TS_MAX_NS, TS_MIN_NS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -104,16 +105,24 @@ class Pipeline:
             "entries": 0,
             "entries_with_error": 0,
             "held_packets_discarded": 0,
+            "timestamps_clamped": 0,
         }
         self.errors_by_type: dict[str, int] = {}
+        # what every connection's dissector counts (bodies cut by HttpLimits.max_pending_body)
+        self.http_stats = HttpStats()
 
     # -- input ---------------------------------------------------------------------------
 
     def feed(self, ts_ns: int, linktype: int, frame: bytes) -> None:
         """One captured frame."""
+        # TS_MIN_NS..TS_MAX_NS as literals: no global lookups for every packet when interpreted
+        if ts_ns < 0 or ts_ns > 0xFFFFFFFF * 1_000_000_000 + 999_999_999:
+            ts_ns = self._clamp_time(ts_ns)
         seg = self._decode(ts_ns, linktype, frame)
         if seg is None:
             return
+        if self.reassembler.probing:  # a stream began with one byte: maybe a keep-alive
+            self.reassembler.frame = (linktype, frame)  # its options are read if needed
         if self.decoder.reassembled:  # made from IP fragments: rare, see _feed_reassembled
             self._feed_reassembled(seg, linktype)
             return
@@ -147,10 +156,19 @@ class Pipeline:
                         self._out.packets.append((stream, ts_ns, linktype, frame))
         elif self.reassembler.events:
             self._drain_events()
-        if ts_ns >= self._next_expire_ns:
+        # (a clamped time is no clock: one damaged record must not time out every connection)
+        if ts_ns >= self._next_expire_ns and ts_ns != TS_MAX_NS:
             self._next_expire_ns = ts_ns + self.limits.expire_every_ns
             self.reassembler.expire(ts_ns)
             self._drain_events()
+
+    def _clamp_time(self, ts_ns: int) -> int:
+        """A packet time no pcap record can hold (before 1970, after 2106: a damaged capture, a
+        negative pcapng if_tsoffset, a 64-bit time near its maximum) becomes the nearer bound,
+        counted in `timestamps_clamped`; entries whose times sit on a bound are flagged
+        (capture/entries.py). Everything downstream then works with times it can represent."""
+        self.counters["timestamps_clamped"] += 1
+        return TS_MIN_NS if ts_ns < TS_MIN_NS else TS_MAX_NS
 
     def feed_many(self, frames: Iterable[tuple[int, int, bytes]]) -> int:
         """`feed` each (timestamp ns, link type, frame) in turn; how many there were. The loop
@@ -225,11 +243,23 @@ class Pipeline:
             merged[f"decode_{key}"] = value
         for key, value in self.reassembler.stats.as_dict().items():
             merged[f"tcp_{key}"] = value
+        for key, value in self.http_stats.as_dict().items():
+            merged[f"http_{key}"] = value
         merged.update(self.counters)
         merged["open_connections"] = len(self._conns)
         for key, value in self.errors_by_type.items():
             merged[f"errors_{key.replace('-', '_')}"] = value
         return merged
+
+    def undecoded_text(self) -> str:
+        """ "N frames not decoded (linktype_147: 2, esp: 1)": traffic in link types or tunnels
+        the decoder does not open (capture/decode.py), for a summary line."""
+        undecoded = self.decoder.stats.undecoded
+        total = sum(undecoded.values())
+        if not total:
+            return "0 frames not decoded"
+        kinds = ", ".join(f"{kind}: {n}" for kind, n in sorted(undecoded.items()))
+        return f"{total} frames not decoded ({kinds})"
 
     # -- internals -----------------------------------------------------------------------
 
@@ -278,7 +308,7 @@ class Pipeline:
             if type(ev) is Data:
                 self._data(ev.conn_id, ev.side, ev.data, ev.ts_ns)
             elif type(ev) is Opened:
-                conns[ev.conn_id] = _Conn(ev, HttpConnection(self.limits.http))
+                conns[ev.conn_id] = _Conn(ev, HttpConnection(self.limits.http, self.http_stats))
             elif type(ev) is Gap:
                 conn = conns.get(ev.conn_id)
                 if conn is not None:
@@ -313,6 +343,7 @@ class Pipeline:
                 self.identity,
                 conn.stream,
                 self.limits.http.max_decoded,
+                self.limits.http.max_body,  # decoded bodies are bounded like wire bodies
             )
             self.counters["http_connections"] += 1
             self._release_held(conn)
@@ -327,11 +358,15 @@ class Pipeline:
         append = self._out.entries.append
         index = conn.index
         for ex in exchanges:
-            append(build(ex, index))
+            entry = build(ex, index)
+            append(entry)
             index += 1
-            if ex.error is not None:
+            # The entry's error, not the exchange's: building it can add one (content that
+            # could not be decoded), and every entry a user sees with `error` set counts.
+            error = entry["error"]
+            if error is not None:
                 self.counters["entries_with_error"] += 1
-                kind = ex.error[0]
+                kind = error["type"]
                 self.errors_by_type[kind] = self.errors_by_type.get(kind, 0) + 1
         conn.index = index
         self.counters["entries"] += len(exchanges)
