@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import re
 import socket
+import sys
 from binascii import b2a_base64
 from dataclasses import dataclass
 from datetime import date
@@ -145,8 +146,11 @@ _PROTOCOLS = {
 
 @lru_cache(maxsize=4096)
 def _ip_text(packed: bytes) -> str:
-    """Packed address → text; cached because one connection yields many entries."""
-    return socket.inet_ntop(socket.AF_INET if len(packed) == 4 else socket.AF_INET6, packed)
+    """Packed address → text; cached because one connection yields many entries. Interned, as
+    a resolver's keys are: its lookup then matches by identity."""
+    return sys.intern(
+        socket.inet_ntop(socket.AF_INET if len(packed) == 4 else socket.AF_INET6, packed)
+    )
 
 
 def _endpoint(ip: str, port: int) -> dict[str, Any]:

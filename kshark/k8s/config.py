@@ -222,13 +222,18 @@ def in_cluster_config(
         namespace = (sa_dir / "namespace").read_text().strip() or "default"
     except OSError:
         namespace = "default"
-    return ClusterConfig(
+    cfg = ClusterConfig(
         server=f"https://{host}:{port}",
         source="in-cluster service account",
         ca_data=ca.read_bytes() if ca.exists() else None,
         token_file=str(token),
         namespace=namespace,
     )
+    try:
+        cfg.ssl_context()
+    except (ssl.SSLError, ValueError, OSError) as exc:
+        raise KubeConfigError(f"in-cluster CA {ca}: not usable: {exc}") from None
+    return cfg
 
 
 def find_cluster_config(

@@ -20,10 +20,11 @@ What an IP resolves to (Kubeshark's `src`/`dst` fields: `name`, `namespace`, `po
   Service behind a node address (the `kubernetes` Service, hostNetwork DaemonSets);
 - anything else → None: the entry keeps `""`/null, never a stale or a guessed name.
 
-`pod`, `service` and `endpointSlice` are cut-down Kubernetes objects (metadata name, namespace,
-uid, labels; the pod's nodeName, hostIP and podIP; the service's clusterIP and type): the KFL
-paths Kubeshark's users write (`src.pod.metadata.name`, `dst.service.metadata.namespace`,
-`src.pod.spec.nodeName`) work, and entries stay small. They are shared by every entry that
+`pod`, `service` and `endpointSlice` are cut-down Kubernetes objects (metadata name and
+namespace; for a pod also uid, labels and owner references, its nodeName, hostIP and podIP; the
+service's clusterIP and type): the KFL paths Kubeshark's users write (`src.pod.metadata.name`,
+`dst.service.metadata.namespace`, `src.pod.spec.nodeName`) work, and entries stay small (each
+byte of them is serialised with every entry that names the object). They are shared by every entry that
 resolves to them and must only be read.
 
 **Time.** For each IP the index keeps the history of what it resolved to, as
@@ -48,6 +49,7 @@ winner lets go first. A Service claim beats a pod's, a pod's a node's.
 from __future__ import annotations
 
 import ipaddress
+import sys
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -96,7 +98,9 @@ def _ip(text: Any) -> str | None:
     if not isinstance(text, str) or not text:
         return None
     try:
-        return ipaddress.ip_address(text).compressed
+        # Interned: the entry side's address strings are too (capture.entries._ip_text), so a
+        # lookup matches the key by identity without reading the stored string.
+        return sys.intern(ipaddress.ip_address(text).compressed)
     except ValueError:
         return None
 
@@ -110,17 +114,21 @@ def _ips(texts: Iterable[Any]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _meta(obj: dict[str, Any], labels: bool = True) -> tuple[str, str, dict[str, Any]]:
+def _meta(obj: dict[str, Any], full: bool = False) -> tuple[str, str, dict[str, Any]]:
+    """(namespace, name, the cut-down metadata): names only, or for a pod also its uid and
+    labels (what tells a pod from the one that replaced it under the same name, and what
+    users filter workloads by)."""
     meta = obj.get("metadata") or {}
     ns, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
-    out: dict[str, Any] = {"name": name, "namespace": ns, "uid": str(meta.get("uid") or "")}
-    if labels:
+    out: dict[str, Any] = {"name": name, "namespace": ns}
+    if full:
+        out["uid"] = str(meta.get("uid") or "")
         out["labels"] = dict(meta.get("labels") or {})
     return ns, name, out
 
 
 def parse_pod(obj: dict[str, Any]) -> _Pod | None:
-    ns, name, meta = _meta(obj)
+    ns, name, meta = _meta(obj, full=True)
     if not name:
         return None
     owners = (obj.get("metadata") or {}).get("ownerReferences") or []
@@ -138,7 +146,7 @@ def parse_pod(obj: dict[str, Any]) -> _Pod | None:
     ips = () if host_network or finished else _ips([*listed, status.get("podIP")])
     summary = {
         "metadata": meta,
-        "spec": {"hostNetwork": host_network, "nodeName": str(spec.get("nodeName") or "")},
+        "spec": {"nodeName": str(spec.get("nodeName") or "")},
         "status": {
             "hostIP": str(status.get("hostIP") or ""),
             "podIP": str(status.get("podIP") or ""),
@@ -148,7 +156,7 @@ def parse_pod(obj: dict[str, Any]) -> _Pod | None:
 
 
 def parse_node(obj: dict[str, Any]) -> _Node | None:
-    _, name, _ = _meta(obj, labels=False)
+    _, name, _ = _meta(obj)
     if not name:
         return None
     addresses = (obj.get("status") or {}).get("addresses") or []
@@ -182,7 +190,7 @@ def parse_service(obj: dict[str, Any]) -> _Service | None:
 
 def parse_endpointslice(obj: dict[str, Any]) -> _Slice | None:
     """discovery.k8s.io v1 and v1beta1 alike (the fields read here did not change)."""
-    ns, name, meta = _meta(obj, labels=False)
+    ns, name, meta = _meta(obj)
     if not name:
         return None
     labels = (obj.get("metadata") or {}).get("labels") or {}
@@ -265,6 +273,7 @@ class ResolutionIndex:
         self._claim_seq = 0
         self.settling = True  # see the module doc; the resolver ends it after its first lists
         self.history_forgotten = 0  # IPs whose history was dropped (MAX_UNOWNED_IPS)
+        self.objects_rejected = 0  # objects of a shape resolution cannot read (skipped)
 
     # ---- the lookup (per entry) ----------------------------------------------------------
 
@@ -272,23 +281,25 @@ class ResolutionIndex:
         """What `ip` was at `ts_ns`: a record of `name`, `namespace`, `pod`, `service`,
         `endpointSlice` to merge into an entry's src/dst, or None. `port` 0 asks by IP alone
         (a client side); a server port picks the Service an EndpointSlice lists for it."""
+        # Called twice per entry: indexes rather than the NamedTuple's field names (a
+        # descriptor lookup each), no allocation.
         history = self._history.get(ip)
         if history is None:
             return None
         item = history[-1]
-        if ts_ns < item.since_ns:
+        if ts_ns < item[0]:
             item = history[0]  # before the history: the earliest known
             for older in reversed(history):
-                if older.since_ns <= ts_ns:
+                if older[0] <= ts_ns:
                     item = older
                     break
         if port:
-            by_port = item.by_port
+            by_port = item[2]
             if by_port is not None:
                 record = by_port.get(port)
                 if record is not None:
                     return record
-        return item.record
+        return item[1]
 
     # ---- feeding ----------------------------------------------------------------------------
 
@@ -297,12 +308,20 @@ class ResolutionIndex:
             raise ValueError(f"unknown kind {kind!r}")
         return _KindSink(self, kind)
 
+    def _parse(self, kind: str, obj: dict[str, Any]) -> Any:
+        """The parts of an object resolution uses, or None. An object of an unexpected shape
+        (not from a real API server) is skipped and counted, never an exception."""
+        try:
+            return _PARSERS[kind](obj)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            self.objects_rejected += 1
+            return None
+
     def replace(self, kind: str, objects: list[dict[str, Any]], now_ns: int) -> None:
         """The whole set of `kind` (after a list): objects missing from it are deleted."""
-        parse = _PARSERS[kind]
         fresh = {}
         for obj in objects:
-            parsed = parse(obj)
+            parsed = self._parse(kind, obj)
             if parsed is not None:
                 fresh[parsed[0]] = parsed
         held = self._objects[kind]
@@ -312,12 +331,12 @@ class ResolutionIndex:
             self._put(kind, parsed, now_ns)
 
     def upsert(self, kind: str, obj: dict[str, Any], now_ns: int) -> None:
-        parsed = _PARSERS[kind](obj)
+        parsed = self._parse(kind, obj)
         if parsed is not None:
             self._put(kind, parsed, now_ns)
 
     def delete(self, kind: str, obj: dict[str, Any], now_ns: int) -> None:
-        parsed = _PARSERS[kind](obj)
+        parsed = self._parse(kind, obj)
         if parsed is not None:
             self._remove(kind, parsed[0], now_ns)
 
@@ -501,4 +520,5 @@ class ResolutionIndex:
         out["ips_unowned"] = len(self._unowned)
         out["history_items"] = sum(len(h) for h in self._history.values())
         out["history_forgotten"] = self.history_forgotten
+        out["objects_rejected"] = self.objects_rejected
         return out

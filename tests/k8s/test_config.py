@@ -119,3 +119,11 @@ def test_order_flag_then_env_then_in_cluster(tmp_path: Path) -> None:
     flag = find_cluster_config(str(kc), {"KUBECONFIG": "/a"}, sa)
     assert flag is not None and flag.source.startswith(f"kubeconfig {kc}")
     assert in_cluster_config({}, sa) is None
+
+
+def test_an_unusable_in_cluster_ca_is_said_at_start(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("t")
+    (tmp_path / "ca.crt").write_text("garbage")
+    env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    with pytest.raises(KubeConfigError, match=r"in-cluster CA .*ca\.crt: not usable"):
+        in_cluster_config(env, tmp_path)

@@ -74,7 +74,11 @@ def test_pod_service_node_and_unknown() -> None:
     assert names(index.resolve("10.244.1.20", 0, now)) == ("cart.shop", "shop", "cart-1", "cart")
     rec = index.resolve("10.244.1.20", 8080, now)
     assert rec is not None and rec["endpointSlice"] == {
-        "metadata": {"name": "cart-x1", "namespace": "shop", "uid": ""}
+        "metadata": {"name": "cart-x1", "namespace": "shop"}
+    }
+    assert rec["service"] == {
+        "metadata": {"name": "cart", "namespace": "shop"},
+        "spec": {"clusterIP": "10.96.0.20", "type": "ClusterIP"},
     }
     assert names(index.resolve("10.244.1.30", 80, now)) == ("debug", "shop", "debug", None)
     # The hostNetwork pod's address is its node's: the node, never the pod.
@@ -96,7 +100,7 @@ def test_the_record_is_in_kubesharks_shape_and_the_pod_cut_down() -> None:
                 "namespace": "shop",
                 "uid": "uid-debug",
             },
-            "spec": {"hostNetwork": False, "nodeName": "node-a"},
+            "spec": {"nodeName": "node-a"},
             "status": {"hostIP": "10.0.0.11", "podIP": "10.244.1.30"},
         },
         "service": None,
@@ -204,10 +208,10 @@ def test_a_service_update_reaches_the_records_behind_its_endpoints() -> None:
         endpointslices=[eps("shop", "c-1", "cart", ["10.244.1.20"], [8080])],
     )
     changed = service("shop", "cart", "10.96.0.20")
-    changed["metadata"]["labels"] = {"tier": "gold"}
+    changed["spec"]["type"] = "NodePort"
     index.upsert("services", changed, 30 * S)
     rec = index.resolve("10.244.1.20", 8080, 31 * S)
-    assert rec is not None and rec["service"]["metadata"]["labels"] == {"tier": "gold"}
+    assert rec is not None and rec["service"]["spec"]["type"] == "NodePort"
 
 
 def test_history_per_ip_is_bounded_and_keeps_the_newest() -> None:
@@ -246,3 +250,14 @@ def test_objects_without_a_name_or_odd_fields_are_ignored(kind: str) -> None:
         kind, {"metadata": {"name": "x", "namespace": "y"}, "spec": {}, "status": {}}, 20 * S
     )
     assert index.counts()["ips"] == 0
+    assert index.counts()["objects_rejected"] == 0
+
+
+def test_objects_of_an_unexpected_shape_are_counted_not_raised() -> None:
+    index = settled()
+    odd = pod("ns", "p", "10.244.5.1")
+    odd["metadata"]["labels"] = "not-a-map"
+    index.upsert("pods", odd, 20 * S)
+    index.replace("services", [{"metadata": "x"}, service("ns", "s", "10.96.5.5")], 20 * S)
+    assert index.counts()["objects_rejected"] == 2
+    assert names(index.resolve("10.96.5.5", 80, 21 * S)) == ("s.ns", "ns", None, "s")

@@ -111,8 +111,9 @@ async def test_a_revoked_permission_is_reported_and_the_last_state_kept(
         await until("the refusal", lambda: pods.failing and pods.last_error_code == 403)
         status = resolver.status()
         assert status["failing"] == ["pods"]
-        assert status["last_error"].startswith("pods (v1): 403 Forbidden: "), status["last_error"]
-        assert "system:serviceaccount:kshark:revoked" in status["last_error"]
+        error = status["kinds"]["pods"]["last_error"]
+        assert error.startswith("pods (v1): 403 Forbidden: "), error
+        assert "system:serviceaccount:kshark:revoked" in error
         refused_since = pods.last_error_at
         assert refused_since is not None
 

@@ -64,7 +64,13 @@ async def test_a_restarted_apiserver_loses_no_update(own_cluster: KubeCluster) -
 
         await until("the new pod", lambda: owner(resolver, "10.244.5.11") == ("restart", "after"))
         await until("the deletion", lambda: owner(resolver, "10.244.5.10") is None)
-        await until("a watch again", lambda: pods.state == "watching" and not pods.failing)
+        await until(
+            "every kind watching again",
+            lambda: all(
+                k.status.state == "watching" and not k.status.failing
+                for k in resolver.loops.values()
+            ),
+        )
         assert pods.watches > watches
         status = resolver.status()
         assert status["synced"] is True and status["failing"] == []
@@ -112,8 +118,14 @@ async def test_a_410_in_a_200_stream_relists_once_and_misses_no_change(
         await until("the relist", lambda: pods.relists >= 1 and pods.state == "watching")
         assert owner(resolver, "10.244.5.61") == ("churn", "born")
         assert resolver.index.resolve("10.244.5.60", 0, time.time_ns()) is None  # deleted meanwhile
+        await until(
+            "every kind watching again",
+            lambda: all(not k.status.failing for k in resolver.loops.values()),
+        )
         assert pods.relists == 1  # once, not a loop
         status = resolver.status()
         assert status["relists"] >= 1 and status["failing"] == []
-        assert "pods (v1): " in status["last_error"]  # the cut, kept for /status
+        # The cut is kept for /status: the last error of all, and each kind's own.
+        assert status["last_error"] is not None
+        assert status["kinds"]["pods"]["last_error"].startswith("pods (v1): ")
         nursery.cancel_scope.cancel()
