@@ -40,6 +40,11 @@ if TYPE_CHECKING:
 
 _SECOND_NS = 1_000_000_000
 CLOSED_REMEMBERED = 4096
+# Two views of one connection are the same packets seen at two taps of one host: their first
+# packets (the SYN) are microseconds apart, milliseconds behind a busy qdisc. Connections whose
+# first packets are further apart are different connections, even with equal ISNs (crafted
+# captures reuse fixed ISNs; real stacks pick them at random, RFC 6528).
+VIEW_WINDOW_NS = _SECOND_NS
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,22 +373,26 @@ class Pipeline:
 
     def _second_view(self, conn: _Conn) -> bool:
         """True if `conn` is another capture point's view of an open HTTP connection (same
-        initial sequence numbers): it is then forgotten, and its later packets and events find
-        no connection and are ignored. Needs both SYNs; without them every view counts."""
+        initial sequence numbers, first packets within VIEW_WINDOW_NS): it is then forgotten,
+        and its later packets and events find no connection and are ignored. Needs both SYNs;
+        without them every view counts."""
         o = conn.opened
         key = self.reassembler.initial_seqs(o.client_ip, o.client_port, o.server_ip, o.server_port)
         if key is None:
             return False
         first = self._views.get(key)
-        if first is None or first == o.conn_id:
-            if o.conn_id in self._conns:  # not when recognised only as it closes
-                self._views[key] = o.conn_id
-                conn.view = key
-            return False
-        self._conns.pop(o.conn_id, None)  # already gone when recognised only as it closes
-        self._drop_held(conn)
-        self.counters["duplicate_views"] += 1
-        return True
+        if first is not None and first != o.conn_id:
+            other = self._conns.get(first)
+            if other is None or abs(o.ts_ns - other.opened.ts_ns) > VIEW_WINDOW_NS:
+                return False  # another connection that drew the same ISNs
+            self._conns.pop(o.conn_id, None)  # already gone when recognised only as it closes
+            self._drop_held(conn)
+            self.counters["duplicate_views"] += 1
+            return True
+        if first is None and o.conn_id in self._conns:  # not when recognised only as it closes
+            self._views[key] = o.conn_id
+            conn.view = key
+        return False
 
     def _write_entries(self, conn: _Conn) -> None:
         exchanges = conn.http.pop_exchanges()

@@ -19,6 +19,7 @@ from capture.entries import Identity
 from capture.pipeline import Pipeline
 
 LINKTYPE_LINUX_SLL = 113
+T0 = 1_700_000_000_000_000_000
 CLIENT = ("10.244.1.7", 41000)
 CLUSTER_IP = ("10.96.0.10", 80)
 BACKEND = ("10.244.2.9", 8080)
@@ -52,11 +53,15 @@ def _conversation(server: tuple[str, int], cisn: int, sisn: int) -> list[list[by
     ]
 
 
-def _run(frames: list[bytes]) -> tuple[list[dict[str, Any]], Pipeline]:
+def _run(
+    frames: list[bytes], times: list[int] | None = None
+) -> tuple[list[dict[str, Any]], Pipeline]:
+    """Frames 1 µs apart from a fixed time, or at `times` (ns)."""
     streams = iter(range(1, 1000))
     p = Pipeline(Identity("w:1", "10.0.0.1", "node-a"), lambda: next(streams))
     for i, frame in enumerate(frames):
-        p.feed(1_700_000_000_000_000_000 + i * 1000, LINKTYPE_LINUX_SLL, frame)
+        ts = times[i] if times is not None else T0 + i * 1000
+        p.feed(ts, LINKTYPE_LINUX_SLL, frame)
     p.finish()
     return p.pop_output().entries, p
 
@@ -112,6 +117,21 @@ def test_a_view_that_returns_after_the_first_closed_is_not_suppressed_forever() 
     later = [f for step in _conversation(BACKEND, 5, 50) for f in step]
     entries, p = _run(first + later)
     assert len(entries) == 2
+    assert p.counters["duplicate_views"] == 0
+
+
+def test_equal_isns_seconds_apart_are_two_connections() -> None:
+    # Crafted captures reuse fixed ISNs: a second connection that opens 2 s after the first
+    # (still open) is not the same packets seen twice, whatever its ISNs.
+    first = [f for step in _conversation(CLUSTER_IP, 5, 50) for f in step]
+    second = [f for step in _conversation(BACKEND, 5, 50) for f in step]
+    # the first connection's handshake and request, the second connection whole, then the rest
+    frames = first[:4] + second + first[4:]
+    times = [T0 + i * 1000 for i in range(4)]
+    times += [T0 + 2_000_000_000 + i * 1000 for i in range(len(second))]
+    times += [T0 + 2_100_000_000 + i * 1000 for i in range(len(first) - 4)]
+    entries, p = _run(frames, times)
+    assert sorted(e["dst"]["port"] for e in entries) == ["80", "8080"]
     assert p.counters["duplicate_views"] == 0
 
 
