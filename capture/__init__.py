@@ -24,9 +24,11 @@ NATIVE_MODULES = (
     "ipfrag",
     "decode",
     "reassembly",
+    "dissect",
     "http1",
     "content",
     "entries",
+    "dissectors",
     "pipeline",
     "pcapwrite",
 )
