@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from capture.decode import Decoder
+from capture.dissect_dns import DnsLimits
 from capture.dissectors import DEFAULT_SPECS, DissectorSpec, Selection
 from capture.entries import Identity
 from capture.http1 import HttpLimits
@@ -74,6 +75,7 @@ class PipelineLimits:
 
     reassembly: ReassemblyLimits = field(default_factory=ReassemblyLimits)
     http: HttpLimits = field(default_factory=HttpLimits)
+    dns: DnsLimits = field(default_factory=DnsLimits)
     udp: UdpLimits = field(default_factory=UdpLimits)
     held_packets_per_conn: int = 64
     held_bytes_total: int = 32 << 20
