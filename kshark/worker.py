@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 import capture
+from capture.dissectors import parse_decode_as, spec_names
 from capture.entries import Identity
 from capture.pipeline import Output, Pipeline, PipelineLimits
 from capture.sources import CaptureFile, CaptureOpenError
@@ -71,6 +72,7 @@ class WorkerConfig:
     once: bool = False
     storage_limit: int = 1 << 30
     max_body: int = 1 << 20
+    decode_as: dict[int, str] = field(default_factory=dict)  # port → protocol (--decode-as)
 
 
 class Worker:
@@ -92,7 +94,9 @@ class Worker:
         from capture.http1 import HttpLimits
 
         limits = PipelineLimits(http=HttpLimits(max_body=cfg.max_body))
-        self.pipeline = Pipeline(identity, self.store.allocate_stream, limits)
+        self.pipeline = Pipeline(
+            identity, self.store.allocate_stream, limits, decode_as=cfg.decode_as
+        )
         self.packets = 0
         self.capture_warnings: list[str] = []
         self.live_stats: dict[str, int] = {}
@@ -124,7 +128,7 @@ class Worker:
             "packets": self.packets,
             "dropped_kernel": live.get("kernel_drops", 0),
             "dropped_ours": live.get("our_drops", 0) + pipeline.get("held_packets_discarded", 0),
-            "connections": pipeline.get("http_connections", 0),
+            "connections": pipeline.get("connections_dissected", 0),
             "open_connections": pipeline.get("open_connections", 0),
             "entries": pipeline.get("entries", 0),
             "errors": pipeline.get("entries_with_error", 0),
@@ -460,6 +464,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--filter", dest="bpf", metavar="BPF", help="kernel BPF filter for live capture")
     p.add_argument(
+        "--decode-as",
+        action="append",
+        default=[],
+        metavar="PORT=PROTO",
+        help="dissect TCP/UDP port PORT as PROTO whatever its content, like tshark's -d "
+        f"(repeatable; PROTO one of {', '.join(spec_names())})",
+    )
+    p.add_argument(
         "--data-dir", default="kshark-data", type=Path, help="where entries and pcaps are kept"
     )
     p.add_argument(
@@ -506,6 +518,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.once and args.iface:
         print("kshark-worker: --once is for --pcap replay only", file=sys.stderr)
         return 2
+    decode_as: dict[int, str] = {}
+    for text in args.decode_as:
+        try:
+            port, proto = parse_decode_as(text)
+        except ValueError as exc:
+            print(f"kshark-worker: --decode-as {exc}", file=sys.stderr)
+            return 2
+        decode_as[port] = proto
     try:
         storage_limit = parse_size(args.storage_limit)
         max_body = parse_size(args.max_body)
@@ -540,6 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         once=args.once,
         storage_limit=storage_limit,
         max_body=max_body,
+        decode_as=decode_as,
     )
     tune_runtime()
     return trio.run(_main_async, cfg)
