@@ -34,7 +34,6 @@ the DNS messages' lengths.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -96,96 +95,75 @@ PROTOCOLS = {(v6, tcp): _protocol("ipv6" if v6 else "ip", "tcp" if tcp else "udp
              for v6 in (False, True) for tcp in (False, True)}  # fmt: skip
 
 
-class _Query:
-    __slots__ = ("done", "msg", "side", "ts")
-
-    def __init__(self, msg: DnsMessage, side: int, ts: int) -> None:
-        self.msg = msg
-        self.side = side
-        self.ts = ts
-        self.done = False
+# NamedTuple.__new__ is a Python function; tuple.__new__ builds the same object faster.
+_new = tuple.__new__
+# A query waiting for its response: (message, sender side, time).
+_Waiting = tuple[DnsMessage, int, int]
 
 
 class _Pairing:
-    """The queries of one flow or connection waiting for their response."""
+    """The queries of one flow or connection waiting for their response, in arrival (= time)
+    order. One list, scanned: a flow has one or two queries waiting (a lookup's A and AAAA),
+    and the scan is bounded by max_pending. Few objects per flow matter more than lookups
+    here: a node has a flow per lookup, and each object kept is work for the collector."""
+
+    __slots__ = ("limits", "out", "pending")
 
     def __init__(self, limits: DnsLimits, out: list[Any]) -> None:
         self.limits = limits
         self.out = out  # the dissector's exchanges list (appended to in place)
-        self.by_id: dict[int, list[_Query]] = {}
-        self.order: deque[_Query] = deque()  # arrival (= time) order, answered ones skipped
-        self.waiting = 0
+        self.pending: list[_Waiting] = []
 
     def message(self, msg: DnsMessage, side: int, ts: int) -> None:
-        self.expire(ts)
+        pending = self.pending
+        if pending and pending[0][2] <= ts - self.limits.query_timeout_ns:
+            self.expire(ts)
         if not msg.qr:
-            q = _Query(msg, side, ts)
-            self.by_id.setdefault(msg.id, []).append(q)
-            self.order.append(q)
-            self.waiting += 1
-            if self.waiting > self.limits.max_pending:
-                self._evict()
+            pending.append((msg, side, ts))
+            if len(pending) > self.limits.max_pending:
+                why = f"evicted: more than max_pending={self.limits.max_pending} queries waiting"
+                self._drop(pending.pop(0), "pair-not-found", why)
             return
-        waiting = self.by_id.get(msg.id)
-        if waiting:
-            for i, q in enumerate(waiting):
-                if q.side != side:
-                    del waiting[i]
-                    if not waiting:
-                        del self.by_id[msg.id]
-                    q.done = True
-                    self.waiting -= 1
-                    errors = [m.error for m in (q.msg, msg) if m.error is not None]
-                    error = ("dissection", "; ".join(errors)) if errors else None
-                    self.out.append(DnsExchange(q.msg, q.ts, msg, ts, q.side, error))
-                    return
-        self.out.append(
-            DnsExchange(
-                None,
-                0,
-                msg,
-                ts,
-                1 - side,
-                ("pair-not-found", f"no query seen for this response (id {msg.id})"),
-            )
-        )
+        ident = msg.id
+        for i, waiting in enumerate(pending):
+            query, qside, qts = waiting
+            if query.id == ident and qside != side:
+                del pending[i]
+                error: tuple[str, str] | None = None
+                if query.error is not None or msg.error is not None:
+                    texts = [m.error for m in (query, msg) if m.error is not None]
+                    error = ("dissection", "; ".join(texts))
+                self.out.append(_new(DnsExchange, (query, qts, msg, ts, qside, error)))
+                return
+        why = f"no query seen for this response (id {ident})"
+        self.out.append(_new(DnsExchange, (None, 0, msg, ts, 1 - side, ("pair-not-found", why))))
 
     def expire(self, now: int) -> None:
         """Reports the queries that waited `query_timeout_ns` or more by `now`."""
-        order = self.order
+        pending = self.pending
         limit = now - self.limits.query_timeout_ns
-        while order and (order[0].done or order[0].ts <= limit):
-            q = order.popleft()
-            if not q.done:
-                secs = self.limits.query_timeout_ns / _SECOND_NS
-                self._drop(q, ("timeout", f"no response within {secs:g} s (id {q.msg.id})"))
+        n = 0
+        while n < len(pending) and pending[n][2] <= limit:
+            n += 1
+        if n:
+            expired = pending[:n]
+            del pending[:n]
+            secs = self.limits.query_timeout_ns / _SECOND_NS
+            for q in expired:
+                self._drop(q, "timeout", f"no response within {secs:g} s (id {q[0].id})")
 
     def end(self, reason: str, ts: int) -> None:
         self.expire(ts)
-        while self.order:
-            q = self.order.popleft()
-            if not q.done:
-                why = f"no response seen for this query (id {q.msg.id}; {_ENDED[reason]})"
-                self._drop(q, ("pair-not-found", why))
+        rest, self.pending = self.pending, []
+        for q in rest:
+            why = f"no response seen for this query (id {q[0].id}; {_ENDED[reason]})"
+            self._drop(q, "pair-not-found", why)
 
-    def _evict(self) -> None:
-        while self.order:
-            q = self.order.popleft()
-            if not q.done:
-                why = f"evicted: more than max_pending={self.limits.max_pending} queries waiting"
-                self._drop(q, ("pair-not-found", why))
-                return
-
-    def _drop(self, q: _Query, error: tuple[str, str]) -> None:
-        q.done = True
-        self.waiting -= 1
-        waiting = self.by_id[q.msg.id]
-        waiting.remove(q)
-        if not waiting:
-            del self.by_id[q.msg.id]
-        if q.msg.error is not None:
-            error = (error[0], f"{error[1]}; {q.msg.error}")
-        self.out.append(DnsExchange(q.msg, q.ts, None, 0, q.side, error))
+    def _drop(self, q: _Waiting, kind: str, why: str) -> None:
+        query, side, ts = q
+        if query.error is not None:
+            why = f"{why}; {query.error}"
+        self.out.append(_new(DnsExchange, (query, ts, None, 0, side, (kind, why))))
 
 
 _ENDED = {
@@ -332,53 +310,49 @@ def _starts_message(data: bytes) -> bool:
 
 
 class DnsEntryMaker(EntryMaker):
-    """The entries of one DNS flow or connection (see the module doc)."""
+    """The entries of one DNS flow or connection (see the module doc). Keeps only references:
+    a UDP flow usually has one or two entries, so there is nothing to gain from preparing
+    shared parts per flow (as capture/entries.py does per HTTP connection), and every object a
+    flow keeps is work for the garbage collector while it is open."""
 
-    __slots__ = ("_ends", "_file_prefix", "_id_prefix", "_local", "_protocol", "_template")
+    __slots__ = ("_ends", "_identity", "_stream", "_tcp")
 
     def __init__(self, ends: ConnectionEnds, identity: Identity, stream: int, tcp: bool) -> None:
-        client = _endpoint(_ip_text(ends.client_ip), ends.client_port)
-        server = _endpoint(_ip_text(ends.server_ip), ends.server_port)
-        self._ends = (client, server)
-        digits = f"{stream:012d}"
-        self._file_prefix = f"{digits}_pcap-"
-        self._id_prefix = f"{identity.worker}/{digits}.pcap-"
-        self._protocol = PROTOCOLS[ends.family != 4, tcp]
-        self._template: dict[str, Any] = {
-            "error": None,
-            "failed": False,
-            "node": {"ip": identity.node_ip, "name": identity.node_name},
-            "passed": False,
-            "protocol": self._protocol,
-            "record": "",
-            "stream": f"{digits}.pcap",
-            "tls": False,
-            "worker": identity.worker,
-        }
-        self._local = identity.local_ips
+        self._ends = ends
+        self._identity = identity
+        self._stream = stream
+        self._tcp = tcp
 
     def build(self, ex: DnsExchange, index: int) -> dict[str, Any]:
         q, q_ts, r, r_ts, client_side, err = ex
-        entry = self._template.copy()
-        src, dst = self._ends if client_side == 0 else (self._ends[1], self._ends[0])
-        entry["src"] = src.copy()
-        entry["dst"] = dst.copy()
-        entry["outgoing"] = src["ip"] in self._local
-        if q is None:
-            entry["request"] = {}
-            entry["requestSize"] = 0
-        else:
-            entry["request"] = {
-                "id": q.id,
-                "opCode": OPCODES.get(q.opcode, "Unknown"),
-                "questions": q.questions,
-            }
-            entry["requestSize"] = q.size
-        if r is None:
-            entry["response"] = {}
-            entry["responseSize"] = 0
-        else:
-            entry["response"] = {
+        ends = self._ends
+        identity = self._identity
+        client = _endpoint(_ip_text(ends.client_ip), ends.client_port)
+        server = _endpoint(_ip_text(ends.server_ip), ends.server_port)
+        src, dst = (client, server) if client_side == 0 else (server, client)
+        ts = q_ts if q is not None else r_ts
+        delta = r_ts - q_ts if q is not None and r is not None else 0
+        digits = f"{self._stream:012d}"
+        return {
+            "dst": dst,
+            "elapsedTime": (delta + 500_000) // 1_000_000 if delta > 0 else 0,
+            "entryFile": f"{digits}_pcap-{index}_entry.json",
+            "error": None if err is None else {"type": err[0], "msg": err[1]},
+            "failed": False,
+            "id": f"{identity.worker}/{digits}.pcap-{index}",
+            "index": index,
+            "node": {"ip": identity.node_ip, "name": identity.node_name},
+            "outgoing": src["ip"] in identity.local_ips,
+            "passed": False,
+            "protocol": PROTOCOLS[ends.family != 4, self._tcp],
+            "record": "",
+            "request": {}
+            if q is None
+            else {"id": q.id, "opCode": OPCODES.get(q.opcode, "Unknown"), "questions": q.questions},
+            "requestSize": 0 if q is None else q.size,
+            "response": {}
+            if r is None
+            else {
                 "additionals": r.additionals,
                 "answers": r.answers,
                 "authoritative": r.authoritative,
@@ -388,16 +362,12 @@ class DnsEntryMaker(EntryMaker):
                 "questions": r.questions,
                 "rcode": r.rcode,
                 "truncated": r.truncated,
-            }
-            entry["responseSize"] = r.size
-        ts = q_ts if q is not None else r_ts
-        delta = r_ts - q_ts if q is not None and r is not None else 0
-        entry["elapsedTime"] = (delta + 500_000) // 1_000_000 if delta > 0 else 0
-        entry["timestamp"] = ts // 1_000_000
-        entry["startTime"] = rfc3339_ns(ts)
-        entry["entryFile"] = f"{self._file_prefix}{index}_entry.json"
-        entry["id"] = f"{self._id_prefix}{index}"
-        entry["index"] = index
-        if err is not None:
-            entry["error"] = {"type": err[0], "msg": err[1]}
-        return entry
+            },
+            "responseSize": 0 if r is None else r.size,
+            "src": src,
+            "startTime": rfc3339_ns(ts),
+            "stream": f"{digits}.pcap",
+            "timestamp": ts // 1_000_000,
+            "tls": False,
+            "worker": identity.worker,
+        }

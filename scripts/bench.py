@@ -471,6 +471,7 @@ def _run_parts(
             ("bench_reassembly.py", "TCP reassembly per segment"),
             ("bench_api.py", "Worker API: stream rate, latency, live loss (issue 4)"),
             ("bench_hub.py", "Hub: fan-in cost (issue 5)"),
+            ("bench_proto.py", "HTTP/2 and DNS: entries/s vs tshark (issue 12)"),
         ):
             extra_args = [str(cap)] if extra == "bench_decode.py" and cap.exists() else []
             if (ROOT / "scripts" / extra).exists():
