@@ -472,6 +472,7 @@ def _run_parts(
             ("bench_api.py", "Worker API: stream rate, latency, live loss (issue 4)"),
             ("bench_hub.py", "Hub: fan-in cost (issue 5)"),
             ("bench_proto.py", "HTTP/2 and DNS: entries/s vs tshark (issue 12)"),
+            ("bench_web.py", "Dashboard in Chromium at 2,000 entries/s (issue 11)"),
         ):
             extra_args = [str(cap)] if extra == "bench_decode.py" and cap.exists() else []
             if (ROOT / "scripts" / extra).exists():

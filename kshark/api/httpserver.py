@@ -20,6 +20,8 @@ A handler that raises ends its own connection (logged), never the server.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email.utils
 import hmac
 import logging
@@ -34,6 +36,7 @@ import trio
 from trio_websocket import WebSocketConnection, wrap_server_stream
 
 from kshark import __version__
+from kshark.web.paths import is_public
 
 log = logging.getLogger("kshark.api")
 
@@ -42,6 +45,11 @@ SERVER_HEADER = f"kshark/{__version__}"
 _RECV_CHUNK = 16384
 # Chunk size for streamed response bodies (pcap downloads): one chunk in memory per connection.
 STREAM_CHUNK = 65536
+
+# Websocket subprotocols: a client that offers `kshark` gets it back (browsers need an answer to
+# any subprotocol they offer); `kshark.bearer.<base64url of the token>` carries the token.
+WS_SUBPROTOCOL = "kshark"
+WS_TOKEN_PREFIX = "kshark.bearer."
 
 _TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
@@ -322,13 +330,13 @@ class _Server:
         await self._send_response(stream, error_response(exc.status, exc.message), None, close=True)
 
     def _authorized(self, request: Request) -> bool:
-        if self.token is None:
+        if self.token is None or is_public(request.path):
             return True
         auth = request.headers.get("authorization", "")
         scheme, _, value = auth.partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token):
             return True
-        given = request.query.get("token")
+        given = request.query.get("token") or _subprotocol_token(request)
         return given is not None and hmac.compare_digest(given.encode(), self.token)
 
     async def _read_body(
@@ -379,7 +387,10 @@ class _Server:
                     message_queue_size=limits.ws_message_queue,
                     max_message_size=limits.ws_max_message,
                 )
-                ws = await ws_request.accept()
+                chosen = (
+                    WS_SUBPROTOCOL if WS_SUBPROTOCOL in ws_request.proposed_subprotocols else None
+                )
+                ws = await ws_request.accept(subprotocol=chosen)
                 replay.release()
             if ws is None:
                 log.info("websocket handshake from %s did not complete", request.remote)
@@ -531,6 +542,24 @@ def _parse_head(head: bytes, remote: str) -> tuple[Request, bool]:
         remote=remote,
     )
     return request, keep_alive
+
+
+def _subprotocol_token(request: Request) -> str | None:
+    """The token a browser sends as a websocket subprotocol (`kshark.bearer.<base64url>`, beside
+    `kshark`): a page cannot set headers on a websocket, and a token in the URL ends up in logs
+    and in what users copy. Only on upgrade requests."""
+    if not _is_websocket_upgrade(request):
+        return None
+    for offered in request.headers.get("sec-websocket-protocol", "").split(","):
+        name = offered.strip()
+        if name.startswith(WS_TOKEN_PREFIX):
+            encoded = name[len(WS_TOKEN_PREFIX) :]
+            try:
+                raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+                return raw.decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                return None
+    return None
 
 
 def _is_websocket_upgrade(request: Request) -> bool:

@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from kshark.api.httpserver import Request, Response
 
 # Routes matched exactly, and routes followed by a parameter (`/item/{...}`, `/pcaps/{...}`).
-EXACT_ROUTES = frozenset({"/echo", "/version", "/query/validate", "/status", "/metrics"})
+EXACT_ROUTES = frozenset(
+    {"/echo", "/version", "/query/validate", "/status", "/metrics", "/har", "/pcap"}
+)
 PREFIX_ROUTES = ("/item/", "/pcaps/")
 _METHODS = ("GET", "HEAD")
 

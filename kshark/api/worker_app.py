@@ -61,6 +61,7 @@ from kshark.api.wire import (
 )
 from kshark.kfl import validate as validate_query
 from kshark.store.identity import StoreIdentity, read_identity
+from kshark.web import routes as web_routes
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -451,6 +452,8 @@ class WorkerApp:
                 return self._item(path[len("/item/") :])
             if path.startswith("/pcaps/"):
                 return await self._pcap(path[len("/pcaps/") :])
+            if (web := await web_routes.worker_routes(self, request, path)) is not None:
+                return web  # the dashboard and the exports (kshark.web)
         except _StoreUnavailable:
             return error_response(503, "the worker is starting")
         return no_such_path(request)

@@ -41,6 +41,7 @@ from kshark.hub.limits import HubLimits
 from kshark.hub.relay import RelayPlan
 from kshark.hub.stream import HubStream, StreamCounters
 from kshark.kfl import validate as validate_query
+from kshark.web import routes as web_routes
 
 if TYPE_CHECKING:
     from trio_websocket import WebSocketConnection
@@ -163,6 +164,8 @@ class HubApp:
             return await self._proxy(request, path[len("/item/") :], "/item/", _ITEM_RE)
         if path.startswith("/pcaps/"):
             return await self._proxy(request, path[len("/pcaps/") :], "/pcaps/", _PCAP_RE)
+        if (web := await web_routes.hub_routes(self, request, path)) is not None:
+            return web  # the dashboard and the exports (kshark.web)
         return no_such_path(request)
 
     async def _proxy(

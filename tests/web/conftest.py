@@ -1,0 +1,44 @@
+"""Fixtures for the dashboard's tests: Playwright (sync API) and a fresh Chromium per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from web_support import SHOTS, Watch, launch
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture
+def browser(playwright: Any, tmp_path: Path) -> Iterator[Any]:
+    """A Chromium context on a fresh profile directory."""
+    context = launch(playwright, tmp_path / "profile")
+    try:
+        yield context
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[tuple[Any, Watch]]:
+    """(page, what it logged). The page is the context's first tab."""
+    page = browser.pages[0] if browser.pages else browser.new_page()
+    watch = Watch()
+    watch.attach(page)
+    page.set_default_timeout(30_000)
+    yield page, watch
+
+
+@pytest.fixture(scope="session")
+def shots() -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    return SHOTS
