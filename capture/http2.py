@@ -198,6 +198,7 @@ class _Half:
         "trailers",
         "ts_first",
         "ts_last",
+        "unknown",
         "wire",
     )
 
@@ -215,6 +216,7 @@ class _Half:
         self.interim = 0  # 1xx responses skipped
         self.errors: list[str] | None = None
         self.tally: MessageTally | None = None
+        self.unknown = 0  # header fields that referenced HPACK entries we do not have
 
     def error(self, text: str) -> None:
         if self.errors is None:
@@ -839,11 +841,7 @@ class Http2Connection:
 
     @staticmethod
     def _note_block(half: _Half, unknown: int, error: str | None, sid: int) -> None:
-        if unknown:
-            half.error(
-                f"{unknown} header field{'s' if unknown > 1 else ''} of stream {sid} "
-                "referenced HPACK entries from before the capture"
-            )
+        half.unknown += unknown
         if error is not None:
             half.error(error)
 
@@ -908,23 +906,30 @@ class Http2Connection:
             request = _message(qh, True) if qh is not None and qh.started else None
         response = _message(ph, False) if ph is not None and ph.started else None
         problems: list[str] = []
+        unknown: list[str] = []
         for h, what in ((qh, "request"), (ph, "response")):
             if h is not None:
+                if h.unknown:
+                    unknown.append(f"{h.unknown} {what}")
                 if h.errors:
                     problems.extend(h.errors)
                 if h.lost:
                     problems.append(f"{h.lost} bytes of the {what} body lost in a capture gap")
-        if request is None or response is None:
-            missing, h = ("request", qh) if request is None else ("response", ph)
-            why = (
-                f"stream {sid}: the {missing} headers were not captured"
-                if h is not None
-                else f"stream {sid}: no {missing}"
+        if unknown:
+            problems.insert(
+                0,
+                f"{' and '.join(unknown)} header field(s) of stream {sid} referenced HPACK "
+                "entries from before the capture",
             )
+        if request is None or response is None:
             if error is None or at_end or error[0] == "pair-not-found":
+                missing, h = ("request", qh) if request is None else ("response", ph)
+                why = (
+                    f"stream {sid}: the {missing} headers were not captured"
+                    if h is not None
+                    else f"stream {sid}: no {missing}"
+                )
                 error = ("pair-not-found", why)
-            else:
-                error = (error[0], f"{error[1]}; {why}")
         elif error is None and problems:
             error = ("dissection", problems.pop(0))
         if error is not None and problems:
