@@ -247,7 +247,7 @@ class _Side:
         "block_type",
         "block_wire",
         "buf",
-        "buf_ts",
+        "marks",
         "hpack",
         "max_frame",
         "pad",
@@ -261,7 +261,9 @@ class _Side:
     def __init__(self, max_table_bytes: int) -> None:
         self.state = _START
         self.buf = bytearray()
-        self.buf_ts = 0  # time of the data that carried buf's first byte
+        # (offset in buf, time) of each data() that added to buf: a frame's time is that of
+        # the data carrying its first byte.
+        self.marks: list[tuple[int, int]] = []
         self.hpack = HpackDecoder(max_table_bytes, partial=True)
         # Frames this side may send: the peer's SETTINGS_MAX_FRAME_SIZE (realignment only).
         self.max_frame = _DEFAULT_MAX_FRAME
@@ -342,16 +344,20 @@ class Http2Connection:
         if buf:
             carried = len(buf)
             buf += data
+            s.marks.append((carried, ts_ns))
             pos = self._parse(s, side, buf, ts_ns, carried)
-            if s.buf is buf:
+            if s.buf is buf and pos:
                 del buf[:pos]
-                if buf:
-                    s.buf_ts = ts_ns if pos >= carried else s.buf_ts
+                marks = s.marks
+                k = 0
+                while k + 1 < len(marks) and marks[k + 1][0] <= pos:
+                    k += 1
+                s.marks = [(max(o - pos, 0), t) for o, t in marks[k:]] if buf else []
         else:
-            s.buf_ts = ts_ns
             pos = self._parse(s, side, data, ts_ns, 0)
             if pos < len(data) and s.state != _DEAD:
                 s.buf += memoryview(data)[pos:]
+                s.marks = [(0, ts_ns)]
         if not self.recognised:
             self._probe_budget -= len(data)
             if self._probe_budget < 0:
@@ -376,6 +382,7 @@ class Http2Connection:
                     ftype = hdr[2]
                     sid = hdr[4] & 0x7FFFFFFF
                     s.buf = bytearray()
+                    s.marks = []
                     s.skip = remaining - length
                     s.pad = 0
                     s.skip_half = None
@@ -390,12 +397,17 @@ class Http2Connection:
             return
         etype = "timeout" if reason == "timeout" else "connection"
         after = f" after {self.goaway[1]}" if self.goaway is not None else ""
+        for side, s in enumerate(self._sides):
+            if s.state == _SYNC and s.buf:
+                # Frames held back for want of a second frame to confirm the alignment.
+                self._parse(s, side, s.buf, ts_ns, len(s.buf), final=True)
         for s in self._sides:
             if s.block is not None and s.block_sid in self._streams:
                 half = self._half(self._streams[s.block_sid], self._sides.index(s), ts_ns)
                 half.error("connection ended in a header block")
             s.state = _DEAD
             s.buf = bytearray()
+            s.marks = []
         for st in list(self._streams.values()):
             self._finish(
                 st, (etype, f"connection ended ({reason}){after} in stream {st.sid}"), at_end=True
@@ -404,7 +416,15 @@ class Http2Connection:
 
     # ------------------------------------------------------------------ framing
 
-    def _parse(self, s: _Side, side: int, buf: bytes | bytearray, ts_ns: int, carried: int) -> int:
+    def _parse(
+        self,
+        s: _Side,
+        side: int,
+        buf: bytes | bytearray,
+        ts_ns: int,
+        carried: int,
+        final: bool = False,
+    ) -> int:
         """Consume what can be consumed of buf; return the position reached."""
         pos = 0
         end = len(buf)
@@ -413,7 +433,7 @@ class Http2Connection:
             if s.state == _START:
                 return pos
         if s.state == _SYNC:
-            pos = self._sync(s, buf, pos)
+            pos = self._sync(s, buf, pos, final)
             if s.state == _SYNC:
                 return pos
         max_block = self.limits.max_header_block
@@ -445,7 +465,7 @@ class Http2Connection:
             length = (a << 8) | b
             sid &= 0x7FFFFFFF
             self.frames += 1
-            fts = s.buf_ts if pos < carried else ts_ns
+            fts = ts_ns if pos >= carried else _ts_at(s.marks, pos)
             if s.block is not None and ftype != _CONTINUATION:
                 # RFC 9113 §6.10: nothing may come between a header block's frames.
                 self._block_lost(s, side, s.block_sid, fts, "header block interrupted by a frame")
@@ -514,7 +534,7 @@ class Http2Connection:
         s.state = _SYNC
         return 0
 
-    def _sync(self, s: _Side, buf: bytes | bytearray, pos: int) -> int:
+    def _sync(self, s: _Side, buf: bytes | bytearray, pos: int, final: bool = False) -> int:
         """Look for a frame boundary from pos; the position to parse from (or to keep from)."""
         end = len(buf)
         start = pos
@@ -522,13 +542,16 @@ class Http2Connection:
         while end - pos >= 9:
             if _plausible(buf, pos, max_frame):
                 nxt = pos + 9 + ((buf[pos] << 16) | (buf[pos + 1] << 8) | buf[pos + 2])
-                if nxt == end or (end - nxt >= 9 and _plausible(buf, nxt, max_frame)):
+                if (end - nxt >= 9 and _plausible(buf, nxt, max_frame)) or (final and nxt == end):
                     s.state = _FRAMES
                     self.discarded += pos - start
                     self.recognised = True
                     return pos
-                if end - nxt < 9:
-                    break  # wait for the next frame header to confirm this one
+                if end - nxt < 9 and not final:
+                    # Wait for the next frame header to confirm this one: accepting a frame
+                    # because the data ends where it ends would depend on how the bytes were
+                    # cut into segments (at the connection's end it is accepted: `final`).
+                    break
             pos += 1
         # Keep at most one frame's worth to search on when more data comes.
         keep_from = max(pos, end - (9 + max_frame + 9))
@@ -689,6 +712,7 @@ class Http2Connection:
         s.pad = 0
         s.skip_half = None
         s.buf = bytearray()
+        s.marks = []
         s.block = None
         s.hpack.forget()
         s.state = _SYNC
@@ -941,6 +965,16 @@ class Http2Connection:
         for s in self._sides:
             s.state = _DEAD
             s.buf = bytearray()
+            s.marks = []
+
+
+def _ts_at(marks: list[tuple[int, int]], pos: int) -> int:
+    ts = marks[0][1]
+    for offset, t in marks:
+        if offset > pos:
+            break
+        ts = t
+    return ts
 
 
 def _count(half: _Half | None) -> int:
