@@ -402,7 +402,7 @@ def test_an_oversized_header_block_is_skipped_and_never_decoded_wrong_after() ->
         d(0, c.headers(5, req(extra=[("x-a", "1"), ("x-c", "2")]), end=True)),
         d(1, b"".join(s.headers(i, resp(), end=True) for i in (1, 3, 5))),
     ]
-    conn, exs = run(pk, Http2Limits(max_header_block=1000))
+    _, exs = run(pk, Http2Limits(max_header_block=1000))
     got = {e.stream_id: e for e in exs}
     assert got[1].error is None
     assert got[3].request is None and got[3].error is not None
@@ -454,7 +454,7 @@ def test_gap_across_frames_realigns_and_flags_open_streams() -> None:
         ("g", 1, len(lost), 5),  # ends exactly on a frame boundary: the framing is unknown
         d(1, frame(DATA, END_STREAM, 1, b"one") + s.headers(5, [(":status", "202")], end=True)),
     ]
-    conn, exs = run(pk)
+    _, exs = run(pk)
     got = {e.stream_id: e for e in exs}
     assert (
         got[1].error is not None
