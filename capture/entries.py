@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 from capture.content import decode_body
+from capture.dissect import EntryMaker
 
 if TYPE_CHECKING:
     from capture.http1 import Exchange
@@ -325,8 +326,8 @@ def _post_data(
 # --- the entry -------------------------------------------------------------------------------
 
 
-class EntryBuilder:
-    """Builds the entries of one connection.
+class EntryBuilder(EntryMaker):
+    """Builds the entries of one HTTP/1 connection (HttpConnection.entry_maker makes it).
 
     Everything the entries of a connection share is worked out once, here: the src/dst objects
     (copied into each entry), the stream's file and id prefixes, `outgoing`, the node object and
