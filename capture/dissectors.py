@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from capture.dissect import MORE, YES, TcpDissector, UdpDissector, as_tcp, as_udp
 from capture.http1 import HttpConnection, Message
+from capture.http2 import Http2Connection
+from capture.http2 import detect as detect_http2
 
 if TYPE_CHECKING:
     from capture.reassembly import Opened
@@ -69,7 +71,28 @@ def _http1(sel: Selection) -> TcpDissector:
 
 HTTP1 = DissectorSpec(name="http", tcp=_http1, fallback=True)
 
-DEFAULT_SPECS: tuple[DissectorSpec, ...] = (HTTP1,)
+
+def _http2(sel: Selection) -> TcpDissector:
+    return Http2Connection(sel.limits.http2, sel.limits.protobuf)
+
+
+def _h2c(sel: Selection, request: Message | None, response: Message, client_side: int) -> Any:
+    d = Http2Connection(sel.limits.http2, sel.limits.protobuf)
+    d.upgrade(request, client_side, response.ts_first_ns)
+    return d
+
+
+# HTTP/2 by the client preface (or, mid-connection, its frames); gRPC is HTTP/2 (capture/http2.py)
+HTTP2 = DissectorSpec(
+    name="http2",
+    tcp=_http2,
+    detect=detect_http2,
+    upgrade="h2c",
+    upgraded=_h2c,
+    aliases=("grpc", "h2c"),
+)
+
+DEFAULT_SPECS: tuple[DissectorSpec, ...] = (HTTP1, HTTP2)
 
 
 def spec_names(specs: Sequence[DissectorSpec] = DEFAULT_SPECS) -> list[str]:

@@ -123,22 +123,37 @@ class MessageTally:
     """Counts the Length-Prefixed-Messages of one direction as its bytes pass.
 
     Reads only the prefixes (the 5 bytes before each message), so the cost is per message, not
-    per byte. `lost` becomes True when bytes of the body were lost (a capture gap): from then on
-    the count is a lower bound.
+    per byte. Bytes lost inside the current message keep the count exact; other losses make
+    `lost` True: counting stops until a DATA frame (`frame_start`) begins with what looks like a
+    prefix (flag 0 or 1) and goes on from there, so the count is then a lower bound.
     """
 
-    __slots__ = ("_head", "_need", "compressed", "count", "lost")
+    __slots__ = ("_at_frame", "_blind", "_head", "_need", "compressed", "count", "lost")
 
     def __init__(self) -> None:
         self.count = 0  # messages whose prefix was seen
         self.compressed = 0  # of which with the compressed flag set
-        self.lost = False
+        self.lost = False  # bytes were lost where messages may have been: count is a lower bound
+        self._blind = False  # where the next prefix is, is unknown
+        self._at_frame = False  # the next byte fed starts a DATA frame's payload
         self._need = 0  # message bytes still to pass before the next prefix
         self._head = b""  # part of a prefix split across DATA frames
 
+    def frame_start(self) -> None:
+        """The next bytes fed begin a DATA frame (a place where a message may begin)."""
+        if self._blind:
+            self._at_frame = True
+
     def feed(self, data: bytes | bytearray | memoryview, start: int, stop: int) -> None:
-        if self.lost:
-            return  # where the next prefix is, is unknown
+        if self._blind:
+            if not self._at_frame:
+                return
+            self._at_frame = False
+            if stop - start < 5 or data[start] > 1:
+                return
+            self._blind = False
+            self._need = 0
+            self._head = b""
         pos = start
         need = self._need
         while pos < stop:
@@ -169,12 +184,18 @@ class MessageTally:
 
     def gap(self, length: int) -> None:
         """length body bytes were lost: inside the current message the count stays exact."""
-        if not self._head and length <= self._need:
+        if not self._blind and not self._head and length <= self._need:
             self._need -= length
         else:
-            self.lost = True
-            self._need = 0
-            self._head = b""
+            self.lose()
+
+    def lose(self) -> None:
+        """Bytes of this direction may have been lost anywhere (the framing was lost)."""
+        self.lost = True
+        self._blind = True
+        self._at_frame = False
+        self._need = 0
+        self._head = b""
 
     @property
     def partial(self) -> bool:

@@ -61,17 +61,25 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
+from capture.dissect import MORE, NO, YES, TcpDissector
 from capture.grpc import MessageTally, is_grpc_content_type
 from capture.http1 import Message
+from capture.http2_entries import Http2EntryBuilder
 from capture.http2_hpack import HpackDecoder
+
+if TYPE_CHECKING:
+    from capture.dissect import EntryMaker
+    from capture.entries import ConnectionEnds, Identity
+    from capture.protobuf import ProtoDecoder
 
 __all__ = [
     "PREFACE",
     "Http2Connection",
     "Http2Exchange",
     "Http2Limits",
+    "detect",
     "error_code_name",
     "looks_like_http2",
 ]
@@ -162,6 +170,84 @@ def error_code_name(code: int) -> str:
     return f"{name} (0x{code:x})"
 
 
+def detect(first0: bytes, first1: bytes, conn: object) -> int:
+    """Content detection (capture/dissectors.py): YES when either side starts with the client
+    preface, or with plausible frames up to a HEADERS frame whose block decodes (with an
+    unknown HPACK table) to pseudo-headers: a capture that began after the preface. NO as soon
+    as a side's first bytes cannot be frames; MORE while a side's frames are plausible so far."""
+    if first0.startswith(_NOT_HTTP2) or first1.startswith(_NOT_HTTP2):
+        return NO  # HTTP/1 or TLS from its first byte: no need to hear the other side
+    answer = NO
+    for data in (first0, first1):
+        got = _detect_side(data)
+        if got == YES:
+            return YES
+        if got == MORE:
+            answer = MORE
+    return answer
+
+
+def _detect_side(data: bytes) -> int:
+    n = len(data)
+    if n == 0:
+        return MORE
+    k = min(n, _PREFACE_LEN)
+    if data[:k] == PREFACE[:k]:
+        return YES if n >= _PREFACE_LEN else MORE
+    first = _walk_frames(data, 0)
+    if first != NO:
+        return first
+    # The side's data may begin inside a frame (a capture joining a connection): frames found
+    # further on count only if they reach a HEADERS block with pseudo-headers.
+    for pos in range(1, n - 8):
+        if _plausible(data, pos, _DEFAULT_MAX_FRAME) and _walk_frames(data, pos) == YES:
+            return YES
+    return NO
+
+
+def _walk_frames(data: bytes, pos: int) -> int:
+    """YES: plausible frames from pos up to a HEADERS block that decodes (with an unknown
+    HPACK table) to pseudo-headers; NO: an implausible frame first; MORE: the data ends first."""
+    n = len(data)
+    while n - pos >= 9:
+        if not _plausible(data, pos, _DEFAULT_MAX_FRAME):
+            return NO
+        end = pos + 9 + ((data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2])
+        if end > n:
+            return MORE
+        flags = data[pos + 4]
+        if data[pos + 3] == _HEADERS and flags & _END_HEADERS:
+            block = _unpad(data[pos + 9 : end], flags)
+            if block is None:
+                return NO
+            if flags & _PRIORITY_FLAG:
+                block = block[5:]
+            res = HpackDecoder(partial=True).decode(block)
+            if res.error is not None:
+                return NO
+            if any(name in _PSEUDO for name, _ in res.fields):
+                return YES
+        pos = end
+    return MORE
+
+
+_PSEUDO = frozenset((":method", ":path", ":scheme", ":authority", ":status"))
+# Starts of a side that is surely not HTTP/2 (a request or status line, a TLS handshake record).
+_NOT_HTTP2 = (
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"HEAD ",
+    b"DELETE ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
+    b"HTTP/1.",
+    b"\x16\x03",
+)
+
+
 def looks_like_http2(data: bytes) -> bool:
     """Does a side's first data start with the client connection preface (or a prefix of it)?"""
     n = min(len(data), _PREFACE_LEN)
@@ -180,6 +266,9 @@ class Http2Exchange(NamedTuple):
     # of that body were lost so the count is a lower bound.
     request_messages: int = -1
     response_messages: int = -1
+    # False when bytes were lost where messages may have been: the count is a lower bound
+    request_messages_exact: bool = True
+    response_messages_exact: bool = True
 
 
 class _Half:
@@ -247,8 +336,8 @@ class _Side:
         "block_type",
         "block_wire",
         "buf",
-        "marks",
         "hpack",
+        "marks",
         "max_frame",
         "pad",
         "skip",
@@ -287,15 +376,21 @@ class _Side:
 _DEFAULT_LIMITS = Http2Limits()
 
 
-class Http2Connection:
-    """HTTP/2 dissector and stream pairer for one TCP connection (see the module docstring)."""
+class Http2Connection(TcpDissector):
+    """HTTP/2 dissector and stream pairer for one TCP connection (see the module docstring).
 
-    def __init__(self, limits: Http2Limits = _DEFAULT_LIMITS) -> None:
+    A TcpDissector (capture/dissect.py): `client_side` is set once the roles are known (the
+    preface, a pseudo-header, a PUSH_PROMISE, or at the latest when the first exchange is
+    emitted: side 0, the reassembler's guess); `exchanges` holds `Http2Exchange`s.
+    """
+
+    def __init__(
+        self, limits: Http2Limits = _DEFAULT_LIMITS, protos: ProtoDecoder | None = None
+    ) -> None:
+        super().__init__("http2")
         self.limits = limits
-        self.client_side: int | None = None  # learnt from content (preface, pseudo-headers)
-        self.active = True
+        self._protos = protos  # decodes gRPC messages in entries (--proto-descriptor)
         self.recognised = False  # a preface or a valid frame was seen: this is HTTP/2
-        self.exchanges: list[Http2Exchange] = []  # completed, not popped yet (read-only)
         self.evicted = 0  # streams emitted early by max_streams
         self.discarded = 0  # bytes skipped while looking for a frame boundary
         self.frames = 0  # frames parsed
@@ -312,24 +407,25 @@ class Http2Connection:
 
     # ------------------------------------------------------------------ public API
 
-    def pop_exchanges(self) -> list[Http2Exchange]:
-        out = self.exchanges
-        if not out:
-            return []
-        self.exchanges = []
-        return out
+    def entry_maker(
+        self, conn: ConnectionEnds, identity: Identity, stream: int, max_decoded: int
+    ) -> EntryMaker:
+        client_side = self.client_side if self.client_side is not None else 0
+        return Http2EntryBuilder(conn, identity, stream, max_decoded, client_side, self._protos)
 
-    def upgrade(self, request: Message, client_side: int, ts_ns: int) -> None:
+    def upgrade(self, request: Message | None, client_side: int, ts_ns: int) -> None:
         """HTTP/1.1 `Upgrade: h2c` answered by 101: `request` is stream 1's request
-        (RFC 9113 §3.2, RFC 7540 §3.2); the client's next bytes are the preface."""
+        (RFC 9113 §3.2, RFC 7540 §3.2; None if it was not captured); the client's next bytes
+        are the preface."""
         self._learn_roles(client_side)
         self.recognised = True
         st = self._streams[1] = _Stream(1)
-        st.upgraded = request
-        half = st.halves[client_side] = _Half(request.ts_first_ns)
-        half.started = True
-        half.ended = True
-        half.ts_last = request.ts_last_ns
+        if request is not None:
+            st.upgraded = request
+            half = st.halves[client_side] = _Half(request.ts_first_ns)
+            half.started = True
+            half.ended = True
+            half.ts_last = request.ts_last_ns
         # Both sides start a fresh HTTP/2 connection: both HPACK tables are empty.
         for s in self._sides:
             s.hpack = HpackDecoder(self.limits.max_table_bytes)
@@ -347,12 +443,7 @@ class Http2Connection:
             s.marks.append((carried, ts_ns))
             pos = self._parse(s, side, buf, ts_ns, carried)
             if s.buf is buf and pos:
-                del buf[:pos]
-                marks = s.marks
-                k = 0
-                while k + 1 < len(marks) and marks[k + 1][0] <= pos:
-                    k += 1
-                s.marks = [(max(o - pos, 0), t) for o, t in marks[k:]] if buf else []
+                _consume(s, pos)
         else:
             pos = self._parse(s, side, data, ts_ns, 0)
             if pos < len(data) and s.state != _DEAD:
@@ -369,6 +460,10 @@ class Http2Connection:
         s = self._sides[side]
         if s.state == _DEAD:
             return
+        if s.state == _SYNC and s.buf:
+            # The data before the gap ends here: a frame ending exactly here is accepted, as at
+            # the connection's end (where the gap falls does not depend on segmentation).
+            self._take_final(s, side, ts_ns)
         if s.state == _FRAMES:
             if s.skip and not s.buf:
                 if length <= s.skip:
@@ -399,8 +494,7 @@ class Http2Connection:
         after = f" after {self.goaway[1]}" if self.goaway is not None else ""
         for side, s in enumerate(self._sides):
             if s.state == _SYNC and s.buf:
-                # Frames held back for want of a second frame to confirm the alignment.
-                self._parse(s, side, s.buf, ts_ns, len(s.buf), final=True)
+                self._take_final(s, side, ts_ns)
         for s in self._sides:
             if s.block is not None and s.block_sid in self._streams:
                 half = self._half(self._streams[s.block_sid], self._sides.index(s), ts_ns)
@@ -415,6 +509,14 @@ class Http2Connection:
         self.active = False
 
     # ------------------------------------------------------------------ framing
+
+    def _take_final(self, s: _Side, side: int, ts_ns: int) -> None:
+        """Frames held back for want of a next frame header to confirm the alignment, when no
+        more data follows (a gap or the end): a frame ending exactly at the buffer's end."""
+        buf = s.buf
+        pos = self._parse(s, side, buf, ts_ns, len(buf), final=True)
+        if s.buf is buf and pos:
+            _consume(s, pos)
 
     def _parse(
         self,
@@ -487,6 +589,8 @@ class Http2Connection:
                 half = self._data_half(sid, side, fts)
                 if half is not None:
                     half.wire += 9 + length + (1 if flags & _PADDED else 0)
+                    if half.tally is not None:
+                        half.tally.frame_start()
                 s.skip = length
                 s.pad = pad
                 s.skip_half = half
@@ -722,7 +826,7 @@ class Http2Connection:
             if half is not None and not half.ended:
                 half.error(text)
                 if half.tally is not None:
-                    half.tally.lost = True
+                    half.tally.lose()
 
     def _block_lost(self, s: _Side, side: int, sid: int, ts: int, why: str) -> None:
         """A header block was not decoded: its insertions into the table are unknown."""
@@ -920,7 +1024,9 @@ class Http2Connection:
         self._closed_set.add(sid)
         if len(self._closed) > CLOSED_REMEMBERED:
             self._closed_set.discard(self._closed.popleft())
-        client = self.client_side if self.client_side is not None else 0
+        if self.client_side is None:
+            self.client_side = 0  # never learnt: the reassembler's guess (its SYN sender)
+        client = self.client_side
         qh = st.halves[client]
         ph = st.halves[1 - client]
         request: Message | None
@@ -958,7 +1064,11 @@ class Http2Connection:
             error = ("dissection", problems.pop(0))
         if error is not None and problems:
             error = (error[0], "; ".join([error[1], *problems]))
-        self.exchanges.append(Http2Exchange(request, response, error, sid, _count(qh), _count(ph)))
+        self.exchanges.append(
+            Http2Exchange(
+                request, response, error, sid, _count(qh), _count(ph), _exact(qh), _exact(ph)
+            )
+        )
 
     def _stop(self) -> None:
         self.active = False
@@ -968,6 +1078,17 @@ class Http2Connection:
             s.marks = []
 
 
+def _consume(s: _Side, pos: int) -> None:
+    """Drop the first pos bytes of the side's buffer, and their time marks."""
+    buf = s.buf
+    del buf[:pos]
+    marks = s.marks
+    k = 0
+    while k + 1 < len(marks) and marks[k + 1][0] <= pos:
+        k += 1
+    s.marks = [(max(o - pos, 0), t) for o, t in marks[k:]] if buf else []
+
+
 def _ts_at(marks: list[tuple[int, int]], pos: int) -> int:
     ts = marks[0][1]
     for offset, t in marks:
@@ -975,6 +1096,10 @@ def _ts_at(marks: list[tuple[int, int]], pos: int) -> int:
             break
         ts = t
     return ts
+
+
+def _exact(half: _Half | None) -> bool:
+    return half is None or half.tally is None or not half.tally.lost
 
 
 def _count(half: _Half | None) -> int:

@@ -9,7 +9,7 @@ two `Message`s: headers map, cookies, queryString, postData, content, sizes, tim
 * Headers: pseudo-headers are ordinary keys (`:authority`, `:path`, `:status`, as Kubeshark shows
   them); trailers are merged into `headers` after the header fields, as HTTP/1 chunked trailers.
   `response.statusText` is the standard phrase of `:status` (HTTP/2 has no reason phrase).
-* `request.streamId`: the HTTP/2 stream id.
+* `request.streamId` / `response.streamId`: the HTTP/2 stream id.
 * gRPC: `response.status` is the call's status code, not the HTTP one (which stays in
   `response.headers[":status"]`): grpc-status from the trailers (or a Trailers-Only response);
   without it, the HTTP status mapped as gRPC clients do (404 → 12 UNIMPLEMENTED, …); a 200
@@ -17,7 +17,8 @@ two `Message`s: headers map, cookies, queryString, postData, content, sizes, tim
   `grpc and response.status != 0` finds every call that did not end OK. `statusText` is the
   code's name ("OK", "NOT_FOUND", …). `request.grpc` / `response.grpc` hold the service and
   method, grpc-encoding, the message count (every message of the call, however long the
-  stream) and the first `GRPC_MESSAGES_SHOWN` messages: size, compressed flag, and the message
+  stream; `messageCountExact` false when capture gaps may have hidden some) and the first
+  `GRPC_MESSAGES_SHOWN` messages: size, compressed flag, and the message
   decoded (protobuf raw fields, or JSON with a ProtoDecoder), from the captured body bytes.
 """
 
@@ -27,6 +28,7 @@ from binascii import b2a_base64
 from typing import TYPE_CHECKING, Any
 
 from capture.content import decode_body
+from capture.dissect import EntryMaker
 from capture.entries import EntryBuilder
 from capture.grpc import (
     GRPC_STATUS_NAMES,
@@ -107,10 +109,10 @@ def _is_grpc(req: Message | None, resp: Message | None) -> bool:
     return _field(resp, "grpc-status") is not None
 
 
-class Http2EntryBuilder:
-    """Builds the entries of one HTTP/2 connection (the pipeline keeps one per connection)."""
+class Http2EntryBuilder(EntryMaker):
+    """Builds the entries of one HTTP/2 connection (its EntryMaker, capture/dissect.py)."""
 
-    __slots__ = ("_builders", "_conn", "_identity", "_max_decoded", "_protos", "_stream", "_v6")
+    __slots__ = ("_builder", "_max_decoded", "_protos", "_v6")
 
     def __init__(
         self,
@@ -118,33 +120,27 @@ class Http2EntryBuilder:
         identity: Identity,
         stream: int,
         max_decoded: int,
+        client_side: int = 0,
         protos: ProtoDecoder | None = None,
     ) -> None:
-        self._conn = conn
-        self._identity = identity
-        self._stream = stream
+        self._builder = EntryBuilder(conn, client_side, identity, stream, max_decoded)
         self._max_decoded = max_decoded
         self._protos = protos
         self._v6 = conn.family != 4
-        # One EntryBuilder per client side: roles of a connection seen mid-stream may be learnt
-        # after its first entries' connection was numbered (capture/http2.py).
-        self._builders: list[EntryBuilder | None] = [None, None]
 
-    def build_for(self, ex: Http2Exchange, index: int, client_side: int) -> dict[str, Any]:
-        builder = self._builders[client_side]
-        if builder is None:
-            builder = self._builders[client_side] = EntryBuilder(
-                self._conn, client_side, self._identity, self._stream, self._max_decoded
-            )
+    def build(self, ex: Http2Exchange, index: int) -> dict[str, Any]:
+        """The entry of the exchange numbered `index` on this connection."""
         req = ex.request
         resp = ex.response
-        entry = builder.build(Exchange(req, resp, ex.error), index)
+        entry = self._builder.build(Exchange(req, resp, ex.error), index)
         grpc = _is_grpc(req, resp)
         entry["protocol"] = _PROTOCOLS[grpc, self._v6]
         request = entry["request"]
         response = entry["response"]
         if req is not None:
             request["streamId"] = ex.stream_id
+        if resp is not None:
+            response["streamId"] = ex.stream_id
         if grpc:
             self._grpc(ex, request, response)
         return entry
@@ -156,7 +152,11 @@ class Http2EntryBuilder:
         service, method = service_method(path.partition("?")[0])
         if req is not None:
             info: dict[str, Any] = {"service": service, "method": method}
-            info.update(self._messages(req, ex.request_messages, service, method, True))
+            info.update(
+                self._messages(
+                    req, ex.request_messages, ex.request_messages_exact, service, method, True
+                )
+            )
             request["grpc"] = info
         if resp is not None:
             grpc_status = _field(resp, "grpc-status")
@@ -169,13 +169,17 @@ class Http2EntryBuilder:
                 "statusSource": source,
                 "message": grpc_message_text(message) if message is not None else "",
             }
-            info.update(self._messages(resp, ex.response_messages, service, method, False))
+            info.update(
+                self._messages(
+                    resp, ex.response_messages, ex.response_messages_exact, service, method, False
+                )
+            )
             response["grpc"] = info
             response["status"] = code
             response["statusText"] = name
 
     def _messages(
-        self, msg: Message, count: int, service: str, method: str, is_request: bool
+        self, msg: Message, count: int, exact: bool, service: str, method: str, is_request: bool
     ) -> dict[str, Any]:
         encoding = (_field(msg, "grpc-encoding") or "identity").strip().lower()
         raw, _ = split_messages(msg.body, GRPC_MESSAGES_SHOWN)
@@ -216,5 +220,6 @@ class Http2EntryBuilder:
         return {
             "encoding": encoding,
             "messageCount": count if count >= 0 else len(raw),
+            "messageCountExact": exact,
             "messages": shown,
         }

@@ -35,6 +35,8 @@ from capture.decode import Decoder
 from capture.dissectors import DEFAULT_SPECS, DissectorSpec, Selection
 from capture.entries import Identity
 from capture.http1 import HttpLimits
+from capture.http2 import Http2Limits
+from capture.protobuf import ProtoDecoder
 from capture.reassembly import Closed, Data, Gap, Opened, Reassembler, ReassemblyLimits
 
 if TYPE_CHECKING:
@@ -74,6 +76,9 @@ class PipelineLimits:
 
     reassembly: ReassemblyLimits = field(default_factory=ReassemblyLimits)
     http: HttpLimits = field(default_factory=HttpLimits)
+    http2: Http2Limits = field(default_factory=Http2Limits)
+    # Decodes gRPC messages to JSON in HTTP/2 entries (--proto-descriptor); None: raw fields.
+    protobuf: ProtoDecoder | None = None
     udp: UdpLimits = field(default_factory=UdpLimits)
     held_packets_per_conn: int = 64
     held_bytes_total: int = 32 << 20

@@ -809,7 +809,10 @@ def _midstream(t0: int) -> tuple[list[Packet], list[Expected], Expected]:
                 "responseHeaders": {"X-Served-By": "node-a"},
             },
         ],
-        {},
+        {
+            "decodeAs": {"8080": "http2"},
+            "decodeAsWhy": "the first 512 bytes the client side shows are the inside of a DATA frame and the server has not spoken yet: content detection cannot tell, so the port is hinted (tshark needs -d tcp.port==8080,http2 for such a capture too)",
+        },
     )
 
 

@@ -131,6 +131,15 @@ def test_tally_gap_inside_a_message_keeps_the_count_exact_and_elsewhere_gives_up
     t2.gap(90)  # past its end: where the next prefix is, is unknown
     t2.feed(body, 120, len(body))
     assert (t2.count, t2.lost) == (1, True)
+    # A DATA frame that starts with what looks like a prefix: counting goes on from there.
+    t2.frame_start()
+    t2.feed(lpm(b"c") + lpm(b"d"), 0, 12)
+    assert (t2.count, t2.lost) == (3, True)
+    t2.lose()
+    t2.frame_start()
+    t2.feed(b"\x07garbage", 0, 8)  # a flag byte that is neither 0 nor 1: still blind
+    t2.feed(lpm(b"e"), 0, 6)  # not at a frame start
+    assert t2.count == 3
 
 
 # --- protobuf -------------------------------------------------------------------------------
@@ -259,8 +268,8 @@ def _msg(headers: list[tuple[str, str]], body: bytes, request: bool) -> Message:
 
 
 def _entry(ex: Http2Exchange, protos: ProtoDecoder | None = None) -> dict[str, Any]:
-    b = Http2EntryBuilder(_Ends(), Identity("w:1", "10.0.0.9", "node"), 7, 10 << 20, protos)
-    return b.build_for(ex, 0, 0)
+    b = Http2EntryBuilder(_Ends(), Identity("w:1", "10.0.0.9", "node"), 7, 10 << 20, 0, protos)
+    return b.build(ex, 0)
 
 
 GRPC_REQ = [

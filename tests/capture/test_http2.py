@@ -579,3 +579,34 @@ def test_mutated_streams_never_raise_and_stay_split_invariant(name: str, seed: i
         return [data[:k], data[k:]]
 
     assert run(packets, split=split)[1] == exs
+
+
+# --- content detection (capture/dissectors.py asks this with each side's first bytes) ---------
+
+
+def test_detect_from_the_preface_and_from_headers_frames() -> None:
+    from capture.dissect import MORE, NO, YES
+    from capture.http2 import detect
+
+    c, s = Side(), Side()
+    assert detect(PREFACE + frame(SETTINGS, 0, 0), b"", None) == YES
+    assert detect(PREFACE[:10], b"", None) == MORE  # could still be the preface
+    assert detect(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"", None) == NO  # no need to wait
+    assert detect(b"", b"HTTP/1.1 200 OK\r\n", None) == NO
+    assert detect(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", b"", None) == NO  # TLS
+    # mid-connection: a HEADERS frame with pseudo-headers, at the start or after a frame's tail
+    headers = c.headers(7, req("/x"), end=True)
+    assert detect(headers, b"", None) == YES
+    assert detect(b"q" * 40 + headers, b"", None) == YES
+    assert detect(b"", frame(WINDOW, 0, 0, b"\0\0\0\x10") + s.headers(7, resp()), None) == YES
+    # plausible frames so far, no header block yet: wait for more
+    assert detect(frame(DATA, 0, 3, b"abc"), b"", None) == MORE
+    assert detect(frame(DATA, 0, 3, b"abc") + b"\xff" * 9, b"", None) == MORE  # side 1 unheard
+    assert detect(frame(DATA, 0, 3, b"abc") + b"\xff" * 9, b"\xfe" * 20, None) == NO
+    # a HEADERS frame whose block has no pseudo-header (a trailer block) proves nothing yet
+    assert (
+        detect(frame(HEADERS, END_HEADERS, 3, c.block([("grpc-status", "0")])), b"", None) == MORE
+    )
+    rng = random.Random(7)
+    noise = bytes(rng.randrange(256) for _ in range(512))
+    assert detect(noise, noise[::-1], None) == NO
