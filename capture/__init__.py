@@ -28,6 +28,8 @@ NATIVE_MODULES = (
     "http1",
     "content",
     "entries",
+    "dns",
+    "dissect_dns",
     "dissectors",
     "pipeline",
     "pcapwrite",

@@ -30,6 +30,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from capture.dissect import MORE, YES, TcpDissector, UdpDissector, as_tcp, as_udp
+from capture.dissect_dns import DnsTcp, DnsUdp
 from capture.http1 import HttpConnection, Message
 from capture.http2 import Http2Connection
 from capture.http2 import detect as detect_http2
@@ -69,6 +70,14 @@ def _http1(sel: Selection) -> TcpDissector:
     return HttpConnection(sel.limits.http, sel.upgrades or None)
 
 
+def _dns_tcp(sel: Selection) -> TcpDissector:
+    return DnsTcp(sel.limits.dns)
+
+
+def _dns_udp(sel: Selection) -> UdpDissector:
+    return DnsUdp(sel.limits.dns)
+
+
 HTTP1 = DissectorSpec(name="http", tcp=_http1, fallback=True)
 
 
@@ -91,8 +100,17 @@ HTTP2 = DissectorSpec(
     upgraded=_h2c,
     aliases=("grpc", "h2c"),
 )
+# DNS by port only, as tshark: 53 over both transports (RFC 1035 4.2). Kubeshark's priority 4.
+DNS = DissectorSpec(
+    name="dns",
+    priority=4,
+    tcp=_dns_tcp,
+    udp=_dns_udp,
+    tcp_ports=frozenset({53}),
+    udp_ports=frozenset({53}),
+)
 
-DEFAULT_SPECS: tuple[DissectorSpec, ...] = (HTTP1, HTTP2)
+DEFAULT_SPECS: tuple[DissectorSpec, ...] = (HTTP1, HTTP2, DNS)
 
 
 def spec_names(specs: Sequence[DissectorSpec] = DEFAULT_SPECS) -> list[str]:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from capture.decode import Decoder
+from capture.dissect_dns import DnsLimits
 from capture.dissectors import DEFAULT_SPECS, DissectorSpec, Selection
 from capture.entries import Identity
 from capture.http1 import HttpLimits
@@ -79,6 +80,7 @@ class PipelineLimits:
     http2: Http2Limits = field(default_factory=Http2Limits)
     # Decodes gRPC messages to JSON in HTTP/2 entries (--proto-descriptor); None: raw fields.
     protobuf: ProtoDecoder | None = None
+    dns: DnsLimits = field(default_factory=DnsLimits)
     udp: UdpLimits = field(default_factory=UdpLimits)
     held_packets_per_conn: int = 64
     held_bytes_total: int = 32 << 20
