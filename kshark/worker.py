@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 import capture
+from capture.dissectors import parse_decode_as, spec_names
 from capture.entries import Identity
 from capture.pipeline import Output, Pipeline, PipelineLimits
 from capture.protobuf import ProtoDecoder, ProtoDescriptorError
@@ -74,6 +75,7 @@ class WorkerConfig:
     max_body: int = 1 << 20
     # --proto-descriptor: decodes gRPC messages to JSON in entries (capture/protobuf.py)
     protobuf: ProtoDecoder | None = None
+    decode_as: dict[int, str] = field(default_factory=dict)  # port → protocol (--decode-as)
 
 
 class Worker:
@@ -100,7 +102,9 @@ class Worker:
             http2=Http2Limits(max_body=cfg.max_body),
             protobuf=cfg.protobuf,
         )
-        self.pipeline = Pipeline(identity, self.store.allocate_stream, limits)
+        self.pipeline = Pipeline(
+            identity, self.store.allocate_stream, limits, decode_as=cfg.decode_as
+        )
         self.packets = 0
         self.capture_warnings: list[str] = []
         self.live_stats: dict[str, int] = {}
@@ -132,7 +136,7 @@ class Worker:
             "packets": self.packets,
             "dropped_kernel": live.get("kernel_drops", 0),
             "dropped_ours": live.get("our_drops", 0) + pipeline.get("held_packets_discarded", 0),
-            "connections": pipeline.get("http_connections", 0),
+            "connections": pipeline.get("connections_dissected", 0),
             "open_connections": pipeline.get("open_connections", 0),
             "entries": pipeline.get("entries", 0),
             "errors": pipeline.get("entries_with_error", 0),
@@ -468,6 +472,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--filter", dest="bpf", metavar="BPF", help="kernel BPF filter for live capture")
     p.add_argument(
+        "--decode-as",
+        action="append",
+        default=[],
+        metavar="PORT=PROTO",
+        help="dissect TCP/UDP port PORT as PROTO whatever its content, like tshark's -d "
+        f"(repeatable; PROTO one of {', '.join(spec_names())})",
+    )
+    p.add_argument(
         "--data-dir", default="kshark-data", type=Path, help="where entries and pcaps are kept"
     )
     p.add_argument(
@@ -521,6 +533,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.once and args.iface:
         print("kshark-worker: --once is for --pcap replay only", file=sys.stderr)
         return 2
+    decode_as: dict[int, str] = {}
+    for text in args.decode_as:
+        try:
+            port, proto = parse_decode_as(text)
+        except ValueError as exc:
+            print(f"kshark-worker: --decode-as {exc}", file=sys.stderr)
+            return 2
+        decode_as[port] = proto
     try:
         storage_limit = parse_size(args.storage_limit)
         max_body = parse_size(args.max_body)
@@ -566,6 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         storage_limit=storage_limit,
         max_body=max_body,
         protobuf=protobuf,
+        decode_as=decode_as,
     )
     tune_runtime()
     return trio.run(_main_async, cfg)
