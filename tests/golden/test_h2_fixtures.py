@@ -145,3 +145,36 @@ def test_grpc_without_a_descriptor_set_shows_raw_fields() -> None:
         {"string": "t1"},
     ]
     assert "fixed64" in fields["3"]  # the price, a double: 17.5 as its 8 raw bytes
+
+
+@pytest.mark.parametrize(
+    ("query", "streams"),
+    [
+        ("grpc and response.status != 0", [5, 7]),
+        ('grpc and response.statusText == "NOT_FOUND"', [5]),
+        ('grpc and request.grpc.method == "ListItems"', [3]),
+        ("grpc and response.grpc.messageCount > 10", [3]),
+        ('grpc and request.grpc.messages[0].json.id == "42"', [5]),
+        ('grpc and response.headers[":status"] == "200"', [1, 3, 5, 7]),
+        ("http2", []),  # gRPC entries are gRPC, not plain HTTP/2 (Kubeshark's abbr)
+        ("http", []),
+    ],
+)
+def test_kfl_on_grpc_entries(query: str, streams: list[int]) -> None:
+    from kshark.kfl import compile_query
+
+    entries, _ = run("grpc-calls.pcap", ProtoDecoder((FIXTURES / "shop.desc").read_bytes()))
+    q = compile_query(query)
+    assert sorted(e["request"]["streamId"] for e in entries if q.match(e)) == streams
+
+
+def test_kfl_and_summaries_on_http2_entries() -> None:
+    from capture.entries import summarize
+    from kshark.kfl import compile_query
+
+    entries, _ = run("h2-rst-stream.pcap")
+    q = compile_query('http2 and error.type == "connection"')
+    assert sorted(e["request"]["streamId"] for e in entries if q.match(e)) == [1, 5]
+    s = summarize(next(e for e in entries if e["request"]["streamId"] == 3))
+    assert (s["method"], s["summary"], s["status"]) == ("POST", "/upload", 413)
+    assert s["proto"]["abbr"] == "HTTP/2"
