@@ -33,6 +33,11 @@ NATIVE_MODULES = (
     "dissectors",
     "pipeline",
     "pcapwrite",
+    "http2_hpack",
+    "http2",
+    "grpc",
+    "protobuf",
+    "http2_entries",
 )
 # Part of the digest: bump it when scripts/build_native.py changes how it compiles.
 NATIVE_BUILD_VERSION = 1

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 from capture.dissect import MORE, YES, TcpDissector, UdpDissector, as_tcp, as_udp
 from capture.dissect_dns import DnsTcp, DnsUdp
 from capture.http1 import HttpConnection, Message
+from capture.http2 import Http2Connection
+from capture.http2 import detect as detect_http2
 
 if TYPE_CHECKING:
     from capture.reassembly import Opened
@@ -77,6 +79,27 @@ def _dns_udp(sel: Selection) -> UdpDissector:
 
 
 HTTP1 = DissectorSpec(name="http", tcp=_http1, fallback=True)
+
+
+def _http2(sel: Selection) -> TcpDissector:
+    return Http2Connection(sel.limits.http2, sel.limits.protobuf)
+
+
+def _h2c(sel: Selection, request: Message | None, response: Message, client_side: int) -> Any:
+    d = Http2Connection(sel.limits.http2, sel.limits.protobuf)
+    d.upgrade(request, client_side, response.ts_first_ns)
+    return d
+
+
+# HTTP/2 by the client preface (or, mid-connection, its frames); gRPC is HTTP/2 (capture/http2.py)
+HTTP2 = DissectorSpec(
+    name="http2",
+    tcp=_http2,
+    detect=detect_http2,
+    upgrade="h2c",
+    upgraded=_h2c,
+    aliases=("grpc", "h2c"),
+)
 # DNS by port only, as tshark: 53 over both transports (RFC 1035 4.2). Kubeshark's priority 4.
 DNS = DissectorSpec(
     name="dns",
@@ -87,7 +110,7 @@ DNS = DissectorSpec(
     udp_ports=frozenset({53}),
 )
 
-DEFAULT_SPECS: tuple[DissectorSpec, ...] = (HTTP1, DNS)
+DEFAULT_SPECS: tuple[DissectorSpec, ...] = (HTTP1, HTTP2, DNS)
 
 
 def spec_names(specs: Sequence[DissectorSpec] = DEFAULT_SPECS) -> list[str]:

@@ -36,6 +36,8 @@ from capture.dissect_dns import DnsLimits
 from capture.dissectors import DEFAULT_SPECS, DissectorSpec, Selection
 from capture.entries import Identity
 from capture.http1 import HttpLimits
+from capture.http2 import Http2Limits
+from capture.protobuf import ProtoDecoder
 from capture.reassembly import Closed, Data, Gap, Opened, Reassembler, ReassemblyLimits
 
 if TYPE_CHECKING:
@@ -75,6 +77,9 @@ class PipelineLimits:
 
     reassembly: ReassemblyLimits = field(default_factory=ReassemblyLimits)
     http: HttpLimits = field(default_factory=HttpLimits)
+    http2: Http2Limits = field(default_factory=Http2Limits)
+    # Decodes gRPC messages to JSON in HTTP/2 entries (--proto-descriptor); None: raw fields.
+    protobuf: ProtoDecoder | None = None
     dns: DnsLimits = field(default_factory=DnsLimits)
     udp: UdpLimits = field(default_factory=UdpLimits)
     held_packets_per_conn: int = 64

@@ -29,6 +29,7 @@ import capture
 from capture.dissectors import parse_decode_as, spec_names
 from capture.entries import Identity
 from capture.pipeline import Output, Pipeline, PipelineLimits
+from capture.protobuf import ProtoDecoder, ProtoDescriptorError
 from capture.sources import CaptureFile, CaptureOpenError
 from kshark import __version__
 from kshark.live import LiveCaptureError
@@ -72,6 +73,8 @@ class WorkerConfig:
     once: bool = False
     storage_limit: int = 1 << 30
     max_body: int = 1 << 20
+    # --proto-descriptor: decodes gRPC messages to JSON in entries (capture/protobuf.py)
+    protobuf: ProtoDecoder | None = None
     decode_as: dict[int, str] = field(default_factory=dict)  # port → protocol (--decode-as)
 
 
@@ -92,8 +95,13 @@ class Worker:
             local_ips=frozenset(_local_ips()) if cfg.ifaces else frozenset(),
         )
         from capture.http1 import HttpLimits
+        from capture.http2 import Http2Limits
 
-        limits = PipelineLimits(http=HttpLimits(max_body=cfg.max_body))
+        limits = PipelineLimits(
+            http=HttpLimits(max_body=cfg.max_body),
+            http2=Http2Limits(max_body=cfg.max_body),
+            protobuf=cfg.protobuf,
+        )
         self.pipeline = Pipeline(
             identity, self.store.allocate_stream, limits, decode_as=cfg.decode_as
         )
@@ -480,6 +488,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="disk budget; oldest connections go first (default 1GiB)",
     )
     p.add_argument("--max-body", default="1MiB", help="body bytes kept per message (default 1MiB)")
+    p.add_argument(
+        "--proto-descriptor",
+        metavar="FILE",
+        type=Path,
+        help="a protobuf FileDescriptorSet (protoc --include_imports --descriptor_set_out=FILE): "
+        "gRPC messages of its services are decoded to JSON in entries",
+    )
     p.add_argument("--host", default="127.0.0.1", help="API listen address (default 127.0.0.1)")
     p.add_argument("--port", default=30001, type=int, help="API port (default 30001)")
     p.add_argument(
@@ -532,6 +547,16 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"kshark-worker: bad size: {exc}", file=sys.stderr)
         return 2
+    protobuf = None
+    if args.proto_descriptor is not None:
+        try:
+            protobuf = ProtoDecoder(args.proto_descriptor.read_bytes(), str(args.proto_descriptor))
+        except OSError as exc:
+            print(f"kshark-worker: {args.proto_descriptor}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        except ProtoDescriptorError as exc:
+            print(f"kshark-worker: {exc}", file=sys.stderr)
+            return 2
     for path in args.pcap:
         try:
             CaptureFile(path)  # opens and checks the header: fail before anything starts
@@ -560,6 +585,7 @@ def main(argv: list[str] | None = None) -> int:
         once=args.once,
         storage_limit=storage_limit,
         max_body=max_body,
+        protobuf=protobuf,
         decode_as=decode_as,
     )
     tune_runtime()
