@@ -248,3 +248,22 @@ def test_dns_fixtures_are_what_the_script_writes(tmp_path: Path) -> None:
     assert [n for n in fresh if fresh[n] != committed[n]] == [], "run scripts/make_dns_fixtures.py"
     again = _generate(tmp_path / "b")
     assert again == fresh  # deterministic
+
+
+# DNS inside the HTTP corpus (../shared/pcaps, whose oracle is HTTP only): (queries, responses)
+# as tshark 4.0.17's `-Y dns` lists them, and the one difference explained.
+HTTP_CORPUS_DNS = {"cs-http_espn.pcapng": (14, 14), "dpkt-nb6-http.pcap": (8, 8)}
+
+
+@pytest.mark.parametrize("name", sorted(HTTP_CORPUS_DNS))
+def test_dns_in_the_http_corpus(name: str) -> None:
+    out, _ = run(ROOT.parent / "shared" / "pcaps" / name)
+    entries = dns_entries(out)
+    got = (sum(1 for e in entries if e["request"]), sum(1 for e in entries if e["response"]))
+    assert got == HTTP_CORPUS_DNS[name]
+    if name == "dpkt-nb6-http.pcap":
+        # tshark lists 8 queries and 9 responses: its 9th is frame 34, an ICMP port-unreachable quoting the
+        # second answer to id 0x56bb (the client had closed its socket). A quoted copy inside
+        # an ICMP error is not a DNS message on the wire; kshark has the two real answers.
+        answers = [e for e in entries if e["response"] and e["response"]["id"] == 0x56BB]
+        assert len(answers) == 2
