@@ -2,7 +2,7 @@
 
 Hand-written ``struct`` decoding, on purpose: dpkt's object decode of Ethernet/IP/TCP costs about
 10 µs per packet and scapy's about 150 µs, while precompiled ``struct.Struct.unpack_from`` over
-the frame costs about 1 µs (measured in /work/shared/reference/perf-baseline.md). Decode runs once
+the frame costs about 1 µs (measured in ../shared/reference/perf-baseline.md). Decode runs once
 per captured packet, so it is the second-hottest loop after the capture reader. The shape
 follows from that: one method, a fast path for the common Ethernet → IPv4 → TCP frame with no
 helper calls, integer comparisons instead of dict dispatch, and ``tuple.__new__`` to build the
@@ -11,11 +11,22 @@ the tests, as an independent oracle.
 
 Supported link types: 0 NULL/loopback and 108 LOOP (address family in either byte order),
 1 Ethernet (any stack of 802.1Q 0x8100 / 802.1ad 0x88a8 / 0x9100 tags), 12, 14 and 101 raw IP
-(version from the first nibble), 228 raw IPv4, 229 raw IPv6, 113 Linux SLL, 276 Linux SLL2.
-Also PPPoE sessions (ethertype 0x8864) on any of the Ethernet-like links. Network layer: IPv4
-with options, IPv6 with extension headers, IPv6-in-IPv4 (41) / IPv4-in-IPv4 (4) tunnels (also
-inside IPv6) and L2TPv2 data over UDP port 1701 carrying PPP (an ISP's IPv6 tunnel, as in
-dpkt-nb6-http.pcap), decapsulated up to ``MAX_ENCAPSULATION`` levels.
+(version from the first nibble), 228 raw IPv4, 229 raw IPv6, 113 Linux SLL, 276 Linux SLL2,
+239 Linux NFLOG (``iptables -j NFLOG`` / ``tcpdump -i nflog``: TLVs in the capturing host's
+byte order, the packet in the NFULA_PAYLOAD one). Also PPPoE sessions (ethertype 0x8864) on any
+of the Ethernet-like links. Network layer: IPv4 with options, IPv6 with extension headers,
+IPv6-in-IPv4 (41) / IPv4-in-IPv4 (4) tunnels (also inside IPv6), and the tunnels Kubernetes
+overlays and mirroring use: VXLAN (UDP 4789, and 8472, the Linux kernel's default that Flannel
+and Cilium use), Geneve (UDP 6081) and GRE (IP 47: IPv4, IPv6, transparent Ethernet, ERSPAN
+types I to III); and L2TPv2 data over UDP port 1701 carrying PPP (an ISP's IPv6 tunnel, as in
+dpkt-nb6-http.pcap); all decapsulated up to ``MAX_ENCAPSULATION`` levels.
+
+What is not decoded is counted, never silently dropped: a frame of a link type we do not read,
+or carried in a tunnel we do not open (ESP, L2TPv3, MPLS, GTP-U, VXLAN-GPE, other GRE payloads)
+counts in its outcome (``unsupported_linktype``, ``non_tcp``, ``non_ip``) *and* in
+``stats.undecoded`` by kind ("linktype_147", "esp", "gre", ...; at most ``MAX_UNDECODED_KINDS``
+kinds, the rest as "other"), which the pipeline reports as ``decode_undecoded_<kind>`` and the
+worker's summary line prints: traffic kshark cannot see is said, not hidden.
 
 IP fragments (IPv4, and IPv6 fragment headers, at any encapsulation level) go to a
 `capture.ipfrag.FragmentReassembler` (``Decoder.fragments``; its module docstring has the
@@ -71,6 +82,22 @@ _PROTO_IPIP = 4
 _PROTO_TCP = 6
 _PROTO_UDP = 17
 _PROTO_IPV6 = 41
+_PROTO_GRE = 47
+# IP protocols that carry other traffic we do not open: counted by name in stats.undecoded
+_UNDECODED_PROTOS = {50: "esp", 97: "etherip", 115: "l2tpv3", 137: "mpls"}
+# UDP ports of tunnels: decoded ones, then ones only counted
+_VXLAN_PORTS = (4789, 8472)  # IANA's, and the Linux kernel's default (Flannel, Cilium)
+_GENEVE_PORT = 6081
+_UNDECODED_UDP = {4790: "vxlan_gpe", 2152: "gtp_u"}
+_ETH_TEB = 0x6558  # transparent Ethernet bridging: GRE/Geneve carrying an Ethernet frame
+_ERSPAN_2 = 0x88BE  # ERSPAN type I (no header) or II (8-byte header: GRE sequence bit set)
+_ERSPAN_3 = 0x22EB
+_MPLS = (0x8847, 0x8848)
+_LINKTYPE_NFLOG = 239
+_NFULA_PAYLOAD = 9
+_AF_INET6_LINUX = 10
+# stats.undecoded holds at most this many kinds; further ones count as "other"
+MAX_UNDECODED_KINDS = 32
 # IPv6 extension headers with the generic (next, len in 8-octet units - 1) layout.
 # hop-by-hop, routing, destination options, mobility, HIP, shim6
 _IPV6_EXT_GENERIC = frozenset((0, 43, 60, 135, 139, 140))
@@ -128,6 +155,7 @@ class DecodeStats:
         "non_tcp",
         "truncated",
         "udp",
+        "undecoded",
         "unsupported_linktype",
     )
     _FIELDS = (
@@ -156,6 +184,15 @@ class DecodeStats:
         self.fragments = 0
         self.truncated = 0
         self.udp = 0
+        # frames in an encapsulation or link type we do not decode, by kind (module doc);
+        # they are also in their outcome above (unsupported_linktype, non_tcp or non_ip)
+        self.undecoded: dict[str, int] = {}
+
+    def count_undecoded(self, kind: str) -> None:
+        undecoded = self.undecoded
+        if kind not in undecoded and len(undecoded) >= MAX_UNDECODED_KINDS:
+            kind = "other"
+        undecoded[kind] = undecoded.get(kind, 0) + 1
 
     @property
     def tcp(self) -> int:
@@ -167,6 +204,9 @@ class DecodeStats:
         out = {name: getattr(self, name) for name in self._FIELDS}
         for name, value in self.frag.as_dict().items():
             out[f"fragments_{name}"] = value
+        out["undecoded"] = sum(self.undecoded.values())
+        for kind, value in self.undecoded.items():
+            out[f"undecoded_{kind}"] = value
         return out
 
     def __repr__(self) -> str:
@@ -310,7 +350,10 @@ class Decoder:
                     return self._ipv6(ts_ns, frame, 4, len(frame), 0)
                 stats.non_ip += 1
                 return None
+            if linktype == _LINKTYPE_NFLOG:
+                return self._nflog(ts_ns, frame)
             stats.unsupported_linktype += 1
+            stats.count_undecoded(f"linktype_{linktype}")
             return None
         except (struct.error, IndexError):
             # A header ran past the end of the frame.
@@ -318,23 +361,33 @@ class Decoder:
             return None
 
     def _ether(
-        self, ts_ns: int, frame: bytes, type_at: int, payload_at: int = -1
+        self,
+        ts_ns: int,
+        frame: bytes,
+        type_at: int,
+        payload_at: int = -1,
+        depth: int = 0,
+        limit: int = -1,
     ) -> Segment | None:
         """EtherType at ``type_at``; network header at ``payload_at`` (default: right after it),
-        after any number of VLAN tags (each tag is TPID+TCI: the next type sits 4 bytes on)."""
+        after any number of VLAN tags (each tag is TPID+TCI: the next type sits 4 bytes on).
+        ``limit``: where the frame's data ends (an Ethernet frame inside a tunnel), else its end."""
         off = type_at + 2 if payload_at < 0 else payload_at
+        end = len(frame) if limit < 0 else limit
         etype = _U16(frame, type_at)[0]
         while etype in _VLAN_TPIDS:
             etype = _U16(frame, off + 2)[0]
             off += 4
         if etype == _ETH_IPV4:
-            return self._ipv4(ts_ns, frame, off, len(frame), 0)
+            return self._ipv4(ts_ns, frame, off, end, depth)
         if etype == _ETH_IPV6:
-            return self._ipv6(ts_ns, frame, off, len(frame), 0)
+            return self._ipv6(ts_ns, frame, off, end, depth)
         if etype == _ETH_PPPOE_SESSION:
             # PPPoE session header: ver/type, code, session id, payload length; then PPP.
-            end = off + 6 + _PPPOE_LEN(frame, off)[0]
-            return self._ppp(ts_ns, frame, off + 6, min(end, len(frame)), 0)
+            stop = off + 6 + _PPPOE_LEN(frame, off)[0]
+            return self._ppp(ts_ns, frame, off + 6, min(stop, end), depth)
+        if etype in _MPLS:
+            self.stats.count_undecoded("mpls")
         self.stats.non_ip += 1
         return None
 
@@ -366,11 +419,16 @@ class Decoder:
         src: bytes,
         dst: bytes,
     ) -> Segment | None:
-        """A datagram for a port in `udp_ports` goes to `datagrams` (payload bounded by the
-        UDP length, or cut where the capture was cut). Otherwise UDP matters only as a tunnel:
-        L2TPv2 data messages carry PPP (e.g. IPv6 over an ISP's L2TP, as in
-        dpkt-nb6-http.pcap). Everything else is just non-TCP."""
+        """UDP as a tunnel: VXLAN and Geneve carry the overlay networks' frames (pod to pod
+        traffic between nodes), L2TPv2 data messages carry PPP (e.g. IPv6 over an ISP's L2TP,
+        as in dpkt-nb6-http.pcap). A datagram for a port in `udp_ports` goes to `datagrams`
+        (payload bounded by the UDP length, or cut where the capture was cut). Everything else
+        is just non-TCP."""
         sport, dport = _UDP_PORTS(frame, off)
+        if dport in _VXLAN_PORTS:
+            return self._vxlan(ts_ns, frame, off + 8, end, depth)
+        if dport == _GENEVE_PORT:
+            return self._geneve(ts_ns, frame, off + 8, end, depth)
         udp_ports = self.udp_ports
         if sport in udp_ports or dport in udp_ports:
             length = _U16(frame, off + 4)[0]
@@ -388,6 +446,9 @@ class Decoder:
             self.stats.udp += 1
             return None
         if sport != _L2TP_PORT and dport != _L2TP_PORT:
+            kind = _UNDECODED_UDP.get(dport)
+            if kind is not None:
+                self.stats.count_undecoded(kind)
             self.stats.non_tcp += 1
             return None
         pos = off + 8
@@ -406,6 +467,97 @@ class Decoder:
             self.stats.malformed += 1
             return None
         return self._ppp(ts_ns, frame, pos, end, depth + 1)
+
+    def _vxlan(self, ts_ns: int, frame: bytes, pos: int, end: int, depth: int) -> Segment | None:
+        """VXLAN (RFC 7348): 8 bytes (flags with the I bit, VNI), then an Ethernet frame."""
+        if depth >= MAX_ENCAPSULATION or pos + 8 + 14 > end or not frame[pos] & 0x08:
+            self.stats.malformed += 1
+            return None
+        return self._ether(ts_ns, frame, pos + 8 + 12, -1, depth + 1, end)
+
+    def _geneve(self, ts_ns: int, frame: bytes, pos: int, end: int, depth: int) -> Segment | None:
+        """Geneve (RFC 8926): 8 bytes + options (length in 4-byte words), then the protocol
+        its type names: an Ethernet frame (0x6558), IPv4 or IPv6."""
+        first = frame[pos]
+        proto = _U16(frame, pos + 2)[0]
+        inner = pos + 8 + ((first & 0x3F) << 2)
+        if depth >= MAX_ENCAPSULATION or first >> 6 != 0 or inner > end:
+            self.stats.malformed += 1
+            return None
+        return self._inner(ts_ns, frame, proto, inner, end, depth, "geneve")
+
+    def _gre(self, ts_ns: int, frame: bytes, pos: int, end: int, depth: int) -> Segment | None:
+        """GRE (RFC 2784/2890): flags and version, protocol type, then optional checksum, key
+        and sequence number; ERSPAN (port mirroring) rides on it with an 0x88BE/0x22EB type."""
+        flags = _U16(frame, pos)[0]
+        proto = _U16(frame, pos + 2)[0]
+        if flags & 0x4007:  # routing present (RFC 1701), or version 1 (PPTP): not opened
+            self.stats.count_undecoded("gre")
+            self.stats.non_tcp += 1
+            return None
+        inner = pos + 4 + 4 * ((flags >> 15 & 1) + (flags >> 13 & 1) + (flags >> 12 & 1))
+        if proto == _ERSPAN_2:
+            if flags & 0x1000:  # type II: an 8-byte ERSPAN header (type I has none)
+                inner += 8
+            proto = _ETH_TEB
+        elif proto == _ERSPAN_3:
+            # type III: 12 bytes, and 8 more of platform-specific data when its O bit is set
+            inner += 12 + (8 if frame[inner + 11] & 1 else 0)
+            proto = _ETH_TEB
+        if depth >= MAX_ENCAPSULATION or inner > end:
+            self.stats.malformed += 1
+            return None
+        return self._inner(ts_ns, frame, proto, inner, end, depth, "gre")
+
+    def _inner(
+        self, ts_ns: int, frame: bytes, proto: int, pos: int, end: int, depth: int, tunnel: str
+    ) -> Segment | None:
+        """What a tunnel carries, by EtherType: an Ethernet frame, IPv4 or IPv6."""
+        if proto == _ETH_TEB:
+            if pos + 14 > end:
+                self.stats.malformed += 1
+                return None
+            return self._ether(ts_ns, frame, pos + 12, -1, depth + 1, end)
+        if proto == _ETH_IPV4:
+            return self._ipv4(ts_ns, frame, pos, end, depth + 1)
+        if proto == _ETH_IPV6:
+            return self._ipv6(ts_ns, frame, pos, end, depth + 1)
+        self.stats.count_undecoded(tunnel)
+        self.stats.non_ip += 1
+        return None
+
+    def _nflog(self, ts_ns: int, frame: bytes) -> Segment | None:
+        """Linux NFLOG (link type 239): a 4-byte header (address family, version, resource
+        id), then TLVs (length including its 4-byte header, type; in the capturing host's
+        byte order, padded to 4 bytes); the packet is the NFULA_PAYLOAD one, from its IP
+        header. The byte order is whichever makes the first TLV fit the frame."""
+        n = len(frame)
+        family = frame[0]
+        order = "<"
+        if n >= 8:
+            first = struct.unpack_from("<H", frame, 4)[0]
+            if first < 4 or 4 + first > n:
+                order = ">"
+        tlv = struct.Struct(order + "HH").unpack_from
+        pos = 4
+        while pos + 4 <= n:
+            length, kind = tlv(frame, pos)
+            if length < 4 or pos + length > n:
+                self.stats.malformed += 1
+                return None
+            if kind & 0x3FFF == _NFULA_PAYLOAD:
+                start = pos + 4
+                stop = pos + length
+                version = frame[start] >> 4 if start < stop else 0
+                if family == _AF_INET or (family != _AF_INET6_LINUX and version == 4):
+                    return self._ipv4(ts_ns, frame, start, stop, 0)
+                if family == _AF_INET6_LINUX or version == 6:
+                    return self._ipv6(ts_ns, frame, start, stop, 0)
+                self.stats.non_ip += 1
+                return None
+            pos += (length + 3) & ~3
+        self.stats.non_ip += 1  # no packet in it (NFLOG can log headers only elsewhere)
+        return None
 
     def _ipv4(self, ts_ns: int, frame: bytes, off: int, limit: int, depth: int) -> Segment | None:
         """IPv4 header at ``off``; ``limit`` is where the enclosing layer's data ends."""
@@ -444,6 +596,11 @@ class Decoder:
             return self._ipv4(ts_ns, frame, off + ihl, end, depth + 1)
         if proto == _PROTO_UDP:
             return self._udp(ts_ns, frame, off + ihl, end, depth, 4, src, dst)
+        if proto == _PROTO_GRE:
+            return self._gre(ts_ns, frame, off + ihl, end, depth)
+        kind = _UNDECODED_PROTOS.get(proto)
+        if kind is not None:
+            stats.count_undecoded(kind)
         stats.non_tcp += 1
         return None
 
@@ -491,8 +648,13 @@ class Decoder:
                 return self._ipv4(ts_ns, frame, pos, end, depth + 1)
             elif nxt == _PROTO_UDP:
                 return self._udp(ts_ns, frame, pos, end, depth, 6, src, dst)
+            elif nxt == _PROTO_GRE:
+                return self._gre(ts_ns, frame, pos, end, depth)
             else:
-                stats.non_tcp += 1  # includes 59 "no next header", ICMPv6, UDP, ESP
+                kind = _UNDECODED_PROTOS.get(nxt)
+                if kind is not None:
+                    stats.count_undecoded(kind)
+                stats.non_tcp += 1  # includes 59 "no next header", ICMPv6, ESP
                 return None
             if pos > end:
                 stats.malformed += 1
@@ -592,3 +754,40 @@ class Decoder:
         return _new_segment(
             Segment, (ts_ns, family, src, dst, sport, dport, seq, ack, flags, frame[data:end])
         )
+
+
+def tcp_options(linktype: int, frame: bytes) -> bytes:
+    """The TCP options of a frame's segment (b"" when it has none, or when the frame is not a
+    plain link / IPv4 or IPv6 / TCP one: tunnels, fragments and IPv6 extension headers are not
+    followed). Decode leaves options out of `Segment` to stay cheap; the pipeline asks for them
+    only while the reassembler waits for a peer's SACK (capture/reassembly.py, "Keep-alives")."""
+    try:
+        if linktype in (1, 113, 276):
+            # where the EtherType is, and where what it names starts (as in Decoder._ether)
+            type_at, off = (12, 14) if linktype == 1 else (14, 16) if linktype == 113 else (0, 20)
+            etype = _U16(frame, type_at)[0]
+            while etype in _VLAN_TPIDS:
+                etype = _U16(frame, off + 2)[0]
+                off += 4
+        elif linktype in (101, 12, 14, 228, 229):
+            etype, off = (_ETH_IPV6 if frame[0] >> 4 == 6 else _ETH_IPV4), 0
+        elif linktype in (0, 108):
+            etype, off = (
+                (_ETH_IPV4 if frame[0] == _AF_INET or frame[3] == _AF_INET else _ETH_IPV6),
+                4,
+            )
+        else:
+            return b""
+        if etype == _ETH_IPV4:
+            if frame[off + 9] != _PROTO_TCP:
+                return b""
+            off += (frame[off] & 0x0F) << 2
+        elif etype == _ETH_IPV6:
+            if frame[off + 6] != _PROTO_TCP:
+                return b""
+            off += 40
+        else:
+            return b""
+        return frame[off + 20 : off + ((frame[off + 12] >> 4) << 2)]
+    except IndexError:
+        return b""

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from capture.dissect import MORE, YES, TcpDissector, UdpDissector, as_tcp, as_udp
 from capture.dissect_dns import DnsTcp, DnsUdp
-from capture.http1 import HttpConnection, Message
+from capture.http1 import HttpConnection, HttpStats, Message
 from capture.http2 import Http2Connection
 from capture.http2 import detect as detect_http2
 
@@ -67,7 +67,7 @@ class DissectorSpec:
 
 
 def _http1(sel: Selection) -> TcpDissector:
-    return HttpConnection(sel.limits.http, sel.upgrades or None)
+    return HttpConnection(sel.limits.http, sel.http_stats, sel.upgrades or None)
 
 
 def _dns_tcp(sel: Selection) -> TcpDissector:
@@ -161,6 +161,8 @@ class Selection:
         decode_as: Mapping[int, str] | None = None,
     ) -> None:
         self.limits = limits  # the pipeline's PipelineLimits
+        # what every HTTP/1 connection's dissector counts (Pipeline.stats shows it as http_*)
+        self.http_stats = HttpStats()
         by_name: dict[str, DissectorSpec] = {}
         for spec in specs:
             for name in (spec.name, *spec.aliases):

@@ -22,6 +22,14 @@ that existing Kubeshark clients read our entries unchanged. Choices the contract
   `{"type": "dissection", "msg": "... content not decoded: ..."}` unless it already has an
   error. A body cut short on purpose (max_body) or by a gap decodes as far as it goes, silently:
   the gap itself is already the entry's error.
+* Bodies are bounded by `max_keep` (the worker's `--max-body`) after decoding too: `text` (and
+  `postData.text`) hold at most that many decoded bytes; `content.size` is the decoded length
+  of the whole content when it is known (a body received whole: all it decodes to, counted
+  without being kept; an uncoded body: its length as sent, `bodySize`), else what the received
+  part decoded to. Whenever `text` holds less than the whole content (cut by max_keep after
+  decoding, by max_body or a capture gap on the wire, or by the pending-bodies budget of
+  capture/http1.py), the object gets `"_truncated": true`: HAR 1.2's rule for fields of
+  one's own (a leading underscore), so HAR and Kubeshark readers ignore it.
 * `timestamp` / `startTime`: the request's first byte (the response's when there is no request),
   ms truncated / RFC 3339 with all 9 fractional digits; `elapsedTime`: response first byte minus
   request first byte, rounded to the nearest ms, 0 when negative or when a half is missing.
@@ -53,7 +61,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote_to_bytes
 
-from capture.content import decode_body
+from capture.content import decode_content
 from capture.dissect import EntryMaker
 
 if TYPE_CHECKING:
@@ -273,11 +281,20 @@ _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _last_second = [-1, ""]
 
 
+# The instants RFC 3339 (four-digit years) and Python's date can write: 0001-01-01T00:00:00Z to
+# 9999-12-31T23:59:59.999999999Z. Outside them the nearer one is written, never an exception.
+_RFC3339_MIN_NS = (date(1, 1, 1).toordinal() - _EPOCH_ORDINAL) * 86400 * 1_000_000_000
+_RFC3339_MAX_NS = (date(9999, 12, 31).toordinal() - _EPOCH_ORDINAL + 1) * 86400 * 1_000_000_000 - 1
+
+
 def rfc3339_ns(ts_ns: int) -> str:
     """RFC 3339 UTC with nanoseconds, always 9 fractional digits: 2023-12-19T20:51:07.482113205Z."""
     sec = ts_ns // 1_000_000_000
     cached = _last_second
     if sec != cached[0]:
+        # (checked only here: the cached second is always one that can be written)
+        if not _RFC3339_MIN_NS <= ts_ns <= _RFC3339_MAX_NS:
+            return rfc3339_ns(_RFC3339_MIN_NS if ts_ns < 0 else _RFC3339_MAX_NS)
         day, sod = divmod(sec, 86400)
         hour, rest = divmod(sod, 3600)
         minute, second = divmod(rest, 60)
@@ -294,23 +311,27 @@ def rfc3339_ns(ts_ns: int) -> str:
 
 
 def _decoded(
-    body: bytes, truncated: bool, coding: str | None, max_decoded: int
-) -> tuple[bytes, str | None]:
-    """The body with its Content-Encoding removed, and why not when it could not be."""
+    body: bytes, truncated: bool, coding: str | None, max_decoded: int, max_keep: int
+) -> tuple[bytes, int, str | None]:
+    """The body with its Content-Encoding removed (at most max_keep bytes of it), its decoded
+    size, and why it could not be decoded."""
     if not coding or not body:
-        return body, None
-    decoded, problem = decode_body(body, coding, max_decoded)
+        return (body[:max_keep] if len(body) > max_keep else body), len(body), None
+    decoded, size, problem = decode_content(body, coding, max_decoded, max_keep)
     if problem is not None and truncated and " stream truncated" in problem:
         problem = None  # cut by max_body or a gap: decoding as far as it goes is all we can do
-    return decoded, problem
+    return decoded, size, problem
 
 
 def _post_data(
-    body: bytes, truncated: bool, headers: dict[str, str], max_decoded: int
+    body: bytes, truncated: bool, headers: dict[str, str], max_decoded: int, max_keep: int
 ) -> tuple[Any, str | None]:
-    body, problem = _decoded(body, truncated, headers.get("Content-Encoding"), max_decoded)
+    coding = headers.get("Content-Encoding")
+    body, size, problem = _decoded(body, truncated, coding, max_decoded, max_keep)
     mime = headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
     post: dict[str, Any] = {"mimeType": mime, "params": []}
+    if truncated or len(body) < size:
+        post["_truncated"] = True
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -340,6 +361,7 @@ class EntryBuilder(EntryMaker):
         "_file_prefix",
         "_id_prefix",
         "_max_decoded",
+        "_max_keep",
         "_protocol_10",
         "_protocol_11",
         "_src",
@@ -353,6 +375,7 @@ class EntryBuilder(EntryMaker):
         identity: Identity,
         stream: int,
         max_decoded: int,
+        max_keep: int | None = None,
     ) -> None:
         client = _endpoint(_ip_text(conn.client_ip), conn.client_port)
         server = _endpoint(_ip_text(conn.server_ip), conn.server_port)
@@ -368,6 +391,8 @@ class EntryBuilder(EntryMaker):
         self._protocol_10 = _PROTOCOLS[True, v6]
         self._protocol_11 = _PROTOCOLS[False, v6]
         self._max_decoded = max_decoded
+        # decoded body bytes kept per message (--max-body); None: all, up to max_decoded
+        self._max_keep = max_decoded if max_keep is None else max_keep
         # Every entry starts as a copy of this: the fields that are the same for all entries of
         # the connection are set, the others (None here) are filled in by build(). Copying a
         # dict and setting 14 keys costs half of building the 22-key literal.
@@ -433,11 +458,12 @@ class EntryBuilder(EntryMaker):
             }
             entry["requestSize"] = wire_size
             if body_size > 0:
-                post, problem = _post_data(body, truncated, headers, max_decoded)
+                post, problem = _post_data(body, truncated, headers, max_decoded, self._max_keep)
                 request["postData"] = post
                 if problem is not None:
                     problems = [f"request content not decoded: {problem}"]
 
+        rts_ns = 1  # the response's time, when there is one (checked below with the request's)
         if resp is None:
             entry["response"] = {}
             entry["responseSize"] = 0
@@ -451,15 +477,21 @@ class EntryBuilder(EntryMaker):
             headers = _header_map(fields)
             coding = headers.get("Content-Encoding")
             if coding and body:
-                body, problem = _decoded(body, truncated, coding, max_decoded)
+                body, size, problem = _decoded(body, truncated, coding, max_decoded, self._max_keep)
                 if problem is not None:
                     problem = f"response content not decoded: {problem}"
                     problems = [problem] if problems is None else [*problems, problem]
+            else:
+                size = body_size if truncated else len(body)
+                if len(body) > self._max_keep:
+                    body = body[: self._max_keep]
             content: dict[str, Any] = {
                 "encoding": "base64",
                 "mimeType": headers.get("Content-Type", ""),
-                "size": len(body),
+                "size": size,
             }
+            if truncated or len(body) < size:
+                content["_truncated"] = True
             if body:
                 content["text"] = b2a_base64(body, newline=False).decode("ascii")
             status = status or 0
@@ -488,6 +520,9 @@ class EntryBuilder(EntryMaker):
             entry["error"] = {"type": err[0], "msg": err[1]}
         elif problems is not None:
             entry["error"] = {"type": "dissection", "msg": "; ".join(problems)}
+        # (capture.segment.TS_MIN_NS, TS_MAX_NS as literals: no global lookups per entry)
+        if not 0 < ts_ns < 4294967295999999999 or not 0 < rts_ns < 4294967295999999999:
+            self._flag_time(entry)
         entry["dst"] = self._dst.copy()  # each entry its own: consumers may annotate src/dst
         entry["elapsedTime"] = elapsed
         entry["entryFile"] = f"{self._file_prefix}{index}_entry.json"
@@ -499,6 +534,19 @@ class EntryBuilder(EntryMaker):
         entry["timestamp"] = ts_ns // 1_000_000
         return entry
 
+    @staticmethod
+    def _flag_time(entry: dict[str, Any]) -> None:
+        """The entry's request or response time sits on a bound of what can be represented:
+        one the pipeline clamped (a damaged capture's time; `timestamps_clamped` counts them),
+        or a capture that has no real times (0 is the epoch). Said in `error`, so a user sees
+        that `timestamp`/`startTime`/`elapsedTime` are not measurements."""
+        note = "capture time out of range, clamped to 1970-01-01T00:00:00Z..2106-02-07T06:28:15Z"
+        error = entry["error"]
+        if error is None:
+            entry["error"] = {"type": "dissection", "msg": note}
+        else:
+            error["msg"] = f"{error['msg']}; {note}"
+
 
 def build_entry(
     ex: Exchange,
@@ -508,6 +556,7 @@ def build_entry(
     stream: int,
     index: int,
     max_decoded: int,
+    max_keep: int | None = None,
 ) -> dict[str, Any]:
     """The entry of ENTRY.md for one exchange of one connection.
 
@@ -515,7 +564,7 @@ def build_entry(
     client_side == 1 (learnt from content by the dissector) swaps them: `src` is the HTTP client.
     A connection's entries are built faster with one `EntryBuilder` (what the pipeline does).
     """
-    return EntryBuilder(conn, client_side, identity, stream, max_decoded).build(ex, index)
+    return EntryBuilder(conn, client_side, identity, stream, max_decoded, max_keep).build(ex, index)
 
 
 # --- summary (/api/ws) -----------------------------------------------------------------------

@@ -53,7 +53,15 @@ Policies (what a Zeek user would expect of a passive analyser; see also docs/int
 * Leniency: bare LF line endings, a missing reason phrase, odd methods, `HTTP/1.` versions,
   obs-fold continuation lines and whitespace before the colon are accepted and listed in
   `Message.anomalies`. A malformed request line (no version, no target, a method that is not a
-  token) still yields a request, framed as usual, with `Exchange.error = ("dissection", ...)`.
+  token, spaces inside the target) still yields a request, framed as usual, with
+  `Exchange.error = ("dissection", ...)`; one with a known method, a version and spaces in its
+  target (attack traffic) is recognised as a request even with no response to confirm it.
+* Framing values, not their spelling, are bounded: a Content-Length or chunk size may have any
+  number of leading zeros (RFC 9110 8.6, RFC 9112 7.1; "Content-Length with leading zeros" is
+  listed as an anomaly), the value must stay below 10**18 (Content-Length) or 16**15 (chunk).
+  obs-fold lines are unfolded (replaced by a space, RFC 9112 5.2) before Content-Length and
+  Transfer-Encoding are read, so a folded `Transfer-Encoding:\r\n chunked` frames as chunked,
+  as Zeek and a server that accepts obs-fold would read it.
   Input that cannot be framed (bad Content-Length, bad chunk size, an unparsable status line, a
   head over `max_head`) ends the message with a dissection error, and the side resynchronises on
   the next request or status line at the start of a line.
@@ -88,12 +96,19 @@ if TYPE_CHECKING:
 
     from capture.entries import ConnectionEnds, Identity
 
-__all__ = ["Exchange", "HttpConnection", "HttpLimits", "Message", "UpgradeFactory"]
+__all__ = ["Exchange", "HttpConnection", "HttpLimits", "HttpStats", "Message", "UpgradeFactory"]
 
 
 @dataclass(frozen=True, slots=True)
 class HttpLimits:
-    """Per-connection bounds. Each says what happens when it is reached."""
+    """Per-connection bounds. Each says what happens when it is reached.
+
+    Memory of one connection is bounded by them: one message being read per direction (its
+    head up to max_head, its body up to max_body), and up to max_pending exchanges waiting for
+    their other half whose bodies hold at most max(max_pending_body, max_body) bytes together
+    (plus their heads). Pipelined requests that are never answered, or the responses of a
+    one-direction capture, therefore cost max_pending_body, not max_pending × max_body.
+    """
 
     # Body bytes kept per message; the rest is counted in body_size and dropped
     # (body_truncated=True). Memory per connection stays O(max_body) whatever the Content-Length.
@@ -107,6 +122,10 @@ class HttpLimits:
     # Exchanges waiting for their other half (pipelined requests, early responses). When one more
     # would be needed, the oldest is emitted as pair-not-found and `HttpConnection.evicted` counts it.
     max_pending: int = 1024
+    # Body bytes kept by the messages waiting for their other half, together. A message that
+    # would go past it keeps only what is left (body_truncated; HttpStats counts the message
+    # and the bytes dropped); one waiting alone always keeps its body (up to max_body).
+    max_pending_body: int = 8 << 20
     # Bytes seen (both sides together, gaps not counted) without finding a request or status
     # line: past this the connection is declared not HTTP (active=False) and ignored from then on.
     max_probe: int = 256 << 10
@@ -134,6 +153,23 @@ class Message(NamedTuple):
     ts_last_ns: int  # time of the data that carried the last byte (or of the gap that ended it)
     error: str | None  # why the message is incomplete or malformed, None when it is whole
     anomalies: tuple[str, ...] = ()  # tolerated deviations (bare LF, obs-fold, ...)
+
+
+class HttpStats:
+    """Counters shared by the connections of one pipeline (pass the same object to each)."""
+
+    __slots__ = ("waiting_bodies_cut", "waiting_body_bytes_dropped")
+
+    def __init__(self) -> None:
+        # messages whose body was cut because waiting bodies reached max_pending_body
+        self.waiting_bodies_cut = 0
+        self.waiting_body_bytes_dropped = 0  # ... and the bytes not kept
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "waiting_bodies_cut": self.waiting_bodies_cut,
+            "waiting_body_bytes_dropped": self.waiting_body_bytes_dropped,
+        }
 
 
 class Exchange(NamedTuple):
@@ -177,9 +213,22 @@ _REQ_LINE = re.compile(
     rb"[A-Za-z][!#$%&'*+.^_`|~0-9A-Za-z-]{0,31} [^\x00-\x20\x7f]+ HTTP/1\.[0-9]?\r?\n"
 )
 _STATUS_LINE = re.compile(rb"HTTP/1\.[0-9] [0-9]{3}[ \r\n]")
+# A request line whose target holds spaces (attack traffic: "GET /x;cat /etc/passwd| HTTP/1.1"):
+# not valid, but plainly a request when a known method starts it and a version ends it. It is
+# recognised like a strict one (else an unanswered one would leave the connection "not HTTP"
+# and vanish) and reported with a dissection error.
+_SPACED_REQ_LINE = re.compile(
+    rb"(?:GET|HEAD|POST|PUT|DELETE|CONNECT|OPTIONS|TRACE|PATCH|PROPFIND) "
+    rb"[^\x00-\x1f\x7f]+? HTTP/1\.[0-9]?\r?\n"
+)
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
+_HEX = re.compile(rb"[0-9A-Fa-f]+")
+# Bounds on framing values, not on how many digits spell them (RFC 9110 8.6 and RFC 9112 7.1
+# allow any number of leading zeros; a cap on the digits let a request smuggled behind
+# "Content-Length: 000…050" go unseen). A larger value is invalid framing.
+_MAX_LENGTH_DIGITS = 18  # Content-Length below 10**18 bytes
+_MAX_CHUNK_DIGITS = 15  # chunk size below 16**15 bytes
 _KNOWN_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "PROPFIND"}
 )
@@ -342,8 +391,8 @@ def _quick_head(head: bytes | bytearray, is_req: bool) -> _QuickHead | None:
             return None  # both: an anomaly to record
         length = -2
     elif cl is not None:
-        if not (cl.isdigit() and cl.isascii() and len(cl) <= 18):
-            return None
+        if not (cl.isdigit() and cl.isascii() and len(cl) <= 18) or (cl[0] == "0" and len(cl) > 1):
+            return None  # leading zeros: an anomaly the general path records
         length = int(cl)
     else:
         length = 0 if is_req else -3  # a response without length reads until close
@@ -443,10 +492,12 @@ class HttpConnection(TcpDissector):
     def __init__(
         self,
         limits: HttpLimits = _DEFAULT_LIMITS,
+        stats: HttpStats | None = None,
         upgrades: Mapping[str, UpgradeFactory] | None = None,
     ) -> None:
         super().__init__("http")
         self.limits = limits
+        self.stats = HttpStats() if stats is None else stats
         self._upgrades = upgrades
         self.evicted = 0  # exchanges pushed out early by max_pending
         self.discarded = 0  # bytes skipped while probing or resynchronising (gaps not included)
@@ -468,7 +519,10 @@ class HttpConnection(TcpDissector):
     def entry_maker(
         self, conn: ConnectionEnds, identity: Identity, stream: int, max_decoded: int
     ) -> EntryMaker:
-        return EntryBuilder(conn, self.client_side or 0, identity, stream, max_decoded)
+        # decoded bodies are bounded like wire bodies (--max-body)
+        return EntryBuilder(
+            conn, self.client_side or 0, identity, stream, max_decoded, self.limits.max_body
+        )
 
     def data(self, side: int, data: bytes, ts_ns: int) -> None:
         if not self.active or not data:
@@ -778,9 +832,13 @@ class HttpConnection(TcpDissector):
             ),
         )  # fmt: skip
         if is_req:
+            if body and len(txns) > 1:
+                msg = self._fit_waiting(msg)
             t.req = msg
             t.req_st = _DONE  # its slot is new: no response to pair with yet
             return end
+        if body and len(txns) > 1 and (k or t.req_st < _DONE):
+            msg = self._fit_waiting(msg)  # it waits: for its request, or for earlier exchanges
         t.resp = msg
         t.resp_st = _DONE
         if not self._pipelined and k + 1 < len(txns) and txns[k + 1].req_st != _NONE:
@@ -891,6 +949,8 @@ class HttpConnection(TcpDissector):
         """
         if (_REQ_LINE if s.role == _REQ else _STATUS_LINE).match(buf, pos):
             return False  # a well-formed start line (the usual head cut by a packet boundary)
+        if s.role == _REQ and _SPACED_REQ_LINE.match(buf, pos):
+            return False
         line = buf[pos:k].decode("utf-8", "replace")
         if line[-1:] == "\r":
             line = line[:-1]
@@ -954,6 +1014,7 @@ class HttpConnection(TcpDissector):
             te = None
             m.switch = False
         headers = m.headers = []
+        unfolded = False
         for k in range(1, len(lines)):
             line = lines[k]
             i = line.find(":")
@@ -964,6 +1025,7 @@ class HttpConnection(TcpDissector):
                     folded = line.strip()
                     headers[-1] = (name, f"{value} {folded}" if value else folded)
                     anomalies = _add(anomalies, "obs-fold continuation line")
+                    unfolded = True
                 elif line.strip():
                     anomalies = _add(anomalies, f"field line without a name: {line[:64]!r}")
                 continue
@@ -985,6 +1047,18 @@ class HttpConnection(TcpDissector):
                     te = value if te is None else f"{te}, {value}"
                 elif low == "upgrade" and m.is_req:
                     m.switch = True
+        if unfolded:
+            # RFC 9112 5.2: obs-fold is replaced by a space before the value is interpreted
+            # (what a server that accepts it, and Zeek, do): framing reads the unfolded values,
+            # so `Transfer-Encoding:\r\n chunked` is chunked.
+            cl = None
+            te = None
+            for name, value in headers:
+                low = name.lower()
+                if low == "content-length":
+                    cl = [value] if cl is None else [*cl, value]
+                elif low == "transfer-encoding":
+                    te = value if te is None else f"{te}, {value}"
         m.anomalies = anomalies
         return cl, te
 
@@ -1010,7 +1084,7 @@ class HttpConnection(TcpDissector):
             if not target:
                 errors = _add(errors, "request line without a target")
             elif " " in target or "\t" in target:
-                anomalies = _add(anomalies, "whitespace inside the request target")
+                errors = _add(errors, "whitespace inside the request target")
             if version and version[:7] != "HTTP/1.":
                 errors = _add(errors, f"unsupported HTTP version {version[:20]!r}")
             elif version and len(version) != 8:
@@ -1104,7 +1178,13 @@ class HttpConnection(TcpDissector):
             return
         if cl is not None:
             v = cl[0]
-            if len(cl) == 1 and v.isdigit() and v.isascii() and len(v) <= 18:
+            if (
+                len(cl) == 1
+                and v.isdigit()
+                and v.isascii()
+                and len(v) <= _MAX_LENGTH_DIGITS
+                and (v[0] != "0" or len(v) == 1)
+            ):
                 length = int(v)  # the common case, without a call
             else:
                 length = self._content_length(m, cl)
@@ -1125,13 +1205,28 @@ class HttpConnection(TcpDissector):
             s.state = _CLOSE
 
     def _content_length(self, m: _Msg, values: list[str]) -> int:
-        """The Content-Length, or -1 (message failed) when it cannot frame the body."""
-        seen = {v.strip() for value in values for v in value.split(",")}
+        """The Content-Length, or -1 (message failed) when it cannot frame the body.
+
+        Any number of digits is valid (leading zeros are recorded as an anomaly); the value is
+        what must stay below 10**18. The same value repeated (list or fields) is accepted, as
+        RFC 9110 8.6 allows; different values are invalid."""
+        seen: set[str] = set()
+        zeros = False
+        for value in values:
+            for v in value.split(","):
+                v = v.strip()
+                if v.isdigit() and v.isascii():
+                    digits = v.lstrip("0") or "0"
+                    zeros = zeros or len(digits) < len(v)
+                    v = digits
+                seen.add(v)
         if len(seen) == 1:
             v = seen.pop()
-            if v.isdigit() and v.isascii() and len(v) <= 18:
+            if v.isdigit() and v.isascii() and len(v) <= _MAX_LENGTH_DIGITS:
                 if len(values) > 1 or "," in values[0]:
                     self._anomaly(m, "repeated Content-Length")
+                if zeros:
+                    self._anomaly(m, "Content-Length with leading zeros")
                 return int(v)
         self._fail(m, f"invalid Content-Length {', '.join(values)[:60]!r}")
         return -1
@@ -1149,7 +1244,9 @@ class HttpConnection(TcpDissector):
             return -1
         line = buf[pos:k]
         size_text = line.split(b";", 1)[0].strip()
-        if not _HEX.fullmatch(size_text):
+        if _HEX.fullmatch(size_text):
+            size_text = size_text.lstrip(b"0") or b"0"  # any number of digits: bound the value
+        if len(size_text) > _MAX_CHUNK_DIGITS or not _HEX.fullmatch(size_text):
             self._fail(m, f"bad chunk size line {bytes(line[:40])!r}")
             s.state = _SYNC
             self._finish(s, m)
@@ -1214,7 +1311,7 @@ class HttpConnection(TcpDissector):
                     return n
                 # At the start of the stream the first line decides (a status or request line);
                 # wait until it is complete.
-                if _REQ_LINE.match(buf, pos):
+                if _REQ_LINE.match(buf, pos) or _SPACED_REQ_LINE.match(buf, pos):
                     self._learn_roles(side, _REQ)
                     return pos
                 if _STATUS_LINE.match(buf, pos):
@@ -1262,7 +1359,7 @@ class HttpConnection(TcpDissector):
             i = buf.find(b" HTTP/1.", pos, stop)
             while i >= 0:
                 ls = buf.rfind(b"\n", pos, i) + 1
-                if _REQ_LINE.match(buf, ls or pos):
+                if _REQ_LINE.match(buf, ls or pos) or _SPACED_REQ_LINE.match(buf, ls or pos):
                     return ls or pos, _REQ
                 i = buf.find(b" HTTP/1.", i + 1, stop)
         return best, best_role
@@ -1472,6 +1569,10 @@ class HttpConnection(TcpDissector):
             ),
         )
         t = m.txn
+        if body and not t.detached and len(self._txns) > 1:
+            other = t.resp_st if m.is_req else t.req_st
+            if other < _DONE or self._txns[0] is not t:
+                msg = self._fit_waiting(msg)  # it will wait in its slot
         if m.is_req:
             t.req = msg
             t.req_st = _DONE
@@ -1508,6 +1609,30 @@ class HttpConnection(TcpDissector):
                 self.exchanges.append(self._exchange(t))
         else:
             self._emit()
+
+    def _fit_waiting(self, msg: Message) -> Message:
+        """msg is about to wait in a slot: keep only what max_pending_body leaves of its body.
+
+        Walks the waiting slots (there are more than one only when pipelining, early
+        responses or a one-direction capture make messages wait), rather than keeping a
+        running total every path that emits or drops a slot would have to maintain."""
+        held = 0
+        for t in self._txns:
+            if t.req is not None:
+                held += len(t.req.body)
+            if t.resp is not None:
+                held += len(t.resp.body)
+        body = msg.body
+        room = self.limits.max_pending_body - held
+        if len(body) <= room or held == 0:
+            return msg  # (the only body waiting is always kept: max_body bounds it)
+        keep = room if room > 0 else 0
+        self.stats.waiting_bodies_cut += 1
+        self.stats.waiting_body_bytes_dropped += len(body) - keep
+        return _new(
+            Message,
+            (*msg[:6], body[:keep], msg.body_size, True, *msg[9:]),
+        )
 
     def _emit(self) -> None:
         txns = self._txns

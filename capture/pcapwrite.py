@@ -8,7 +8,9 @@ in the store's own loops: grouped once per (stream, link type), the store then w
 connection, not per packet.
 
 Nanosecond-resolution records (the store writes magic 0xa1b23c4d files): ts_sec, ts_nsec,
-incl_len, orig_len, little-endian.
+incl_len, orig_len, little-endian. ts_sec is 32 unsigned bits: a time before 1970 or after
+2106-02-07T06:28:15.999999999Z is written as the nearer of the two (the pipeline has clamped and
+counted it already; this keeps the writer total for any caller), never raised on.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Final
 RECORD_HEADER: Final = struct.Struct("<IIII")  # ts_sec, ts_nsec, incl_len, orig_len
 RECORD_HEADER_SIZE: Final = 16
 _SECOND_NS: Final = 1_000_000_000
+_TS_MAX: Final = 0xFFFFFFFF * _SECOND_NS + 999_999_999  # capture.segment.TS_MAX_NS
 
 
 class RecordGroup:
@@ -60,6 +63,8 @@ def group_records(packets: list[tuple[object, int, int, bytes]], snaplen: int) -
                 other[key] = g2
                 groups.append(g2)
             g = g2
+        if not 0 <= ts_ns <= _TS_MAX:
+            ts_ns = 0 if ts_ns < 0 else _TS_MAX
         n = len(frame)
         if n <= snaplen:
             g.parts.append(pack(ts_ns // _SECOND_NS, ts_ns % _SECOND_NS, n, n))

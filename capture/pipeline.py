@@ -39,6 +39,7 @@ from capture.http1 import HttpLimits
 from capture.http2 import Http2Limits
 from capture.protobuf import ProtoDecoder
 from capture.reassembly import Closed, Data, Gap, Opened, Reassembler, ReassemblyLimits
+from capture.segment import TS_MAX_NS, TS_MIN_NS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -185,18 +186,26 @@ class Pipeline:
             "udp_flows": 0,
             "udp_flows_evicted": 0,
             "udp_datagrams_rejected": 0,
+            "timestamps_clamped": 0,
         }
         self.errors_by_type: dict[str, int] = {}
+        # what every connection's dissector counts (bodies cut by HttpLimits.max_pending_body)
+        self.http_stats = self.selection.http_stats
 
     # -- input ---------------------------------------------------------------------------
 
     def feed(self, ts_ns: int, linktype: int, frame: bytes) -> None:
         """One captured frame."""
+        # TS_MIN_NS..TS_MAX_NS as literals: no global lookups for every packet when interpreted
+        if ts_ns < 0 or ts_ns > 0xFFFFFFFF * 1_000_000_000 + 999_999_999:
+            ts_ns = self._clamp_time(ts_ns)
         seg = self._decode(ts_ns, linktype, frame)
         if seg is None:
             if self.decoder.datagrams:  # a UDP datagram for a UDP dissector
                 self._feed_datagrams(ts_ns, linktype, frame)
             return
+        if self.reassembler.probing:  # a stream began with one byte: maybe a keep-alive
+            self.reassembler.frame = (linktype, frame)  # its options are read if needed
         if self.decoder.reassembled:  # made from IP fragments: rare, see _feed_reassembled
             self._feed_reassembled(seg, linktype)
             return
@@ -230,7 +239,8 @@ class Pipeline:
                         self._out.packets.append((stream, ts_ns, linktype, frame))
         elif self.reassembler.events:
             self._drain_events()
-        if ts_ns >= self._next_expire_ns:
+        # (a clamped time is no clock: one damaged record must not time out every connection)
+        if ts_ns >= self._next_expire_ns and ts_ns != TS_MAX_NS:
             self._expire(ts_ns)
 
     def _expire(self, ts_ns: int) -> None:
@@ -239,6 +249,14 @@ class Pipeline:
         self._drain_events()
         if self._flows:
             self._expire_flows(ts_ns)
+
+    def _clamp_time(self, ts_ns: int) -> int:
+        """A packet time no pcap record can hold (before 1970, after 2106: a damaged capture, a
+        negative pcapng if_tsoffset, a 64-bit time near its maximum) becomes the nearer bound,
+        counted in `timestamps_clamped`; entries whose times sit on a bound are flagged
+        (capture/entries.py). Everything downstream then works with times it can represent."""
+        self.counters["timestamps_clamped"] += 1
+        return TS_MIN_NS if ts_ns < TS_MIN_NS else TS_MAX_NS
 
     def feed_many(self, frames: Iterable[tuple[int, int, bytes]]) -> int:
         """`feed` each (timestamp ns, link type, frame) in turn; how many there were. The loop
@@ -394,12 +412,24 @@ class Pipeline:
             merged[f"decode_{key}"] = value
         for key, value in self.reassembler.stats.as_dict().items():
             merged[f"tcp_{key}"] = value
+        for key, value in self.http_stats.as_dict().items():
+            merged[f"http_{key}"] = value
         merged.update(self.counters)
         merged["open_connections"] = len(self._conns)
         merged["open_udp_flows"] = len(self._flows)
         for key, value in self.errors_by_type.items():
             merged[f"errors_{key.replace('-', '_')}"] = value
         return merged
+
+    def undecoded_text(self) -> str:
+        """ "N frames not decoded (linktype_147: 2, esp: 1)": traffic in link types or tunnels
+        the decoder does not open (capture/decode.py), for a summary line."""
+        undecoded = self.decoder.stats.undecoded
+        total = sum(undecoded.values())
+        if not total:
+            return "0 frames not decoded"
+        kinds = ", ".join(f"{kind}: {n}" for kind, n in sorted(undecoded.items()))
+        return f"{total} frames not decoded ({kinds})"
 
     # -- internals -----------------------------------------------------------------------
 
@@ -524,10 +554,12 @@ class Pipeline:
             entry = build(ex, index)
             append(entry)
             index += 1
-            err = entry["error"]
-            if err is not None:
+            # The entry's error, not the exchange's: building it can add one (content that
+            # could not be decoded), and every entry a user sees with `error` set counts.
+            error = entry["error"]
+            if error is not None:
                 self.counters["entries_with_error"] += 1
-                kind = err["type"]
+                kind = error["type"]
                 self.errors_by_type[kind] = self.errors_by_type.get(kind, 0) + 1
         self.counters["entries"] += len(exchanges)
         return index

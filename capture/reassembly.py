@@ -20,6 +20,20 @@ Policies, and why:
   bytes it still expects begin). Bytes before the start are taken as retransmissions. If that
   first segment was bare and the peer then ACKs exactly one byte more, it was a TCP keep-alive
   probe (sent at SND.NXT - 1) and the start moves up by one without a gap.
+* **Keep-alives of one byte** (Windows and BSD stacks send one stale byte at SND.NXT - 1).
+  Inside a stream they are retransmissions like any other. As the first segment of a direction
+  seen without its SYN they would be taken for data (a mid-connection capture of a long-lived
+  connection then reads "\0GET ..."), so such a one-byte segment is held back (``probing``
+  counts the directions holding one) until the peer answers: an ACK carrying a D-SACK of
+  exactly that byte (RFC 2883: a SACK block below the cumulative ACK reports a duplicate) makes
+  it a keep-alive, dropped and counted in ``keepalives``; this is Wireshark's rule (one byte,
+  one below the next expected sequence number), the peer's ACK telling what "next" is. Any
+  other answer (the first ACK of that byte without a D-SACK: a peer without SACK cannot tell
+  us), more data from that side, its FIN or the connection's end delivers the byte as the data
+  it then is. A Segment carries no TCP options (decode stays cheap), so while ``probing`` the
+  caller sets ``frame`` to the (link type, frame) of each segment before ``feed``, and only when
+  an answer is examined are its options read (``capture.decode.tcp_options``); a caller without
+  frames can set ``tcp_options`` instead.
 * **All sequence arithmetic is mod 2**32**: ``(a - b) & 0xFFFFFFFF`` below 2**31 means "a is
   at or after b". Nothing ever compares raw sequence numbers with ``<``.
 * **Retransmissions and overlaps: the first bytes received win** (what Linux and most stacks do
@@ -27,9 +41,13 @@ Policies, and why:
   already and are dropped (``retrans_bytes``). Out-of-order pieces are kept non-overlapping: a
   new segment only fills the holes between what is buffered (``overlap_bytes`` counts the rest).
 * **In-order data is delivered at once**, one ``Data`` per segment holding the segment's own
-  ``payload`` object (no copy). When a segment fills a hole, it and every buffered piece that is
-  now contiguous leave as one joined ``Data``. Its ``ts_ns`` is the time of the packet that made
-  the bytes deliverable. No zero-length ``Data`` is ever emitted.
+  ``payload`` object (no copy). When a segment fills a hole (or a hole is given up as a gap),
+  it and every buffered piece that is now contiguous leave in stream order, each piece (joined
+  with its neighbours when they came in the same packet) with the ``ts_ns`` of the packet that
+  brought its bytes: ENTRY.md times an entry by the capture of its first byte, and the moment
+  a hole is given up can be minutes later (a one-direction capture has no ACK to reveal a
+  loss; the hole waits for a buffer limit or the connection's end). No zero-length ``Data``
+  is ever emitted.
 * **Gaps.** Lost bytes become one ``Gap(length)`` before the bytes that follow them, when
   (a) the other direction ACKs past the next byte we expect (it received bytes the capture lost),
   (b) a buffer limit is hit (below), or (c) the connection ends (FIN both ways via (a), RST,
@@ -97,6 +115,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
+from capture.decode import tcp_options as _frame_options
 from capture.segment import ACK, FIN, RST, SYN, Segment
 
 if TYPE_CHECKING:
@@ -259,6 +278,7 @@ _STAT_NAMES = (  # grouped by meaning; as_dict keeps this order
     "gaps",  # Gap events
     "gap_bytes",  # bytes reported lost
     "ack_gaps",  # gaps found because the peer ACKed bytes we never saw
+    "keepalives",  # one-byte keep-alive probes found at a stream's start and dropped
     "overflow_flushes",  # holes given up because a buffer limit was hit (both kinds)
     "conn_limit_flushes",
     "total_limit_flushes",
@@ -300,6 +320,7 @@ class ReassemblyStats:
     gaps: int
     gap_bytes: int
     ack_gaps: int
+    keepalives: int
     overflow_flushes: int
     conn_limit_flushes: int
     total_limit_flushes: int
@@ -328,6 +349,7 @@ class _Conn:
 # direction its own lists (``_take`` and ``_trim_buffer_to`` only run with bytes buffered).
 _NO_SEQS: list[int] = []
 _NO_DATA: list[bytes] = []
+_NO_TIMES: list[int] = []
 
 
 class _Half:
@@ -345,8 +367,12 @@ class _Half:
         "fin",  # sequence number of this side's FIN, -1 if none seen
         "fin_done",  # every byte before the FIN was delivered/gapped, FIN consumed
         "probe",  # start guessed from a bare segment without SYN (maybe a keep-alive), else -1
+        "held",  # a first segment of one byte without SYN (maybe a keep-alive), else b""
+        "held_seq",  # ... its sequence number
+        "held_ts",  # ... and time
         "bseq",  # out-of-order pieces: sequence numbers, sorted by distance from nxt ...
-        "bdat",  # ... and their bytes; never overlapping, all strictly after nxt
+        "bdat",  # ... and their bytes; never overlapping, all strictly after nxt ...
+        "btim",  # ... and the capture time of the packet each piece came in
         "bufn",  # bytes in bdat
         "bsince",  # packet time at which bdat became non-empty (oldest-first flushing)
     )
@@ -361,9 +387,13 @@ class _Half:
         self.fin = -1
         self.fin_done = False
         self.probe = -1
+        self.held = b""
+        self.held_seq = 0
+        self.held_ts = 0
         # shared empty lists until the first out-of-order piece (most directions never buffer)
         self.bseq: list[int] = _NO_SEQS
         self.bdat: list[bytes] = _NO_DATA
+        self.btim: list[int] = _NO_TIMES
         self.bufn = 0
         self.bsince = 0
         self.peer: _Half
@@ -401,6 +431,11 @@ class Reassembler:
         # Directions holding out-of-order bytes, in the order they started buffering.
         self._buffering: OrderedDict[_Half, None] = OrderedDict()
         self._next_id = 1
+        # Directions holding a first one-byte segment (maybe a keep-alive, see the module doc);
+        # while non-zero the caller sets `frame` (or `tcp_options`) before each feed.
+        self.probing = 0
+        self.frame: tuple[int, bytes] | None = None
+        self.tcp_options = b""
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -537,8 +572,10 @@ class Reassembler:
             opened = Opened(cid, ts, family, dst, dport, src, sport, bool(flags & SYN))
         h.peer = p
         p.peer = h
-        if not flags & SYN:
-            h.nxt = seq  # no SYN: this direction starts here (the SYN path sets ISN+1)
+        if not flags & SYN and (len(payload) != 1 or flags & FIN):
+            # No SYN: this direction starts here (the SYN path sets ISN+1). A lone byte may be
+            # a keep-alive: _data holds it and the start stays unknown until the peer answers.
+            h.nxt = seq
             if not payload:
                 h.probe = seq
         if flags & ACK:
@@ -565,6 +602,8 @@ class Reassembler:
         c = p.conn
         if c.closed:
             return
+        if p.held and not self._answered(p, ack):
+            return
         nxt = p.nxt
         if nxt < 0:
             p.nxt = ack  # first word on where this direction starts
@@ -590,16 +629,57 @@ class Reassembler:
         if c.h0.fin_done and c.h1.fin_done:
             self._close(c, "fin", ts)
 
+    def _answered(self, p: _Half, ack: int) -> bool:
+        """The peer ACKed ``ack`` while ``p`` holds a first one-byte segment (module doc, "Keep-
+        alives"): a D-SACK of exactly that byte drops it; any other answer delivers it.
+        Returns whether the ACK is still to be processed as usual."""
+        seq = p.held_seq
+        after = (seq + 1) & _MASK
+        if ack == after:
+            frame = self.frame
+            options = self.tcp_options if frame is None else _frame_options(frame[0], frame[1])
+            if _dsacks(options, seq, after):
+                p.held = b""
+                p.nxt = after
+                self.probing -= 1
+                self.stats.keepalives += 1
+            else:
+                self._release(p)
+            return False
+        if (ack - seq) & _MASK >= _HALF:
+            return False  # an ACK from before the byte: says nothing about it
+        self._release(p)
+        return True
+
+    def _release(self, h: _Half) -> None:
+        """Deliver a held first byte as data: it was not shown to be a keep-alive."""
+        data = h.held
+        h.held = b""
+        self.probing -= 1
+        h.nxt = (h.held_seq + 1) & _MASK
+        self.events.append(_new_data(h.cid, h.side, data, h.held_ts))
+
     def _data(self, h: _Half, seq: int, payload: bytes, ts: int) -> None:
         """Payload that is not simply the next in-order segment of an unbuffered direction."""
         c = h.conn
         if c.closed:
             return
         st = self.stats
+        n = len(payload)
+        if h.held:
+            if seq == h.held_seq and n == 1:
+                st.retrans_bytes += 1  # the same probe again
+                return
+            self._release(h)
         nxt = h.nxt
         if nxt < 0:
+            if n == 1 and h.isn < 0:
+                h.held = payload  # a first segment of one byte: maybe a keep-alive
+                h.held_seq = seq
+                h.held_ts = ts
+                self.probing += 1
+                return
             h.nxt = nxt = seq
-        n = len(payload)
         r = (seq - nxt) & _MASK
         if r >= _HALF:  # starts before nxt: the front was delivered already
             back = (nxt - seq) & _MASK
@@ -628,7 +708,7 @@ class Reassembler:
         else:
             self._insert(h, seq, payload, ts)
             if r == 0:
-                self._drain(h, ts)
+                self._drain(h)
             else:
                 st.out_of_order += 1
             self._enforce_limits(h, ts)
@@ -636,6 +716,8 @@ class Reassembler:
             self._close(c, "fin", ts)
 
     def _fin(self, h: _Half, fseq: int, ts: int) -> None:
+        if h.held:
+            self._release(h)
         if h.fin >= 0:
             return  # retransmitted FIN: the first one counts
         if h.nxt < 0:
@@ -658,8 +740,10 @@ class Reassembler:
         if not h.bufn:
             h.bseq = []
             h.bdat = []
+            h.btim = []
         bseq = h.bseq
         bdat = h.bdat
+        btim = h.btim
 
         def rel(s: int) -> int:
             return (s - nxt) & _MASK
@@ -683,6 +767,7 @@ class Reassembler:
                         piece = payload[start - r : ns - r]
                         bseq.insert(i, (nxt + start) & _MASK)
                         bdat.insert(i, piece)
+                        btim.insert(i, ts)
                         added += len(piece)
                         i += 1
                     ne = ns + len(bdat[i])
@@ -693,6 +778,7 @@ class Reassembler:
             piece = payload if start == r else payload[start - r :]
             bseq.insert(i, (nxt + start) & _MASK)
             bdat.insert(i, piece)
+            btim.insert(i, ts)
             added += len(piece)
             break
         st = self.stats
@@ -706,20 +792,23 @@ class Reassembler:
             if st.buffered_bytes > st.buffered_peak:
                 st.buffered_peak = st.buffered_bytes
 
-    def _take(self, h: _Half, k: int) -> list[bytes]:
-        """Remove the first ``k`` buffered pieces and return their bytes."""
+    def _take(self, h: _Half, k: int) -> tuple[list[bytes], list[int]]:
+        """Remove the first ``k`` buffered pieces; return their bytes and capture times."""
         chunks = h.bdat[:k]
+        times = h.btim[:k]
         del h.bseq[:k]
         del h.bdat[:k]
+        del h.btim[:k]
         size = sum(map(len, chunks))
         h.bufn -= size
         self.stats.buffered_bytes -= size
         if not h.bufn:
             del self._buffering[h]
-        return chunks
+        return chunks, times
 
-    def _drain(self, h: _Half, ts: int) -> None:
-        """Deliver the buffered pieces contiguous with nxt, as one Data."""
+    def _drain(self, h: _Half) -> None:
+        """Deliver the buffered pieces contiguous with nxt: one Data per run of pieces that
+        came in the same packet, with that packet's time (see "In-order data")."""
         bseq = h.bseq
         bdat = h.bdat
         nxt = h.nxt
@@ -729,10 +818,15 @@ class Reassembler:
             nxt = (nxt + len(bdat[k])) & _MASK
             k += 1
         if k:
-            chunks = self._take(h, k)
+            chunks, times = self._take(h, k)
             h.nxt = nxt
-            data = chunks[0] if k == 1 else b"".join(chunks)
-            self.events.append(_new_data(h.cid, h.side, data, ts))
+            events = self.events
+            start = 0
+            for j in range(1, k + 1):
+                if j == k or times[j] != times[start]:
+                    data = chunks[start] if j - start == 1 else b"".join(chunks[start:j])
+                    events.append(_new_data(h.cid, h.side, data, times[start]))
+                    start = j
         self._fin_check(h)
 
     def _trim_buffer_to(self, h: _Half, limit: int) -> None:
@@ -757,6 +851,7 @@ class Reassembler:
             break
         del bseq[k:]
         del bdat[k:]
+        del h.btim[k:]
         if dropped:
             self.stats.after_fin_bytes += dropped
             h.bufn -= dropped
@@ -775,7 +870,7 @@ class Reassembler:
         first = h.bseq[0]
         self._gap(h, (first - h.nxt) & _MASK, ts)
         h.nxt = first
-        self._drain(h, ts)
+        self._drain(h)
 
     def _skip_to(self, h: _Half, target: int, ts: int) -> None:
         """Advance ``h`` to ``target``: holes become gaps, buffered bytes on the way are
@@ -790,7 +885,7 @@ class Reassembler:
                 if r <= t:
                     self._gap(h, r, ts)
                     h.nxt = first
-                    self._drain(h, ts)
+                    self._drain(h)
                     continue
             self._gap(h, t, ts)
             h.nxt = target
@@ -828,6 +923,8 @@ class Reassembler:
 
     def _flush(self, h: _Half, ts: int) -> None:
         """Connection over: every hole below buffered bytes or below the FIN becomes a gap."""
+        if h.held:
+            self._release(h)
         if h.nxt < 0 or h.fin_done:
             return
         if h.fin >= 0:
@@ -882,3 +979,28 @@ class Reassembler:
         for h in (c.h0, c.h1):
             if halves.get(h.key) is h:
                 del halves[h.key]
+
+
+def _dsacks(options: bytes, left: int, right: int) -> bool:
+    """Whether TCP ``options`` hold a SACK block exactly [left, right)."""
+    i = 0
+    n = len(options)
+    while i < n:
+        kind = options[i]
+        if kind == 0:
+            break
+        if kind == 1:
+            i += 1
+            continue
+        if i + 1 >= n or options[i + 1] < 2:
+            break
+        size = options[i + 1]
+        if kind == 5:
+            for b in range(i + 2, min(i + size, n) - 7, 8):
+                if (
+                    int.from_bytes(options[b : b + 4], "big") == left
+                    and int.from_bytes(options[b + 4 : b + 8], "big") == right
+                ):
+                    return True
+        i += size
+    return False

@@ -14,6 +14,13 @@ RST = 0x04
 PSH = 0x08
 ACK = 0x10
 
+# Packet times every consumer can represent: a pcap record's ts_sec is 32 unsigned bits, so from
+# the epoch to 2106-02-07T06:28:15.999999999Z. The pipeline clamps a time outside this range to
+# the nearer bound (and counts it; capture/pipeline.py), so the store's pcaps, the entries'
+# RFC 3339 times and every difference of times stay well defined whatever a capture claims.
+TS_MIN_NS = 0
+TS_MAX_NS = 0xFFFFFFFF * 1_000_000_000 + 999_999_999
+
 
 class Segment(NamedTuple):
     """One TCP segment as captured: addresses packed (4 or 16 bytes), time in ns since epoch."""

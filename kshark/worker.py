@@ -158,7 +158,7 @@ class Worker:
             f"{s.get('http_connections', 0)} http connections, {s.get('entries', 0)} entries "
             f"({s.get('entries_with_error', 0)} with errors), {dropped} dropped, "
             f"{s.get('tcp_gap_bytes', 0)} bytes missing from the capture, "
-            f"{len(self.capture_warnings)} capture warnings"
+            f"{self.pipeline.undecoded_text()}, {len(self.capture_warnings)} capture warnings"
         )
 
 

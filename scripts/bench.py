@@ -10,7 +10,8 @@ Parts:
             loopback with MTU 1500 and offloads off, so frames look like a real NIC's.
   pipeline  kshark-worker --once on it vs tshark -T fields / -T json vs a bare dpkt read loop.
   kfl       compiled KFL vs hand-written predicates (scripts/bench_kfl.py).
-  more      scripts/bench_*.py found beside this file contribute their own sections.
+  more      scripts/bench_*.py found beside this file contribute their own sections, among them
+            bench_memory.py: peak RSS replaying 200 gzip responses that decode to 10 MiB each.
 """
 
 from __future__ import annotations
@@ -473,8 +474,11 @@ def _run_parts(
             ("bench_hub.py", "Hub: fan-in cost (issue 5)"),
             ("bench_proto.py", "HTTP/2 and DNS: entries/s vs tshark (issue 12)"),
             ("bench_web.py", "Dashboard in Chromium at 2,000 entries/s (issue 11)"),
+            ("bench_memory.py", "Memory: responses that decode to 10 MiB each (issue 9)"),
         ):
             extra_args = [str(cap)] if extra == "bench_decode.py" and cap.exists() else []
+            if extra == "bench_memory.py":
+                extra_args = ["--markdown"]
             if (ROOT / "scripts" / extra).exists():
                 run_sub(extra, extra_args, rows, title)
     text = "\n".join(rows) + "\n"

@@ -11,7 +11,7 @@ import brotli
 import pytest
 import zstandard
 
-from capture.content import ZSTD_MAX_WINDOW, decode_body
+from capture.content import ZSTD_MAX_WINDOW, Decoded, decode_body, decode_content
 
 TEXT = b"The quick brown fox jumps over the lazy dog. " * 50
 CAP = 10 << 20
@@ -200,4 +200,54 @@ def test_unsupported_coding_returns_the_raw_body() -> None:
     assert decode_body(b"abc", "gzip, compress", CAP) == (
         b"abc",
         "unsupported content encoding 'compress'",
+    )
+
+
+# --- keeping a bounded prefix (--max-body) -------------------------------------------------------
+
+BIG = bytes(range(256)) * (40 << 10)  # 10 MiB, not all zeros
+
+
+@pytest.mark.parametrize(
+    ("coding", "encode"),
+    [
+        ("gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("br", lambda b: brotli.compress(b, quality=1)),
+        ("zstd", zstd),
+        ("zstd", zstd_streamed),
+        ("gzip, br", lambda b: brotli.compress(gzip.compress(b), quality=1)),
+    ],
+)
+def test_content_decoding_keeps_at_most_max_keep_and_reports_the_whole_size(
+    coding: str, encode: object
+) -> None:
+    """What a 10 MiB response body costs is what is kept: max_keep bytes, whatever its
+    decoded size (reported in full). Before, all 10 MiB were kept in every entry."""
+    assert callable(encode)
+    body = encode(BIG)
+    keep = 1 << 20
+    tracemalloc.start()
+    try:
+        result = decode_content(body, coding, CAP, keep)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result == Decoded(BIG[:keep], len(BIG), None)
+    # the kept prefix, plus a few decoding pieces; a stacked coding's inner output on top
+    assert peak < (len(body) + 3 * keep if "," not in coding else len(BIG) + 3 * keep)
+
+
+def test_prefix_of_a_cut_stream_and_small_bodies() -> None:
+    body = gzip.compress(BIG)
+    result = decode_content(body[: len(body) // 2], "gzip", CAP, 1000)
+    assert result.data == BIG[:1000] and 1000 < result.size < len(BIG)
+    assert result.problem is not None and f"decoded {result.size} bytes" in result.problem
+    assert decode_content(gzip.compress(b"small"), "gzip", CAP, 1000) == Decoded(b"small", 5, None)
+    # nothing to decode: the body is the content, kept to max_keep too
+    assert decode_content(b"raw", "", CAP, 2) == Decoded(b"ra", 3, None)
+    assert decode_content(b"raw", "identity", CAP, 5) == Decoded(b"raw", 3, None)
+    bomb = gzip.compress(bytes(CAP + 1))
+    assert decode_content(bomb, "gzip", CAP, 10) == Decoded(
+        bomb, len(bomb), f"decoded size exceeds {CAP} bytes"
     )

@@ -15,6 +15,7 @@ import dpkt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scapy.contrib.geneve import GENEVE
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import (
     IPv6,
@@ -24,11 +25,12 @@ from scapy.layers.inet6 import (
     IPv6ExtHdrRouting,
 )
 from scapy.layers.ipsec import AH
-from scapy.layers.l2 import ARP, CookedLinux, CookedLinuxV2, Dot1AD, Dot1Q, Ether
+from scapy.layers.l2 import ARP, GRE, CookedLinux, CookedLinuxV2, Dot1AD, Dot1Q, Ether
 from scapy.layers.ppp import PPP, PPPoE
+from scapy.layers.vxlan import VXLAN
 from scapy.packet import Packet, Raw
 
-from capture.decode import MAX_ENCAPSULATION, Decoder, DecodeStats
+from capture.decode import MAX_ENCAPSULATION, Decoder, DecodeStats, tcp_options
 from capture.segment import ACK, FIN, PSH, RST, SYN, Segment
 from capture.sources import CaptureFile
 
@@ -140,7 +142,7 @@ def test_outcome_counts_of_special_link_captures(name: str) -> None:
         dict.fromkeys(OUTCOMES, 0)
         | dict.fromkeys(DecodeStats.FRAGMENT_FIELDS, 0)
         | outcomes
-        | {"frames": frames, "truncated": 0, "udp": 0}
+        | {"frames": frames, "truncated": 0, "udp": 0, "undecoded": 0}
     )
     assert dec.stats.as_dict() == expected
     v6 = {"sv-http-ipv6-null.pcap", "zeek-1000-requests-one-dropped-response.pcap"}
@@ -261,6 +263,33 @@ for _af in (24, 28, 30):
             SEG6,
         )
 LINK_CASES["loop-108-v4"] = (108, null_header(2, ">") + bytes(ip4() / tcp_layer()), SEG4)
+
+
+SACK = [("NOP", None), ("NOP", None), ("SAck", (0x01020304, 0x01020305))]
+SACK_BYTES = b"\x01\x01\x05\x0a\x01\x02\x03\x04\x01\x02\x03\x05"
+
+
+@pytest.mark.parametrize("case", sorted(c for c in LINK_CASES if not c.startswith("pppoe")))
+def test_tcp_options_are_found_on_every_plain_link(case: str) -> None:
+    """What the pipeline reads while the reassembler waits for a D-SACK (a keep-alive)."""
+    linktype, frame, _ = LINK_CASES[case]
+    if isinstance(frame, Packet):
+        with_options = frame.copy()
+        with_options[TCP].options = SACK
+        raw = bytes(with_options)
+    else:
+        ip = ip6() if frame[4] >> 4 == 6 else ip4()
+        raw = frame[:4] + bytes(ip / tcp_layer(options=SACK))
+    assert tcp_options(linktype, raw) == SACK_BYTES
+    assert tcp_options(linktype, bytes(frame)) == b""
+    assert Decoder().decode(TS, linktype, raw) is not None
+
+
+def test_tcp_options_of_other_frames_are_empty() -> None:
+    assert tcp_options(1, bytes(ETH / ip4() / UDP() / Raw(b"x" * 40))) == b""
+    assert tcp_options(1, bytes(ETH / ARP())) == b""
+    assert tcp_options(147, b"\x00" * 60) == b""
+    assert tcp_options(1, bytes(ETH / ip4() / tcp_layer(options=SACK))[:40]) == b""
 
 
 @pytest.mark.parametrize("case", sorted(LINK_CASES))
@@ -435,7 +464,7 @@ def test_raw_ip_with_bad_version_is_non_ip() -> None:
 def test_unsupported_linktype_is_counted(linktype: int) -> None:
     assert decode(linktype, bytes(ETH / ip4() / tcp_layer())) == (
         None,
-        {"unsupported_linktype": 1},
+        {"unsupported_linktype": 1, "undecoded": 1, f"undecoded_linktype_{linktype}": 1},
     )
 
 
@@ -548,5 +577,139 @@ def test_stats_as_dict_and_accumulation() -> None:
         "truncated": 0,
         "udp": 0,
         **dict.fromkeys(DecodeStats.FRAGMENT_FIELDS, 0),
+        "undecoded": 1,
+        "undecoded_linktype_4242": 1,
     }
     assert dec.stats.tcp == 1
+
+
+# --- tunnels and NFLOG (issue 9) ------------------------------------------------------------------
+
+OUTER = Ether(src="02:00:00:00:00:0a", dst="02:00:00:00:00:0b") / IP(
+    src="192.0.2.1", dst="192.0.2.2"
+)
+INNER4 = ETH / ip4() / tcp_layer()
+INNER6 = ETH / ip6() / tcp_layer()
+
+
+def nflog(payload: bytes, family: int, order: str = "<") -> bytes:
+    """A LINKTYPE_NFLOG record: header, then TLVs (host byte order, padded to 4 bytes)."""
+
+    def tlv(kind: int, value: bytes) -> bytes:
+        raw = struct.pack(order + "HH", 4 + len(value), kind) + value
+        return raw + b"\x00" * (-len(raw) % 4)
+
+    return (
+        bytes([family, 0]) + struct.pack(">H", 7)
+        + tlv(1, b"\x08\x00\x03\x00")  # NFULA_PACKET_HDR: hw protocol, hook
+        + tlv(10, b"ipt-log\x00")  # NFULA_PREFIX
+        + tlv(9, payload)  # NFULA_PAYLOAD
+    )  # fmt: skip
+
+
+TUNNELS = {
+    "vxlan-4789": (1, OUTER / UDP(sport=51000, dport=4789) / VXLAN(vni=42) / INNER4, SEG4),
+    "vxlan-8472-ipv6-inside": (1, OUTER / UDP(dport=8472) / VXLAN(vni=1) / INNER6, SEG6),
+    "vxlan-over-ipv6": (
+        1,
+        Ether() / IPv6(src="2001:db8::a", dst="2001:db8::b") / UDP(dport=4789) / VXLAN() / INNER4,
+        SEG4,
+    ),
+    "vxlan-vlan-inside": (
+        1,
+        OUTER / UDP(dport=4789) / VXLAN() / ETH / Dot1Q(vlan=3) / ip4() / tcp_layer(),
+        SEG4,
+    ),
+    "geneve-ethernet": (1, OUTER / UDP(dport=6081) / GENEVE(proto=0x6558) / INNER4, SEG4),
+    "geneve-ipv6-with-options": (
+        1,
+        OUTER
+        / UDP(dport=6081)
+        / (
+            bytes([0x02, 0, 0x86, 0xDD, 0, 0, 1, 0])
+            + bytes(range(1, 9))
+            + bytes(ip6() / tcp_layer())
+        ),
+        SEG6,
+    ),
+    "gre-ipv4": (1, OUTER / GRE(proto=0x0800) / ip4() / tcp_layer(), SEG4),
+    "gre-key-seq-ethernet": (
+        1,
+        OUTER
+        / GRE(key_present=1, key=5, seqnum_present=1, sequence_number=9, proto=0x6558)
+        / INNER6,
+        SEG6,
+    ),
+    "gre-checksum-ipv6": (
+        1,
+        OUTER / GRE(chksum_present=1, proto=0x86DD) / ip6() / tcp_layer(),
+        SEG6,
+    ),
+    "erspan-1": (1, OUTER / GRE(proto=0x88BE) / INNER4, SEG4),
+    "erspan-2": (
+        1,
+        OUTER
+        / GRE(seqnum_present=1, sequence_number=1, proto=0x88BE)
+        / (b"\x10\x00\x00\x01" + bytes(4))
+        / INNER4,
+        SEG4,
+    ),
+    "erspan-3": (
+        1,
+        OUTER / GRE(seqnum_present=1, proto=0x22EB) / (bytes(11) + b"\x01" + bytes(8)) / INNER4,
+        SEG4,
+    ),
+    "nflog-ipv4-le": (239, nflog(bytes(ip4() / tcp_layer()), 2), SEG4),
+    "nflog-ipv4-be": (239, nflog(bytes(ip4() / tcp_layer()), 2, ">"), SEG4),
+    "nflog-ipv6": (239, nflog(bytes(ip6() / tcp_layer()), 10), SEG6),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TUNNELS))
+def test_tunnels_and_nflog_are_decoded(case: str) -> None:
+    linktype, frame, expected = TUNNELS[case]
+    seg, counts = decode(linktype, bytes(frame))
+    assert seg == expected
+    assert counts == {"tcp": 1}
+
+
+UNDECODED = {
+    "esp": (1, Ether() / IP(src="192.0.2.1", dst="192.0.2.2", proto=50) / (b"\x00" * 40), "esp", "non_tcp"),
+    "l2tpv3": (1, Ether() / IP(proto=115) / (b"\x00" * 40), "l2tpv3", "non_tcp"),
+    "gtp-u": (1, OUTER / UDP(dport=2152) / (b"\x30\xff" + bytes(40)), "gtp_u", "non_tcp"),
+    "vxlan-gpe": (1, OUTER / UDP(dport=4790) / bytes(40), "vxlan_gpe", "non_tcp"),
+    "mpls": (1, Ether(type=0x8847) / (b"\x00\x01\x01\x40" + bytes(ip4() / tcp_layer())), "mpls", "non_ip"),
+    "gre-pptp": (1, Ether() / IP(proto=47) / (b"\x30\x81\x88\x0b" + bytes(40)), "gre", "non_tcp"),
+    "gre-other-protocol": (1, OUTER / GRE(proto=0x0806) / bytes(28), "gre", "non_ip"),
+    "geneve-other-protocol": (1, OUTER / UDP(dport=6081) / GENEVE(proto=0x0806) / bytes(28), "geneve", "non_ip"),
+    "linktype-147": (147, bytes(INNER4), "linktype_147", "unsupported_linktype"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(UNDECODED))
+def test_what_is_not_decoded_is_counted_by_kind(case: str) -> None:
+    linktype, frame, kind, outcome = UNDECODED[case]
+    seg, counts = decode(linktype, bytes(frame))
+    assert seg is None
+    assert counts == {outcome: 1, "undecoded": 1, f"undecoded_{kind}": 1}
+
+
+def test_undecoded_kinds_are_bounded() -> None:
+    dec = Decoder()
+    for linktype in range(1000, 1100):
+        dec.decode(TS, linktype, b"\x00" * 20)
+    undecoded = dec.stats.undecoded
+    assert len(undecoded) == 33 and undecoded["other"] == 100 - 32
+    assert sum(undecoded.values()) == dec.stats.unsupported_linktype == 100
+
+
+def test_tunnels_nested_past_the_limit_are_malformed_not_a_crash() -> None:
+    frame = INNER4
+    for _ in range(MAX_ENCAPSULATION + 1):
+        frame = OUTER / UDP(dport=4789) / VXLAN() / frame
+    seg, counts = decode(1, bytes(frame))
+    assert seg is None and counts == {"malformed": 1}
+    deep = bytes(INNER4)
+    for _ in range(2000):  # far deeper than Python's recursion limit, were it followed
+        deep = bytes(OUTER / UDP(dport=4789) / VXLAN()) + deep
+    assert Decoder().decode(TS, 1, deep) is None

@@ -354,6 +354,21 @@ def test_timestamps() -> None:
     assert rfc3339_ns(951782400_000000001) == "2000-02-29T00:00:00.000000001Z"
 
 
+@pytest.mark.parametrize(
+    ("ts_ns", "text"),
+    [
+        (-1, "1969-12-31T23:59:59.999999999Z"),
+        (-(1 << 70), "0001-01-01T00:00:00.000000000Z"),
+        ((1 << 64) * 1_000_000_000, "9999-12-31T23:59:59.999999999Z"),
+        (253402300799_999999999, "9999-12-31T23:59:59.999999999Z"),
+    ],
+)
+def test_rfc3339_ns_never_raises_and_clamps_to_the_years_it_can_write(
+    ts_ns: int, text: str
+) -> None:
+    assert rfc3339_ns(ts_ns) == text
+
+
 def test_summary_form() -> None:
     full = entry(Exchange(request('/say"hi"\\'), response(404), None))
     full["src"]["pod"] = {
@@ -433,3 +448,40 @@ def test_summarize_survives_a_redacted_entry() -> None:
     assert summary["src"] == "[REDACTED]"
     assert summary["dst"]["ip"] == "10.0.0.2"
     assert summary["id"] == "w:1/000000000001.pcap-0"
+
+
+# --- bodies bounded by --max-body (issue 9) ------------------------------------------------------
+
+
+def test_decoded_content_is_cut_to_max_body_with_its_whole_size_and_a_mark() -> None:
+    """A gzip body that decodes to 10 MiB keeps --max-body of it; content.size is the whole
+    decoded size (HAR: "length of the returned content"); `_truncated` (HAR custom fields
+    start with "_") says text is a prefix."""
+    big = bytes(range(256)) * (40 << 10)
+    gz = gzip.compress(big, 1)
+    resp = response(headers=[("Content-Encoding", "gzip")], body=gz)
+    keep = 1 << 20
+    e = build_entry(Exchange(request(), resp, None), CONN, 0, IDENT, 1, 0, MAX, max_keep=keep)
+    content = e["response"]["content"]
+    assert content["size"] == len(big)
+    assert base64.b64decode(content["text"]) == big[:keep]
+    assert content["_truncated"] is True
+    assert e["error"] is None
+    # a request body the same way
+    post = request(method="POST", headers=[("Content-Encoding", "gzip")], body=gz)
+    e = build_entry(Exchange(post, response(), None), CONN, 0, IDENT, 1, 0, MAX, max_keep=keep)
+    assert e["request"]["postData"]["_truncated"] is True
+    assert base64.b64decode(e["request"]["postData"]["text"]) == big[:keep]
+    assert e["request"]["bodySize"] == len(gz)
+
+
+def test_a_body_cut_on_the_wire_is_marked_and_sized_as_sent() -> None:
+    whole = b"x" * 5000
+    resp = response(body=whole[:1000], truncated=True)._replace(body_size=len(whole))
+    e = build_entry(Exchange(request(), resp, None), CONN, 0, IDENT, 1, 0, MAX, max_keep=1000)
+    content = e["response"]["content"]
+    assert (content["size"], content["_truncated"]) == (5000, True)
+    assert base64.b64decode(content["text"]) == whole[:1000]
+    # whole bodies carry no mark
+    e = build_entry(Exchange(request(), response(body=b"ok"), None), CONN, 0, IDENT, 1, 0, MAX)
+    assert "_truncated" not in e["response"]["content"] and e["response"]["content"]["size"] == 2

@@ -9,13 +9,14 @@ time, as reassembly does) and must get identical exchanges.
 from __future__ import annotations
 
 import random
+import tracemalloc
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capture.http1 import Exchange, HttpConnection, HttpLimits, Message
+from capture.http1 import Exchange, HttpConnection, HttpLimits, HttpStats, Message
 
 Packet = tuple[Any, ...]
 
@@ -655,6 +656,18 @@ CASES: dict[str, list[Packet]] = {
         d(1, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial", 2),
         ("e", "rst", 3),
     ],
+    "cl-leading-zeros": [
+        d(0, b"POST / HTTP/1.1\r\nContent-Length: 00000000000000000000003\r\n\r\nabc" + REQ, 1),
+        d(1, RESP5 + RESP5, 2),
+    ],
+    "te-folded": [
+        d(
+            0,
+            b"POST / HTTP/1.1\r\nTransfer-Encoding:\r\n chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n" + REQ,
+            1,
+        ),
+        d(1, RESP5 + RESP5, 2),
+    ],
     "multi-packet": [
         d(0, b"POST /x HTTP/1.1\r\nCont", 1),
         d(0, b"ent-Length: 6\r\n\r\nab", 2),
@@ -749,3 +762,150 @@ def test_mutated_streams_never_raise_and_stay_split_invariant(name: str, seed: i
         return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
 
     assert run(packets, split=split)[1] == exs
+
+
+# --- hostile framing (issue 9) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("zeros", [1, 17, 30, 5000])
+def test_content_length_with_any_number_of_leading_zeros_frames_the_body(zeros: int) -> None:
+    """RFC 9110 8.6: Content-Length = 1*DIGIT. Only the value needs a bound, not the digits;
+    a length check on the digits would let the request smuggled after the body go unseen."""
+    body = b"x" * 50
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n"
+    req = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: %s50\r\n\r\n%s%s" % (
+        b"0" * zeros,
+        body,
+        smuggled,
+    )
+    _, exs = run([d(0, req)])
+    reqs = [e.request for e in exs if e.request]
+    assert [(r.target, r.body) for r in reqs] == [("/", body), ("/smuggled", b"")]
+    assert "Content-Length with leading zeros" in reqs[0].anomalies
+
+
+def test_content_length_beyond_the_bound_is_invalid_whatever_its_digits() -> None:
+    resps = b"HTTP/1.1 200 OK\r\nContent-Length: 0001%s\r\n\r\ngarbage\r\n" % (b"0" * 19) + RESP5
+    _, exs = run([d(0, REQ + REQ), d(1, resps)])
+    assert exs[0].error is not None and "invalid Content-Length" in exs[0].error[1]
+    assert summary(exs[1]) == (("GET", "/a?x=1", b""), (200, b"hello"), None)
+
+
+@pytest.mark.parametrize("fold", [b"\r\n chunked", b"\r\n\tchunked", b" gzip,\r\n chunked"])
+def test_obs_folded_transfer_encoding_reaches_the_framing_decision(fold: bytes) -> None:
+    """RFC 9112 5.2: obs-fold is replaced by a space before the field is interpreted, so a
+    folded `Transfer-Encoding:\\r\\n chunked` frames the body as chunked (as Zeek and a server
+    that accepts obs-fold do); the fold is listed as an anomaly."""
+    req = (
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding:%s\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n" % fold
+    )
+    resp = RESP5 + RESP5
+    _, exs = run([d(0, req), d(1, resp)])
+    assert [summary(e) for e in exs] == [
+        (("POST", "/", b"hello"), (200, b"hello"), None),
+        (("GET", "/next", b""), (200, b"hello"), None),
+    ]
+    first = exs[0].request
+    assert first is not None and "obs-fold continuation line" in first.anomalies
+    assert dict(first.headers)["Transfer-Encoding"].endswith("chunked")
+
+
+def test_obs_folded_content_length_is_read_after_unfolding() -> None:
+    req = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length:\r\n 5\r\n\r\nhello" + REQ
+    _, exs = run([d(0, req), d(1, RESP5 + RESP5)])
+    assert [summary(e)[0] for e in exs] == [("POST", "/", b"hello"), ("GET", "/a?x=1", b"")]
+
+
+@pytest.mark.parametrize("size", [b"00000000000000000005", b"0" * 4000 + b"5"])
+def test_chunk_size_with_any_number_of_leading_zeros(size: bytes) -> None:
+    resp = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%s\r\nhello\r\n0\r\n\r\n" % size
+    _, exs = run([d(0, REQ + REQ), d(1, resp + RESP5)])
+    assert [summary(e) for e in exs] == [
+        (("GET", "/a?x=1", b""), (200, b"hello"), None),
+        (("GET", "/a?x=1", b""), (200, b"hello"), None),
+    ]
+
+
+ATTACK = b"GET /cgi-bin/x;cat /etc/passwd|?data=Download HTTP/1.1\r\nHost: victim\r\n\r\n"
+
+
+def test_request_target_with_spaces_and_no_response_is_kept_flagged() -> None:
+    """Attack traffic: a target with spaces is not a valid request line, but it is plainly a
+    request. With nothing from the server it must still be an exchange (flagged), not make
+    the connection "not HTTP"."""
+    conn, exs = run([d(0, ATTACK, 5)])
+    assert conn.client_side == 0
+    assert len(exs) == 1
+    req = exs[0].request
+    assert req is not None and exs[0].response is None
+    assert (req.method, req.target, req.version) == (
+        "GET",
+        "/cgi-bin/x;cat /etc/passwd|?data=Download",
+        "HTTP/1.1",
+    )
+    assert exs[0].error is not None and exs[0].error[0] == "pair-not-found"
+    assert "whitespace inside the request target" in exs[0].error[1]
+
+
+def test_request_target_with_spaces_is_a_dissection_error_when_answered() -> None:
+    bad = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 3\r\n\r\nbad"
+    for packets in ([d(0, ATTACK, 1), d(1, bad, 2)], [d(0, REQ + ATTACK, 1), d(1, RESP5 + bad, 2)]):
+        _, exs = run(packets)
+        last = exs[-1]
+        assert last.request is not None and last.request.target is not None
+        assert " " in last.request.target
+        assert last.response is not None and last.response.status == 400
+        assert last.error is not None and last.error[0] == "dissection"
+        assert "whitespace inside the request target" in last.error[1]
+
+
+def test_request_target_with_spaces_is_found_when_resynchronising() -> None:
+    _, exs = run([d(0, b"tail of something lost\r\n" + ATTACK, 1), d(1, RESP5, 2)])
+    assert [e.request.target for e in exs if e.request] == [
+        "/cgi-bin/x;cat /etc/passwd|?data=Download"
+    ]
+
+
+def test_pipelined_requests_without_responses_hold_bounded_bodies() -> None:
+    """1,500 pipelined 600 KB POSTs and no response (issue 9 saw 2.5 GB). What a connection
+    holds is bounded as HttpLimits says: the bodies of messages waiting for their other half
+    stay within max_pending_body (the first one waiting keeps its whole body); the bytes cut
+    are counted, and the messages say their body is truncated."""
+    limits = HttpLimits()
+    stats = HttpStats()
+    conn = HttpConnection(limits, stats)
+    body = b"v" * 600_000
+    request = b"POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 600000\r\n\r\n" + body
+    out: list[Exchange] = []
+    tracemalloc.start()
+    try:
+        for i in range(1500):
+            conn.data(0, request, i)
+            out.extend(conn.pop_exchanges())  # what the pipeline does after every data()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    conn.end("eof", 2000)
+    out.extend(conn.pop_exchanges())
+    assert len(out) == 1500 and all(e.error and e.error[0] == "pair-not-found" for e in out)
+    reqs = [e.request for e in out if e.request]
+    kept = [r for r in reqs if r.body == body]
+    cut = [r for r in reqs if r.body != body]
+    assert all(r.body_truncated and r.body_size == 600_000 for r in cut)
+    assert stats.waiting_bodies_cut == len(cut) > 1000
+    assert stats.waiting_body_bytes_dropped == sum(600_000 - len(r.body) for r in cut)
+    assert len(kept) >= limits.max_pending_body // 600_000
+    # the connection never held more than its waiting-body budget and one message being read
+    # (plus the 1,500 messages' heads and the caller's buffers)
+    assert peak < limits.max_pending_body + 3 * limits.max_body + (16 << 20)
+
+
+def test_the_first_waiting_message_keeps_its_whole_body() -> None:
+    conn = HttpConnection(HttpLimits(max_body=1000, max_pending_body=10), HttpStats())
+    post = b"POST / HTTP/1.1\r\nContent-Length: 800\r\n\r\n" + b"p" * 800
+    conn.data(0, post * 2, 1)
+    conn.data(1, RESP5 * 2, 2)
+    exs = conn.pop_exchanges()
+    assert [len(e.request.body) for e in exs if e.request] == [800, 0]
+    assert [e.error for e in exs] == [None, None]  # cut, not an error: both are paired

@@ -30,3 +30,35 @@ def test_records_keep_packet_order_per_connection_and_cut_to_the_snap_length() -
 
 def test_no_packets_no_groups() -> None:
     assert group_records([], 262144) == []
+
+
+def test_any_timestamp_gives_a_record_clamped_to_what_the_format_holds() -> None:
+    """ts_sec is 32 unsigned bits: a time before 1970 or after 2106-02-07T06:28:15.999999999Z
+    (a damaged capture, a negative if_tsoffset, a 64-bit time near its maximum) is written as
+    the nearest time the format can hold, never raised on."""
+    packets: list[tuple[object, int, int, bytes]] = [
+        (1, -1, 1, b"a"),
+        (1, -(1 << 80), 1, b"b"),
+        (1, 0xFFFFFFFF * S + 999_999_999, 1, b"c"),  # the last representable nanosecond
+        (1, 0xFFFFFFFF * S + 1_000_000_000, 1, b"d"),
+        (1, (1 << 64) * S, 1, b"e"),
+    ]
+    (group,) = group_records(packets, snaplen=100)
+    unpack = struct.Struct("<IIII").unpack
+    assert [unpack(h)[:2] for h in group.parts[0::2]] == [
+        (0, 0),
+        (0, 0),
+        (0xFFFFFFFF, 999_999_999),
+        (0xFFFFFFFF, 999_999_999),
+        (0xFFFFFFFF, 999_999_999),
+    ]
+
+
+def test_the_time_bounds_written_out_in_the_hot_paths_are_the_documented_ones() -> None:
+    from capture import pcapwrite
+    from capture.segment import TS_MAX_NS, TS_MIN_NS
+
+    # pipeline.feed and EntryBuilder.build spell them as literals (no lookups per packet)
+    assert TS_MIN_NS == 0
+    assert TS_MAX_NS == 0xFFFFFFFF * S + 999_999_999 == 4294967295999999999
+    assert pcapwrite._TS_MAX == TS_MAX_NS

@@ -216,7 +216,7 @@ def test_conn_ids_increase_and_stats_have_documented_names() -> None:
 # --- order, retransmission, overlap -------------------------------------------------------------
 
 
-def test_out_of_order_is_held_until_the_hole_fills_then_joined() -> None:
+def test_out_of_order_is_held_until_the_hole_fills_each_piece_with_its_capture_time() -> None:
     f = Flow()
     r = Reassembler()
     feed_all(r, f.handshake())
@@ -225,8 +225,38 @@ def test_out_of_order_is_held_until_the_hole_fills_then_joined() -> None:
     assert feed_all(r, [late, later]) == []
     assert r.stats.out_of_order == 2 and r.stats.buffered_bytes == 16
     fill = f.c(0, b"ABCDEFGHIJ")
-    assert feed_all(r, [fill]) == [Data(1, 0, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", fill.ts_ns)]
+    # In stream order, each piece stamped with the time its bytes were captured (ENTRY.md: an
+    # entry's time is the capture time of its first byte, wherever in the stream it starts).
+    assert feed_all(r, [fill]) == [
+        Data(1, 0, b"ABCDEFGHIJ", fill.ts_ns),
+        Data(1, 0, b"KLMNOPQRST", late.ts_ns),
+        Data(1, 0, b"UVWXYZ", later.ts_ns),
+    ]
     assert r.stats.buffered_bytes == 0 and r.stats.gaps == 0
+
+
+def test_data_after_a_hole_given_up_carries_the_capture_time_of_its_bytes() -> None:
+    """A one-direction capture (only the server's packets: no ACK can reveal a loss) with a
+    lost segment: what follows the hole is buffered until the hole is given up, here minutes
+    later at the end of input. Each byte keeps the time it was captured, not that moment."""
+    f = Flow()
+    r = Reassembler()
+    first = f.s(0, b"HTTP/1.1 200 OK\r\n")
+    # bytes 17..99 lost by the capture
+    f.ts += 60 * SEC
+    a = f.s(100, b"HTTP/1.1 201 A\r\n")
+    f.ts += 60 * SEC
+    b = f.s(116, b"HTTP/1.1 202 B\r\n")
+    events = feed_all(r, [first, a, b])
+    assert [type(e) for e in events] == [Opened, Data]
+    end = b.ts_ns + 240 * SEC
+    r.close_all(end)
+    assert r.pop_events() == [
+        Gap(1, 1, 83, end),
+        Data(1, 1, a.payload, a.ts_ns),
+        Data(1, 1, b.payload, b.ts_ns),
+        Closed(1, "eof", end),
+    ]
 
 
 def test_retransmissions_and_partial_overlaps_are_trimmed() -> None:
@@ -316,6 +346,50 @@ def test_mid_stream_keep_alive_probe_is_not_a_lost_byte() -> None:
     assert side_items(events, 0) == [b"x", 1]
 
 
+def dsack(left: int, right: int) -> bytes:
+    """TCP options: NOP, NOP, SACK with one block (a D-SACK when it lies below the ACK)."""
+    return b"\x01\x01\x05\x0a" + (left & M).to_bytes(4, "big") + (right & M).to_bytes(4, "big")
+
+
+def test_capture_starting_with_a_one_byte_keep_alive_the_peer_dsacks() -> None:
+    """Windows sends keep-alives as one stale byte at SND.NXT - 1. As the first packet of a
+    capture it looks like data; the peer's D-SACK of exactly that byte (RFC 2883: a SACK block
+    below the cumulative ACK reports a duplicate) says it was not, as Wireshark's keep-alive
+    rule (one byte, one below the next expected sequence number) would say had it seen more."""
+    f = Flow()
+    r = Reassembler()
+    probe = f.c(99, b"\x00", ack=10)
+    assert feed_all(r, [probe])[1:] == []  # held: not data yet
+    assert r.probing == 1
+    r.tcp_options = dsack(f.cisn + 1 + 99, f.cisn + 1 + 100)
+    feed_all(r, [f.s(10, ack=100)])
+    r.tcp_options = b""
+    events = feed_all(r, [f.c(100, b"GET / HTTP/1.1\r\n\r\n", ack=10)])
+    assert side_items(events, 0) == [b"GET / HTTP/1.1\r\n\r\n"]
+    assert r.stats.keepalives == 1 and r.stats.gaps == 0 and r.probing == 0
+
+
+def test_a_first_segment_of_one_byte_without_dsack_is_data() -> None:
+    f = Flow()
+    r = Reassembler()
+    events = feed_all(r, [f.c(99, b"G", ack=10), f.s(10, ack=100), f.c(100, b"ET /", ack=10)])
+    assert side_items(events, 0) == [b"GET /"]
+    assert r.stats.keepalives == 0 and r.probing == 0
+    # repeated probes, then the D-SACK: still one stale byte, no data
+    g = Flow(cport=50002)
+    feed_all(r, [g.c(99, b"\x00", ack=10), g.c(99, b"\x00", ack=10)])
+    r.tcp_options = dsack(g.cisn + 100, g.cisn + 101)
+    events = feed_all(r, [g.s(10, ack=100)])
+    r.tcp_options = b""
+    events += feed_all(r, [g.c(100, b"GET", ack=10)])
+    assert side_items(events, 0, conn_id=2) == [b"GET"] and r.stats.keepalives == 1
+    # a probe never answered: at the end of the capture it is delivered as the data it may be
+    h = Flow(cport=50003)
+    events = feed_all(r, [h.c(99, b"Z", ack=10)])
+    r.close_all(h.ts + 1)
+    assert side_items(r.pop_events(), 0, conn_id=3) == [b"Z"] and r.probing == 0
+
+
 def test_lost_syn_the_syn_ack_sender_is_the_server() -> None:
     f = Flow(cport=80, sport=33333)  # odd ports on purpose: the handshake decides, not ports
     r = Reassembler()
@@ -340,10 +414,12 @@ def test_ack_past_a_hole_turns_the_hole_into_a_gap_then_delivers() -> None:
     f = Flow()
     r = Reassembler()
     feed_all(r, [*f.handshake(), f.c(0, b"aaaa")])
-    feed_all(r, [f.c(10, b"cccc")])  # 4..9 lost by the capture
+    cccc = f.c(10, b"cccc")
+    feed_all(r, [cccc])  # 4..9 lost by the capture
     ack = f.s(0, ack=14)  # the server got everything
     events = feed_all(r, [ack])
-    assert events == [Gap(1, 0, 6, ack.ts_ns), Data(1, 0, b"cccc", ack.ts_ns)]
+    # the gap is found now; the bytes after it were captured earlier, and keep that time
+    assert events == [Gap(1, 0, 6, ack.ts_ns), Data(1, 0, b"cccc", cccc.ts_ns)]
     assert r.stats.ack_gaps == 1 and r.stats.gap_bytes == 6
 
 
