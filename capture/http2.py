@@ -47,8 +47,9 @@ Errors (Exchange.error, the one field a Kubeshark client filters on):
   at a mid-stream start and every stream open in that direction gets a dissection error.
 
 Bounds (`Http2Limits`, each with its behaviour when reached): body bytes kept per message
-(`max_body`, the rest counted), header block bytes (`max_header_block`: the block is skipped,
-its stream flagged, the HPACK table of that direction becomes partial), streams in progress
+(`max_body`, the rest counted) and by all open streams together (`max_body_total`, likewise),
+header block bytes (`max_header_block`: the block is skipped, its stream flagged, the HPACK
+table of that direction becomes partial), streams in progress
 (`max_streams`: the oldest is emitted early as pair-not-found, counted in `evicted`), the HPACK
 table (`max_table_bytes`), control frames (`MAX_CONTROL_FRAME`: larger ones are skipped), closed
 stream ids remembered (`CLOSED_REMEMBERED`), bytes searched for a frame boundary before the
@@ -95,6 +96,9 @@ class Http2Limits:
     # Body bytes kept per message (the DATA payloads of one direction of a stream); the rest is
     # counted in body_size and dropped (body_truncated=True).
     max_body: int = 1 << 20
+    # Body bytes kept by all the streams in progress of a connection together (many concurrent
+    # downloads): past it, new body bytes are counted but not kept, as past max_body.
+    max_body_total: int = 16 << 20
     # A header block (HEADERS or PUSH_PROMISE plus CONTINUATIONs, HPACK-compressed) longer than
     # this is skipped: its stream gets a dissection error and that direction's HPACK table
     # becomes partial (the block's insertions are unknown).
@@ -404,6 +408,8 @@ class Http2Connection(TcpDissector):
         self._closed_set: set[int] = set()
         self._probe_budget = limits.max_probe
         self._max_body = limits.max_body
+        self._max_body_total = limits.max_body_total
+        self.body_bytes = 0  # body bytes kept by the streams in progress (max_body_total)
 
     # ------------------------------------------------------------------ public API
 
@@ -891,7 +897,13 @@ class Http2Connection(TcpDissector):
         half.body_size += n
         room = self._max_body - len(half.body)
         if room > 0:
-            half.body += buf[start : stop if n <= room else start + room]
+            shared = self._max_body_total - self.body_bytes
+            if shared < room:
+                room = shared
+            if room > 0:
+                take = n if n <= room else room
+                half.body += buf[start : start + take]
+                self.body_bytes += take
         tally = half.tally
         if tally is not None:
             tally.feed(buf, start, stop)
@@ -1020,6 +1032,9 @@ class Http2Connection(TcpDissector):
         sid = st.sid
         if self._streams.pop(sid, None) is None:
             return
+        for h in st.halves:
+            if h is not None:
+                self.body_bytes -= len(h.body)
         self._closed.append(sid)
         self._closed_set.add(sid)
         if len(self._closed) > CLOSED_REMEMBERED:

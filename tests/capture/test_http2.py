@@ -380,6 +380,30 @@ def test_max_body_keeps_a_prefix_and_counts_the_rest() -> None:
     assert ex.error is None  # cut on purpose, not lost
 
 
+def test_max_body_total_bounds_what_concurrent_streams_keep_together() -> None:
+    c, s, pk = start()
+    pk += [
+        d(0, c.headers(1, req("/a"), end=True) + c.headers(3, req("/b"), end=True)),
+        d(1, s.headers(1, resp()) + s.headers(3, resp())),
+        d(1, frame(DATA, 0, 1, b"a" * 700) + frame(DATA, END_STREAM, 3, b"b" * 700)),
+        d(0, c.headers(5, req("/c"), end=True)),
+        d(
+            1,
+            frame(DATA, END_STREAM, 1, b"a" * 10)
+            + s.headers(5, resp())
+            + frame(DATA, END_STREAM, 5, b"c" * 700),
+        ),
+    ]
+    conn, exs = run(pk, Http2Limits(max_body=800, max_body_total=1000))
+    got = {e.stream_id: e.response for e in exs}
+    assert all(r is not None for r in got.values())
+    bodies = {sid: (len(r.body), r.body_size, r.body_truncated) for sid, r in got.items() if r}
+    # 3 got what 1's 700 left of the budget; once 3 ended its bytes were free again, for the
+    # rest of 1 and for 5.
+    assert bodies == {1: (710, 710, False), 3: (300, 700, True), 5: (700, 700, False)}
+    assert conn.body_bytes == 0
+
+
 def test_max_streams_evicts_the_oldest_as_pair_not_found() -> None:
     c, s, pk = start()
     pk += [d(0, b"".join(c.headers(i, req(f"/{i}"), end=True) for i in (1, 3, 5)))]
