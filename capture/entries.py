@@ -65,6 +65,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 from capture.content import decode_content
+from capture.dissect import EntryMaker
 
 if TYPE_CHECKING:
     from capture.http1 import Exchange
@@ -363,8 +364,8 @@ def _post_data(
 # --- the entry -------------------------------------------------------------------------------
 
 
-class EntryBuilder:
-    """Builds the entries of one connection.
+class EntryBuilder(EntryMaker):
+    """Builds the entries of one HTTP/1 connection (HttpConnection.entry_maker makes it).
 
     Everything the entries of a connection share is worked out once, here: the src/dst objects
     (copied into each entry), the stream's file and id prefixes, `outgoing`, the node object and
@@ -635,6 +636,37 @@ def _resolution_summary(res: Any) -> Any:
     return out
 
 
+def _dns_summary(
+    request: dict[str, Any], response: dict[str, Any]
+) -> tuple[str, str, str, str, int, str]:
+    """DNS: summary = the first question's name (as Kubeshark), method = its type ("A",
+    "AAAA": Kubeshark shows the opcode, which is "Query" on nearly every entry), status = the
+    response code (0 NOERROR, 3 NXDOMAIN; Kubeshark shows 0 always). A lone response takes
+    its question from the response."""
+    section, questions = "request", request.get("questions")
+    if not isinstance(questions, list) or not questions:
+        section, questions = "response", response.get("questions")
+    first = questions[0] if isinstance(questions, list) and questions else {}
+    if not isinstance(first, dict):
+        first = {}
+    name, qtype = first.get("name", ""), first.get("type", "")
+    name = name if isinstance(name, str) else ""
+    qtype = qtype if isinstance(qtype, str) else ""
+    rcode = response.get("rcode")
+    if isinstance(rcode, int) and not isinstance(rcode, bool):
+        status, status_q = rcode, f"response.rcode == {rcode}"
+    else:
+        status, status_q = 0, ""
+    return (
+        qtype,
+        f"{section}.questions[0].type == {_kfl_string(qtype)}",
+        name,
+        f"{section}.questions[0].name == {_kfl_string(name)}",
+        status,
+        status_q,
+    )
+
+
 def summarize(entry: dict[str, Any]) -> dict[str, Any]:
     """The summary record of ENTRY.md ("Summary form (/api/ws)") for a full entry.
 
@@ -647,9 +679,16 @@ def summarize(entry: dict[str, Any]) -> dict[str, Any]:
         request = {}
     if not isinstance(response, dict):
         response = {}
-    method = request.get("method", "")
-    path = request.get("path", "")
-    status = response.get("status", 0)
+    protocol = entry.get("protocol")
+    if isinstance(protocol, dict) and protocol.get("name") == "dns":
+        method, method_q, summary, summary_q, status, status_q = _dns_summary(request, response)
+    else:
+        method = request.get("method", "")
+        summary = request.get("path", "")
+        status = response.get("status", 0)
+        method_q = f"request.method == {_kfl_string(method)}"
+        summary_q = f"request.path == {_kfl_string(summary)}"
+        status_q = f"response.status == {status}"
     return {
         "dst": _resolution_summary(entry.get("dst")),
         "elapsedTime": entry.get("elapsedTime"),
@@ -658,7 +697,7 @@ def summarize(entry: dict[str, Any]) -> dict[str, Any]:
         "id": entry.get("id"),
         "index": entry.get("index"),
         "method": method,
-        "methodQuery": f"request.method == {_kfl_string(method)}",
+        "methodQuery": method_q,
         "node": entry.get("node"),
         "outgoing": entry.get("outgoing"),
         "passed": entry.get("passed"),
@@ -668,10 +707,10 @@ def summarize(entry: dict[str, Any]) -> dict[str, Any]:
         "responseSize": entry.get("responseSize"),
         "src": _resolution_summary(entry.get("src")),
         "status": status,
-        "statusQuery": f"response.status == {status}",
+        "statusQuery": status_q,
         "stream": entry.get("stream"),
-        "summary": path,
-        "summaryQuery": f"request.path == {_kfl_string(path)}",
+        "summary": summary,
+        "summaryQuery": summary_q,
         "timestamp": entry.get("timestamp"),
         "tls": entry.get("tls"),
         "worker": entry.get("worker"),

@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 import capture
+from capture.dissectors import parse_decode_as, spec_names
 from capture.entries import Identity
 from capture.pipeline import Output, Pipeline, PipelineLimits
+from capture.protobuf import ProtoDecoder, ProtoDescriptorError
 from capture.sources import CaptureFile, CaptureOpenError
 from kshark import __version__, cliargs
 from kshark.cliargs import CliError
@@ -97,6 +99,9 @@ class WorkerConfig:
     max_body: int = 1 << 20
     cluster: ClusterConfig | None = None  # name resolution from this cluster (None: off)
     resolve_off: str = "no --kubeconfig, KUBECONFIG or in-cluster service account"
+    # --proto-descriptor: decodes gRPC messages to JSON in entries (capture/protobuf.py)
+    protobuf: ProtoDecoder | None = None
+    decode_as: dict[int, str] = field(default_factory=dict)  # port → protocol (--decode-as)
 
 
 class Worker:
@@ -118,9 +123,16 @@ class Worker:
             resolver=resolver.index if resolver is not None else None,
         )
         from capture.http1 import HttpLimits
+        from capture.http2 import Http2Limits
 
-        limits = PipelineLimits(http=HttpLimits(max_body=cfg.max_body))
-        self.pipeline = Pipeline(identity, self.store.allocate_stream, limits)
+        limits = PipelineLimits(
+            http=HttpLimits(max_body=cfg.max_body),
+            http2=Http2Limits(max_body=cfg.max_body),
+            protobuf=cfg.protobuf,
+        )
+        self.pipeline = Pipeline(
+            identity, self.store.allocate_stream, limits, decode_as=cfg.decode_as
+        )
         self.packets = 0
         self.capture_warnings: list[str] = []
         self.live_stats: dict[str, int] = {}
@@ -149,7 +161,7 @@ class Worker:
             "packets": self.packets,
             "dropped_kernel": live.get("kernel_drops", 0),
             "dropped_ours": live.get("our_drops", 0) + pipeline.get("held_packets_discarded", 0),
-            "connections": pipeline.get("http_connections", 0),
+            "connections": pipeline.get("connections_dissected", 0),
             "open_connections": pipeline.get("open_connections", 0),
             "entries": pipeline.get("entries", 0),
             "errors": pipeline.get("entries_with_error", 0),
@@ -598,6 +610,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="kernel BPF filter for live capture",
     )
     add(
+        "--decode-as",
+        action="append",
+        default=[],
+        metavar="PORT=PROTO",
+        help="dissect TCP/UDP port PORT as PROTO whatever its content, like tshark's -d "
+        f"(repeatable; PROTO one of {', '.join(spec_names())})",
+    )
+    add(
         "--data-dir",
         default="kshark-data",
         type=cliargs.nonempty("--data-dir"),
@@ -616,6 +636,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SIZE",
         type=cliargs.size(),
         help="body bytes kept per message (default 1MiB)",
+    )
+    add(
+        "--proto-descriptor",
+        metavar="FILE",
+        type=Path,
+        help="a protobuf FileDescriptorSet (protoc --include_imports --descriptor_set_out=FILE): "
+        "gRPC messages of its services are decoded to JSON in entries",
     )
     add("--host", default="127.0.0.1", help="API listen address (default 127.0.0.1)")
     add("--port", default=30001, type=cliargs.port, help="API port (default 30001; 0: any)")
@@ -662,6 +689,21 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
     if args.bpf is not None and not args.iface:
         raise CliError("--filter applies to live capture (--iface) only")
     token = cliargs.token_from(args.token, args.token_file, TOKEN_ENV)
+    decode_as: dict[int, str] = {}
+    for text in args.decode_as:
+        try:
+            port, proto = parse_decode_as(text)
+        except ValueError as exc:
+            raise CliError(f"--decode-as {exc}") from None
+        decode_as[port] = proto
+    protobuf = None
+    if args.proto_descriptor is not None:
+        try:
+            protobuf = ProtoDecoder(args.proto_descriptor.read_bytes(), str(args.proto_descriptor))
+        except OSError as exc:
+            raise CliError(f"{args.proto_descriptor}: {exc.strerror or exc}") from None
+        except ProtoDescriptorError as exc:
+            raise CliError(str(exc)) from None
     for path in args.pcap:
         try:
             CaptureFile(path)  # opens and checks the header: fail before anything starts
@@ -701,6 +743,8 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         max_body=args.max_body,
         cluster=cluster,
         resolve_off=resolve_off,
+        protobuf=protobuf,
+        decode_as=decode_as,
     )
 
 
