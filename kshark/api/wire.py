@@ -26,6 +26,7 @@ import trio
 from trio_websocket import ConnectionClosed
 from wsproto.events import TextMessage
 
+from kshark.api.kfl_thread import off_loop
 from kshark.kfl import KflError, compile_query
 
 if TYPE_CHECKING:
@@ -320,7 +321,8 @@ async def open_stream(
         return None
     try:
         request = parse_first_frame(message)
-        query = compile_stream_query(request.query, macros)
+        # In a thread: a 64 KiB filter takes a while to compile (kshark.api.kfl_thread).
+        query = await off_loop(compile_stream_query, request.query, macros)
     except StreamError as err:
         await refuse(ws, err)
         return None

@@ -48,7 +48,9 @@ from kshark.api.httpserver import (
     json_response,
     text_response,
 )
+from kshark.api.kfl_thread import EVAL_SLICE_SECONDS, off_loop
 from kshark.api.rest import no_such_path, route_of
+from kshark.api.status_caps import listed_clients
 from kshark.api.wire import (
     CLOSE_NORMAL,
     CLOSE_TRY_AGAIN,
@@ -356,7 +358,12 @@ class WorkerApp:
                 text_bytes = 0
                 sent_before = client.sent
                 limit_seq = 0  # the seq at which limit(n) was reached, if it was
+                yield_at = time.perf_counter() + EVAL_SLICE_SECONDS
                 for seq, data in items:
+                    if time.perf_counter() >= yield_at:
+                        # Filtering a batch never holds the event loop long (kfl_thread).
+                        await trio.lowlevel.checkpoint()
+                        yield_at = time.perf_counter() + EVAL_SLICE_SECONDS
                     if must_parse:
                         entry = orjson.loads(data)
                         if not match(entry):
@@ -441,7 +448,7 @@ class WorkerApp:
             if path == "/version":
                 return json_response({"name": "kshark", "role": "worker", "version": __version__})
             if path == "/query/validate":
-                return self._validate(request.query.get("q", ""))
+                return await self._validate(request.query.get("q", ""))
             if path == "/status":
                 return json_response(self.status())
             if path == "/metrics":
@@ -458,8 +465,8 @@ class WorkerApp:
             return error_response(503, "the worker is starting")
         return no_such_path(request)
 
-    def _validate(self, text: str) -> Response:
-        valid, message = validate_query(text, self._macros)
+    async def _validate(self, text: str) -> Response:
+        valid, message = await off_loop(validate_query, text, self._macros)
         return json_response({"valid": valid, "message": message})
 
     def _item(self, rest: str) -> Response:
@@ -510,7 +517,8 @@ class WorkerApp:
         out["clients_total"] = self.clients_total
         out["clients_missed_total"] = self.clients_missed_total
         out["entries_sent_total"] = self.entries_sent_total
-        out["clients"] = [
+        # The most lagging first, at most MAX_STATUS_CLIENTS, queries shortened (status_caps).
+        rows = [
             {
                 "id": c.id,
                 "remote": c.remote,
@@ -526,6 +534,8 @@ class WorkerApp:
             }
             for c in self.clients.values()
         ]
+        rows.sort(key=lambda row: -row["lag"])
+        out["clients"], out["clients_not_listed"] = listed_clients(rows)
         return out
 
     def metrics(self) -> str:

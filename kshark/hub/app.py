@@ -26,7 +26,9 @@ from trio_websocket import ConnectionClosed
 
 from kshark import __version__
 from kshark.api.httpserver import Response, error_response, json_response, text_response
+from kshark.api.kfl_thread import off_loop
 from kshark.api.rest import no_such_path, route_of
+from kshark.api.status_caps import listed_clients
 from kshark.api.wire import (
     CLOSE_NORMAL,
     Projection,
@@ -153,7 +155,7 @@ class HubApp:
         if path == "/version":
             return json_response({"name": "kshark", "role": "hub", "version": __version__})
         if path == "/query/validate":
-            valid, message = validate_query(request.query.get("q", ""))
+            valid, message = await off_loop(validate_query, request.query.get("q", ""))
             return json_response({"valid": valid, "message": message})
         if path == "/status":
             return json_response(self.status())
@@ -212,7 +214,7 @@ class HubApp:
 
     def status(self) -> dict[str, Any]:
         workers = [self.workers.info[a].status() for a in self.workers.addresses]
-        return {
+        out: dict[str, Any] = {
             "role": "hub",
             "version": __version__,
             "uptime_seconds": round(time.time() - self.started, 3),
@@ -224,8 +226,12 @@ class HubApp:
             "clients_connected": len(self.clients),
             "clients_total": self.clients_total,
             "entries_sent_total": self.counters.entries_sent_total,
-            "clients": [c.status() for c in self.clients.values()],
         }
+        # Oldest first, at most MAX_STATUS_CLIENTS, queries shortened (kshark.api.status_caps).
+        out["clients"], out["clients_not_listed"] = listed_clients(
+            c.status() for c in self.clients.values()
+        )
+        return out
 
     def metrics(self) -> str:
         """Prometheus text exposition (0.0.4): the hub's totals and one series per worker."""
@@ -300,6 +306,18 @@ class HubApp:
             "counter",
             "websockets to this worker that failed",
             per_worker(lambda i: i.drops),
+        )
+        metric(
+            "kshark_hub_worker_frames_dropped_total",
+            "counter",
+            "frames of this worker the hub dropped (not UTF-8, not JSON, not its entries)",
+            per_worker(lambda i: i.frames_dropped),
+        )
+        metric(
+            "kshark_hub_worker_degraded",
+            "gauge",
+            "1 if the hub dropped a frame of this worker in the last 60 s",
+            per_worker(lambda i: 1 if i.degraded else 0),
         )
         return "\n".join(lines) + "\n"
 

@@ -4,6 +4,9 @@ kshark-hub --worker 10.0.41.65:30001 --worker 10.0.41.66:30001
 kshark-hub --workers-file /etc/kshark/workers        # re-read when it changes
 kshark-hub --discover kshark/app.kubernetes.io/name=kshark-worker   # the worker pods (discover.py)
 wscat --connect ws://127.0.0.1:8899/api/wsFull -x 'response.status > 300'
+
+Tokens: `--token`/`--token-file`/KSHARK_TOKEN for clients, `--worker-token`/
+`--worker-token-file`/KSHARK_WORKER_TOKEN for workers (kshark/hub/tokens.py).
 """
 
 from __future__ import annotations
@@ -25,6 +28,13 @@ from kshark.api.httpserver import serve
 from kshark.hub.app import HubApp
 from kshark.hub.limits import HubLimits
 from kshark.hub.monitor import monitor_workers
+from kshark.hub.tokens import (
+    TOKEN_ENV,
+    WORKER_TOKEN_ENV,
+    TokenError,
+    is_loopback,
+    resolve_token,
+)
 from kshark.hub.workers import (
     WORKERS_FILE_POLL_SECONDS,
     WorkerSet,
@@ -77,6 +87,14 @@ async def run_hub(cfg: HubConfig, *, task_status: Any = trio.TASK_STATUS_IGNORED
         log.info(
             "hub listening on %s:%d for %d worker(s)", cfg.host, app.port, len(workers.addresses)
         )
+        if cfg.token is None and not is_loopback(cfg.host):
+            log.warning(
+                "serving on %s without a client token: anyone who can reach port %d can read "
+                "every worker's entries (give --token-file or %s)",
+                cfg.host,
+                app.port,
+                TOKEN_ENV,
+            )
         task_status.started(app)
 
 
@@ -122,9 +140,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", default=8899, type=int, help="listen port (default 8899)")
     p.add_argument(
-        "--token", help="require 'Authorization: Bearer TOKEN' (or ?token=) from clients"
+        "--token",
+        help="require 'Authorization: Bearer TOKEN' (or ?token=) from clients "
+        f"(visible in ps: prefer --token-file or {TOKEN_ENV})",
     )
-    p.add_argument("--worker-token", help="the token the workers require (sent to them)")
+    p.add_argument(
+        "--token-file", type=Path, metavar="PATH", help="the client token, read from a file"
+    )
+    p.add_argument(
+        "--worker-token",
+        help="the token the workers require, sent to them "
+        f"(visible in ps: prefer --worker-token-file or {WORKER_TOKEN_ENV})",
+    )
+    p.add_argument(
+        "--worker-token-file", type=Path, metavar="PATH", help="the worker token, from a file"
+    )
+    p.add_argument(
+        "--insecure-no-token",
+        action="store_true",
+        help="serve without a client token even though the workers have one (anyone who can "
+        "reach the hub reads the protected workers' entries)",
+    )
     p.add_argument(
         "--reorder-window",
         type=float,
@@ -209,6 +245,27 @@ def main(argv: list[str] | None = None) -> int:
         if not value > 0:  # also refuses nan
             print(f"kshark-hub: {option} must be > 0", file=sys.stderr)
             return 2
+    try:
+        token = resolve_token(args.token, args.token_file, TOKEN_ENV, "--token")
+        worker_token = resolve_token(
+            args.worker_token, args.worker_token_file, WORKER_TOKEN_ENV, "--worker-token"
+        )
+    except TokenError as exc:
+        print(f"kshark-hub: {exc}", file=sys.stderr)
+        return 2
+    if worker_token is not None and token is None and not args.insecure_no_token:
+        print(
+            "kshark-hub: the workers have a token but the hub would serve without one "
+            f"(anyone could read them through it): give --token-file or {TOKEN_ENV}, "
+            "or --insecure-no-token",
+            file=sys.stderr,
+        )
+        return 2
+    if worker_token is not None and token is None:
+        log.warning(
+            "--insecure-no-token: serving the token-protected workers' entries to anyone "
+            "who can reach the hub"
+        )
     if args.workers_file is not None and not args.workers_file.exists():
         log.warning("%s does not exist yet; watching for it", args.workers_file)
     cfg = HubConfig(
@@ -216,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         workers_file=args.workers_file,
         host=args.host,
         port=args.port,
-        token=args.token,
-        worker_token=args.worker_token,
+        token=token,
+        worker_token=worker_token,
         limits=HubLimits(
             reorder_window=args.reorder_window,
             worker_silence=args.worker_silence,

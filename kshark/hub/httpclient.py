@@ -43,6 +43,10 @@ class UpstreamError(Exception):
     """The worker could not be reached or answered something that is not HTTP."""
 
 
+class TooLarge(UpstreamError):
+    """A body larger than the reader would take."""
+
+
 @dataclass
 class UpstreamResponse:
     """A response head and its body, still on the wire. Iterate `body()` once, or `aclose()`."""
@@ -90,7 +94,7 @@ class UpstreamResponse:
         async for part in self.body():
             out += part
             if len(out) > max_bytes:
-                raise UpstreamError(f"the worker's answer is larger than {max_bytes} bytes")
+                raise TooLarge(f"the worker's answer is larger than {max_bytes} bytes")
         return bytes(out)
 
     async def aclose(self) -> None:
@@ -184,20 +188,6 @@ async def http_get(
     except BaseException:
         await _close(stream)
         raise
-
-
-async def fetch(
-    address: str,
-    target: str,
-    *,
-    token: str | None = None,
-    io_timeout: float = 10.0,
-    max_bytes: int = 4 << 20,
-) -> tuple[int, dict[str, str], bytes]:
-    """GET and read the whole (bounded) body: (status, headers, body)."""
-    response = await http_get(address, target, token=token, io_timeout=io_timeout)
-    body = await response.read(max_bytes)
-    return response.status, response.headers, body
 
 
 def _parse_head(head: bytes, address: str) -> tuple[int, dict[str, str]]:

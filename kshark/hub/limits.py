@@ -46,7 +46,10 @@ class HubLimits:
         the worker is `down` for the monitor.
     http_timeout: seconds for a worker to accept, answer a REST request, or send the next chunk
         of a download. Past it: 502 to the client (or the download is cut).
-    max_status_bytes: largest worker /status read by the monitor. Past it: the probe fails.
+    max_status_bytes: largest worker /status read by the monitor. Past it the body is not read:
+        the worker stays `up` (it answered), its lag and newest entry become unknown and its
+        `status_problem` says why. A worker's own /status lists at most 100 clients with
+        queries cut to 256 characters (kshark.api.status_caps): well under this.
     first_frame_timeout: seconds a new client has to send its query. Past it: error frame, 1008.
     ping_interval: a ping goes to a client after this many seconds without a frame (quiet
         filters survive proxies that cut idle connections).
@@ -68,6 +71,6 @@ class HubLimits:
     status_interval: float = 2.0
     status_timeout: float = 10.0
     http_timeout: float = 10.0
-    max_status_bytes: int = 8 << 20
+    max_status_bytes: int = 1 << 20
     first_frame_timeout: float = 120.0
     ping_interval: float = 20.0

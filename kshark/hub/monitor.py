@@ -8,7 +8,13 @@ behind the hub's own websockets to it are: the worker lists each client with its
 matched exactly.
 
 A probe has `status_timeout` seconds in all (a cancel scope around the whole request): a worker
-that is stopped, or trickles its answer, is `down` for the monitor within that time.
+that is stopped, or trickles its answer's head, is `down` for the monitor within that time.
+
+Liveness and details are separate: a worker that answers `200` in time is `up`, whatever its
+body. The body is read up to `max_status_bytes` within the same deadline; one larger than that
+(a worker listing many clients with long queries: kshark.api.status_caps bounds ours, not an
+older or foreign worker's) or slower is not read, and the worker's details (lag, newest entry)
+become unknown, said in its `status_problem`, while it stays `up`.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import TYPE_CHECKING
 import orjson
 import trio
 
-from kshark.hub.httpclient import UpstreamError, fetch
+from kshark.hub.httpclient import TooLarge, UpstreamError, UpstreamResponse, http_get
 
 if TYPE_CHECKING:
     from kshark.hub.limits import HubLimits
@@ -58,24 +64,37 @@ async def _probe_loop(
 
 async def probe(info: WorkerInfo, limits: HubLimits, worker_token: str | None = None) -> None:
     """One /status request to the worker, within `limits.status_timeout`; updates `info`."""
-    with trio.move_on_after(limits.status_timeout) as deadline:
+    deadline = trio.current_time() + limits.status_timeout
+    response: UpstreamResponse | None = None
+    with trio.move_on_at(deadline):
         try:
-            status, _, body = await fetch(
+            response = await http_get(
                 info.address,
                 "/status",
                 token=worker_token,
                 io_timeout=min(limits.http_timeout, limits.status_timeout),
-                max_bytes=limits.max_status_bytes,
             )
         except UpstreamError as exc:
             info.mark_down(str(exc))
             return
-    if deadline.cancelled_caught:
+    if response is None:
         info.mark_down(f"its /status did not answer within {limits.status_timeout:g} s")
         return
-    if status != 200:
-        why = {401: "the worker wants a token (--worker-token)", 503: "the worker is starting"}
-        info.mark_down(why.get(status, f"its /status answered HTTP {status}"))
+    body: bytes | None = None
+    problem: str | None = None
+    try:
+        if response.status != 200:
+            why = {401: "the worker wants a token (--worker-token)", 503: "the worker is starting"}
+            info.mark_down(why.get(response.status, f"its /status answered HTTP {response.status}"))
+            return
+        body, problem = await _read_body(response, deadline, limits)
+    finally:
+        await response.aclose()
+    if body is None:
+        # It answered: alive. What it said is unknown, not wrong: keep it up.
+        info.lag = None
+        info.status_problem = problem
+        info.mark_up()
         return
     try:
         doc = orjson.loads(body)
@@ -85,6 +104,7 @@ async def probe(info: WorkerInfo, limits: HubLimits, worker_token: str | None = 
     if not isinstance(doc, dict):
         info.mark_down("its /status is not a JSON object")
         return
+    info.status_problem = None
     advertised = doc.get("worker")
     if isinstance(advertised, str) and advertised:
         info.advertised = advertised
@@ -102,5 +122,31 @@ async def probe(info: WorkerInfo, limits: HubLimits, worker_token: str | None = 
             for c in clients
             if isinstance(c, dict) and c.get("remote") in ours and isinstance(c.get("lag"), int)
         ]
-        info.lag = max(lags, default=0)
+        # A worker lists its most lagging clients first, and at most so many: when some of
+        # ours are not listed, they lag no more than the least lagging one listed.
+        not_listed = doc.get("clients_not_listed")
+        if not lags and isinstance(not_listed, int) and not_listed > 0 and ours:
+            info.lag = None
+        else:
+            info.lag = max(lags, default=0)
     info.mark_up()
+
+
+async def _read_body(
+    response: UpstreamResponse, deadline: float, limits: HubLimits
+) -> tuple[bytes | None, str | None]:
+    """The body, or None and why it was not read (too large, too slow, cut)."""
+    limit = limits.max_status_bytes
+    if response.content_length is not None and response.content_length > limit:
+        return (
+            None,
+            f"its /status is larger than {limit} bytes ({response.content_length}): not read",
+        )
+    with trio.move_on_at(deadline):
+        try:
+            return await response.read(limit), None
+        except TooLarge:
+            return None, f"its /status is larger than {limit} bytes: not read"
+        except UpstreamError as exc:
+            return None, f"its /status could not be read whole: {exc}"
+    return None, f"its /status did not arrive whole within {limits.status_timeout:g} s"

@@ -51,11 +51,20 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import orjson
 import trio
 
-from kshark.hub.frames import EntryMeta, control_of, meta_of, worker_frame, worker_gap_frame
+from kshark.hub.frames import (
+    REDACTED,
+    EntryMeta,
+    control_of,
+    read_entry,
+    worker_frame,
+    worker_gap_frame,
+)
 from kshark.hub.workers import split_address
 from kshark.hub.wsio import WorkerSocket, WsClosed, WsError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from kshark.api.wire import Projection
     from kshark.hub.limits import HubLimits
     from kshark.hub.stream import ByteBudget
@@ -76,15 +85,20 @@ class Frame(NamedTuple):
     entry: bool
 
 
-def _decode(data: bytes, worker: str) -> dict[str, Any] | None:
+def _decode(data: bytes) -> dict[str, Any] | None:
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
-        obj = None
-    if not isinstance(obj, dict):
-        log.warning("%s sent a frame that is not a JSON object; skipped", worker)
         return None
-    return obj
+    return obj if isinstance(obj, dict) else None
+
+
+# The longest text of a worker's error frame kept (it becomes a `down` reason).
+_MAX_REASON = 500
+
+
+def _text(value: Any, default: str, limit: int) -> str:
+    return value[:limit] if isinstance(value, str) else default
 
 
 def control(data: str, worker: str) -> Frame:
@@ -156,6 +170,7 @@ class Relay:
         stream_started: float | None = None,
         worker_token: str | None = None,
         rng: random.Random | None = None,
+        resolve: Callable[[str], str | None] | None = None,
     ) -> None:
         self.address = address
         self.plan = plan
@@ -178,6 +193,8 @@ class Relay:
         self._asked_history = plan.history
         self._headers = [("Authorization", f"Bearer {worker_token}")] if worker_token else []
         self._rng = rng or random.Random()
+        # A worker name → the address of the hub's worker it names (WorkerSet.resolve).
+        self.resolve: Callable[[str], str | None] = resolve or (lambda _name: None)
 
     async def run(self) -> None:
         limits = self.limits
@@ -267,67 +284,69 @@ class Relay:
         send = self.send.send
         positions = self.positions
         project = self.plan.project
-        # Decoding every entry is the hub's largest cost per entry; it is needed only to project
-        # or to merge by time. Otherwise only the last entry of each batch is decoded (its id is
-        # the resume position), and frames that may be errors or gaps (by their first key).
+        # Entries are forwarded as the worker's bytes. Each is checked first (frames.read_entry:
+        # UTF-8, one JSON object, an entry of this worker), which also yields its id (the
+        # resume position) and timestamp; a full decode is needed only to project or to merge
+        # by time.
         each = project is not None or self.plan.ordered
+        ordered = self.plan.ordered
         json_frame = self.plan.json_frame
         budget = self.budget
         dumps = orjson.dumps
         first = True
+        binary_seen = 0
         while True:
             messages = await self._receive(sock)
             batch: list[Frame] = []
+            if sock.binary_dropped != binary_seen:
+                self._drop(batch, "binary frames", sock.binary_dropped - binary_seen)
+                binary_seen = sock.binary_dropped
             if first:
                 first = False
-                if messages[0].startswith(_POSITION_PREFIX):
+                if messages and messages[0].startswith(_POSITION_PREFIX):
                     batch.extend(self._position(messages[0]))  # may raise _Restart
                     del messages[0]
             size = 0
             entries = 0
-            last: bytes | None = None  # the last entry of the batch, as received
-            last_meta: EntryMeta | None = None
+            last_meta: EntryMeta | None = None  # the last entry of the batch with a real id
             refused: _Refused | None = None
             for data in messages:
-                obj = None
-                if data.startswith((b'{"error":', b'{"gap":')):
-                    obj = _decode(data, address)
-                    if obj is None:
-                        continue
-                    ctrl = control_of(obj)
-                    if ctrl is not None:
-                        kind, body = ctrl
-                        if kind == "error":
-                            message = str(body.get("message", ""))
-                            refused = _Refused(str(body.get("type", "error")), message)
-                            break
-                        if json_frame:
-                            missed, reason = (
-                                body.get("missed"),
-                                str(body.get("reason", "retention")),
-                            )
-                            batch.append(
-                                control(worker_gap_frame(address, missed, reason), address)
-                            )
-                        continue
-                timestamp = 0
-                if each:
-                    if obj is None:
-                        obj = _decode(data, address)
-                        if obj is None:
+                meta = read_entry(data)
+                if isinstance(meta, str):
+                    if data.startswith((b'{"error":', b'{"gap":')):
+                        obj = _decode(data)
+                        ctrl = control_of(obj) if obj is not None else None
+                        if ctrl is not None:
+                            kind, body = ctrl
+                            if kind == "error":
+                                refused = _Refused(
+                                    _text(body.get("type"), "error", 32),
+                                    _text(body.get("message"), "", _MAX_REASON),
+                                )
+                                break
+                            if json_frame:
+                                gap = worker_gap_frame(
+                                    address, body.get("missed"), body.get("reason", "retention")
+                                )
+                                batch.append(control(gap, address))
                             continue
-                    last_meta = meta_of(obj)
-                    timestamp = last_meta.timestamp if last_meta is not None else 0
+                    self._drop(batch, meta)
+                    continue
+                if meta.worker != self.info.advertised and not self._claims_ok(meta.worker):
+                    self._drop(batch, f"an entry of another worker ({meta.worker!r})")
+                    continue
+                if each:
+                    obj = _decode(data)
+                    if obj is None:  # valid JSON that orjson will not read (a huge integer)
+                        self._drop(batch, "an entry the hub cannot decode")
+                        continue
                     if project is not None:
                         data = dumps(project(obj), option=_SORT)
-                else:
-                    last = data
                 size += len(data)
                 entries += 1
-                batch.append(Frame(data, address, timestamp, True))
-            if last is not None:
-                obj = _decode(last, address)
-                last_meta = meta_of(obj) if obj is not None else None
+                batch.append(Frame(data, address, meta.timestamp if ordered else 0, True))
+                if meta.id != REDACTED:
+                    last_meta = meta
             if batch:
                 await budget.acquire(size)
                 try:
@@ -339,10 +358,33 @@ class Relay:
                 if last_meta is not None:
                     # Only once the client's channel holds them: a drop now resumes after them.
                     positions[address] = last_meta.id
-                    if last_meta.worker != address:
-                        self.info.advertised = last_meta.worker
             if refused is not None:
                 raise refused
+
+    def _claims_ok(self, claimed: str) -> bool:
+        """Whether an entry saying it comes from `claimed` may come from this worker. Its own
+        id is what its /status says (the monitor sets `info.advertised`); until that is known,
+        the first entries teach it, unless they name another of the hub's workers."""
+        info = self.info
+        if claimed == REDACTED:  # the client's query redacted it: it claims nothing
+            return True
+        if info.advertised is not None:
+            return False
+        if claimed != self.address and self.resolve(claimed) not in (None, self.address):
+            return False
+        info.advertised = claimed
+        return True
+
+    def _drop(self, batch: list[Frame], reason: str, n: int = 1) -> None:
+        """Count a frame the hub will not forward; the first of a connection is logged and
+        makes the worker `degraded` for JSON clients (a state frame in `batch`)."""
+        self.info.dropped(reason, n)
+        if self.announced != "degraded":
+            log.warning("%s sent %s; dropped (counted in /status)", self.address, reason)
+            self.announced = "degraded"
+            if self.plan.json_frame:
+                frame = worker_frame(self.address, "degraded", f"dropped {reason}")
+                batch.append(control(frame, self.address))
 
     async def _receive(self, sock: WorkerSocket) -> list[bytes]:
         """The next messages from the worker, checking it is alive while we wait for them.
@@ -372,7 +414,7 @@ class Relay:
     def _position(self, data: bytes) -> list[Frame]:
         """Take in the worker's position frame (module docstring); returns frames for the
         client. Raises _Restart when this connection cannot give the stream what it wants."""
-        obj = _decode(data, self.address)
+        obj = _decode(data)
         body = obj.get("position") if obj is not None and len(obj) == 1 else None
         if not isinstance(body, dict):
             return []

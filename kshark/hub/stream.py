@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from kshark.hub.workers import WorkerSet
 
 _stream_ids = itertools.count(1)
+# Workers whose position a client's /status row lists (the whole cursor is the client's own).
+MAX_STATUS_CURSOR = 32
 
 
 class ByteBudget:
@@ -174,6 +176,7 @@ class HubStream:
             stores=self.stores,
             stream_started=self.started,
             worker_token=self.worker_token,
+            resolve=self.workers.resolve,
         )
         scope = trio.CancelScope()
         self.relays[address] = (relay, scope)
@@ -323,5 +326,7 @@ class HubStream:
             "buffered": buffered,
             "buffered_bytes": self.budget.held,
             "workers_connected": sum(1 for relay, _ in self.relays.values() if relay.connected),
-            "cursor": dict(self.positions),
+            # One id per worker (up to MAX_WORKERS): /status shows the first ones and a count.
+            "cursor": dict(itertools.islice(self.positions.items(), MAX_STATUS_CURSOR)),
+            "cursor_not_listed": max(0, len(self.positions) - MAX_STATUS_CURSOR),
         }

@@ -32,6 +32,8 @@ MAX_WORKERS = 1024
 MAX_WORKERS_FILE_BYTES = 1 << 20
 # How often the workers file's metadata is checked for a change.
 WORKERS_FILE_POLL_SECONDS = 1.0
+# A worker is `degraded` in /status for this long after the hub last dropped a frame of it.
+DEGRADED_SECONDS = 60.0
 
 
 def parse_address(text: str) -> str:
@@ -117,6 +119,24 @@ class WorkerInfo:
     # Local "ip:port" of each open websocket to this worker: matched against the worker's
     # /status clients to read how far behind they are.
     relay_sockets: set[str] = field(default_factory=set)
+    # Frames of this worker the hub dropped (not UTF-8, not JSON, not an entry, another
+    # worker's id, binary): counted, the latest reason kept (relay.py, frames.read_entry).
+    frames_dropped: int = 0
+    last_drop: str | None = None
+    last_drop_at: float | None = None
+    # Whether its /status answer was too large to read (it is still up; its details unknown).
+    status_problem: str | None = None
+
+    def dropped(self, reason: str, n: int = 1) -> None:
+        self.frames_dropped += n
+        self.last_drop = reason
+        self.last_drop_at = time.time()
+
+    @property
+    def degraded(self) -> bool:
+        """A frame was dropped in the last DEGRADED_SECONDS."""
+        at = self.last_drop_at
+        return at is not None and time.time() - at < DEGRADED_SECONDS
 
     def mark_up(self) -> None:
         if self.state != "up":
@@ -150,6 +170,13 @@ class WorkerInfo:
             "streams": self.relays_connected,
             "connects": self.connects,
             "drops": self.drops,
+            "degraded": self.degraded,
+            "frames_dropped": self.frames_dropped,
+            "last_drop": self.last_drop,
+            "last_drop_seconds_ago": (
+                None if self.last_drop_at is None else round(now - self.last_drop_at, 3)
+            ),
+            "status_problem": self.status_problem,
         }
 
 

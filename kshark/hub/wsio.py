@@ -16,7 +16,9 @@ what a worker spends to stream it (scripts/bench_hub.py). Here:
 
 Only what the hub needs of RFC 6455 is here: client handshake (with Sec-WebSocket-Accept
 check), masked text frames out, text/continuation/ping/pong/close in, a size bound per message,
-and a ping out (`WorkerSocket.ping`) for the relay's hung-worker check.
+and a ping out (`WorkerSocket.ping`) for the relay's hung-worker check. A worker sends text
+only: binary messages are read and dropped, counted in `binary_dropped` (the relay checks what
+the text messages hold, see frames.check_entry).
 
 `WorkerSocket.receive_batch` may be cancelled at any point (the relay bounds its waits with
 cancel scopes) without losing a message: messages parsed but not yet returned are kept for the
@@ -113,6 +115,8 @@ class WorkerSocket:
         self._max_message = max_message
         self._control_timeout = control_timeout
         self._fragments: bytearray | None = None
+        self._fragments_binary = False  # the message being reassembled is a binary one
+        self.binary_dropped = 0  # binary messages read and dropped
         # Messages parsed and not yet returned (kept across a cancelled receive_batch).
         self._ready: list[bytes] = []
         # Set when a control frame could not be sent whole: the stream's framing is lost.
@@ -260,15 +264,22 @@ class WorkerSocket:
                 fin = b0 & 0x80
                 if opcode in (OP_TEXT, OP_BINARY):
                     if fin and self._fragments is None:
-                        out.append(bytes(buf[start:pos]))
+                        if opcode == OP_TEXT:
+                            out.append(bytes(buf[start:pos]))
+                        else:
+                            self.binary_dropped += 1
                     else:
                         self._fragments = bytearray(buf[start:pos])
+                        self._fragments_binary = opcode == OP_BINARY
                 elif opcode == OP_CONT and self._fragments is not None:
                     self._fragments += buf[start:pos]
                     if len(self._fragments) > self._max_message:
                         raise WsClosed(1009, f"a message larger than {self._max_message} bytes")
                     if fin:
-                        out.append(bytes(self._fragments))
+                        if self._fragments_binary:
+                            self.binary_dropped += 1
+                        else:
+                            out.append(bytes(self._fragments))
                         self._fragments = None
                 elif opcode == OP_PING:
                     await self._send_control(OP_PONG, bytes(buf[start:pos]))

@@ -18,6 +18,7 @@ then it reads it exactly once (``time.time_ns()``), unless ``now_ms`` was given.
 from __future__ import annotations
 
 import difflib
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from .ast import (
     Step,
     Wild,
 )
+from .budget import EntryBudget, decode_json_in, decode_xml_in
 from .decoders import decode_json, decode_xml, xml_leaf
 from .errors import KflError
 from .helpers import DATETIME_EXAMPLE, FUNCTIONS, METHODS, UNIT_MS, parse_datetime
@@ -91,8 +93,14 @@ _RUNTIME: Final[dict[str, Any]] = {
     "_in_value": values.in_value,
     "_hdr": values.header,
     "_walk": walk,
-    "_dj": decode_json,
-    "_dx": decode_xml,
+    "_dj": decode_json_in,
+    "_dx": decode_xml_in,
+    "_djs": decode_json,
+    "_dxs": decode_xml,
+    "_B": EntryBudget,
+    "_SHORT": values.SHORT_TEXT,
+    "_scan_re": values.scan_re,
+    "_scan_in": values.scan_in,
     "_xleaf": xml_leaf,
 }
 _ORDER_FN: Final = {"<": "_lt", "<=": "_le", ">": "_gt", ">=": "_ge"}
@@ -110,7 +118,7 @@ _STR_INLINE: Final = {
     "contains": "({k} in {a})",
 }
 _LITERAL_INLINE: Final = {
-    "contains": "({k} in {a})",
+    "contains": "({k} in {a})",  # a search: long texts go to _scan_in (see _Gen.scanning)
     "prefix": "{a}.startswith({k})",
     "suffix": "{a}.endswith({k})",
     "equal": "({a} == {k})",
@@ -126,6 +134,18 @@ MAX_REGEXES: Final = 16
 MAX_QUERY_PROGRAM: Final = 10_000
 # Python refuses more than 100 indentation levels; stay well clear once macros are expanded.
 _MAX_INDENT: Final = 90
+# The entry's budget (kshark.kfl.budget), made on first use: a query that decodes, walks or
+# searches long texts makes one per entry only when an entry needs it.
+_BUDGET: Final = "(bud or (bud := _B()))"
+# Parts of a query, macros expanded: every operator, selector step, helper call and value that
+# is not a constant is one. Each becomes a few lines of generated code and a few operations per entry, so
+# this bounds the compile (~60 µs a part: ~0.3 s at the limit, off the event loop) and the
+# query's own cost per entry (~0.1 µs a part). Without it a 64 KiB text of `x or x or …` is
+# 20,000 parts, and macros that use macros could multiply further.
+MAX_CODE_NODES: Final = 5_000
+# Paths of redact() in one query: each is applied to every entry sent (a path into a body
+# decodes and re-encodes it).
+MAX_REDACT_PATHS: Final = 64
 
 
 _T = TypeVar("_T")
@@ -221,11 +241,36 @@ class _Gen:
     clock_used: bool = False
     regexes: dict[str, KflRegex] = field(default_factory=dict)
     program_size: int = 0  # RE2 instructions in self.regexes
+    nodes: int = 0  # parts of the query generated so far (MAX_CODE_NODES)
+    uses_budget: bool = False  # the code decodes or walks: each entry gets an EntryBudget
 
     # --- emission ------------------------------------------------------------------------------
 
     def emit(self, ind: int, text: str) -> None:
         self.lines.append("    " * ind + text)
+
+    def budget(self) -> str:
+        """The expression for this entry's EntryBudget (declares it in the function)."""
+        self.uses_budget = True
+        return _BUDGET
+
+    def scanning(self, short: str, a: str, long: str, negate: bool) -> str:
+        """``short`` (a search in the str ``a``) for short texts; for long ones ``long``, a call
+        that answers None past the entry's budget, which makes the test false either way."""
+        if negate:
+            return f"((not {short}) if len({a}) <= _SHORT else {long} is False)"
+        return f"({short} if len({a}) <= _SHORT else {long} is True)"
+
+    def count(self, node: Expr, n: int = 1) -> None:
+        """Count ``n`` parts of the query at ``node`` against MAX_CODE_NODES."""
+        self.nodes += n
+        if self.nodes > MAX_CODE_NODES:
+            raise KflError(
+                node.line,
+                node.column,
+                f"the query is too large (more than {MAX_CODE_NODES} parts: operators, "
+                "selectors and their steps, helpers; macros expanded)",
+            )
 
     def tmp(self, prefix: str = "v") -> str:
         self.ntmp += 1
@@ -298,6 +343,7 @@ class _Gen:
     def pred(self, node: Expr, ind: int) -> str:
         if ind > _MAX_INDENT:
             raise KflError(node.line, node.column, "the query nests too deeply")
+        self.count(node)
         if isinstance(node, And | Or):
             r = self.tmp("r")
             self.emit(ind, f"{r} = {self.pred(node.operands[0], ind)}")
@@ -324,11 +370,12 @@ class _Gen:
     # --- values: return (atom, known) where atom is a name or literal safe to repeat ----------
 
     def value(self, node: Expr, ind: int) -> tuple[str, _K | None]:
-        if isinstance(node, Literal):
+        if isinstance(node, Literal):  # a constant: no code, not a part (long `in` lists are)
             v = node.value
             if v is None or type(v) is bool:
                 return repr(v), _K(v)  # None/True/False: Python keywords, not query text
             return self.const(v), _K(v)
+        self.count(node)
         if isinstance(node, Regex):
             raise KflError(
                 node.line,
@@ -362,6 +409,7 @@ class _Gen:
     # --- selectors ------------------------------------------------------------------------------
 
     def select(self, node: Select, ind: int) -> str:
+        self.count(node, len(node.steps))
         fold_at = _header_fold_at(node.base, node.steps)
         steps = node.steps
         start = 0
@@ -376,7 +424,10 @@ class _Gen:
                     xml = steps[i].kind == "xml"  # type: ignore[union-attr]
                     break
         else:
-            src, _known = self.value(node.base, ind)
+            src, known = self.value(node.base, ind)
+            if known is not None:  # `true.x`: through a name, or Python warns at True[...]
+                src, const = self.tmp(), src
+                self.emit(ind, f"{src} = {const}")
         ops, xml = _ops(steps[start:], fold_at, start, xml)
         if xml:
             ops.append(("L", None))
@@ -416,14 +467,19 @@ class _Gen:
             elif code == "i":
                 n = self.const(arg)
                 stmts.append(f"{target} = {target}[{n}] if type({target}) is list else _M")
-            elif code == "j":
-                stmts.append(f"{target} = _dj({target})")
-            elif code == "x":
-                stmts.append(f"{target} = _dx({target})")
+            elif code in ("j", "x"):
+                # Short texts are decoded outright (a few µs at most); long ones once per
+                # entry, within its budget.
+                plain, budgeted = ("_djs", "_dj") if code == "j" else ("_dxs", "_dx")
+                stmts.append(
+                    f"{target} = {plain}({target}) if type({target}) is not str or "
+                    f"len({target}) <= _SHORT else {budgeted}({target}, {self.budget()})"
+                )
             elif code == "L":
                 stmts.append(f"{target} = _xleaf({target})")
             else:  # "w" / "d": the rest applies to many values
-                stmts.append(f"{target} = _walk({target}, {self.const(tuple(ops[idx:]))})")
+                ops_k = self.const(tuple(ops[idx:]))
+                stmts.append(f"{target} = _walk({target}, {ops_k}, {self.budget()})")
                 break
         if expr != target:
             stmts.append(f"{target} = {expr}")
@@ -515,13 +571,19 @@ class _Gen:
             hit = values.re_any(rx.test, known.value)
             return "True" if hit != negate else "False"
         s = self.const(rx.test)
+        bud = self.budget()
         if rx.literal_kind is not None:  # a plain literal: the string operation, inlined
-            inline = _LITERAL_INLINE[rx.literal_kind].format(a=a, k=self.const(rx.literal))
+            k = self.const(rx.literal)
+            inline = _LITERAL_INLINE[rx.literal_kind].format(a=a, k=k)
+            if rx.literal_kind == "contains":  # reads the whole text
+                inline = self.scanning(inline, a, f"_scan_in({a}, {k}, {bud})", negate)
+            elif negate:
+                inline = f"(not {inline})"
         else:
-            inline = f"{s}({a})"
+            inline = self.scanning(f"{s}({a})", a, f"_scan_re({s}, {a}, {bud})", negate)
         if negate:
-            return f"((not {inline}) if type({a}) is str else _re_none({s}, {a}))"
-        return f"({inline} if type({a}) is str else _re_any({s}, {a}))"
+            return f"({inline} if type({a}) is str else _re_none({s}, {a}, {bud}))"
+        return f"({inline} if type({a}) is str else _re_any({s}, {a}, {bud}))"
 
     def in_(self, node: In, ind: int) -> str:
         left, right = node.left, node.right
@@ -554,8 +616,10 @@ class _Gen:
                 items.append(self.value(item, ind))
         if not items:
             return "False"
+        regex_items = any(isinstance(item, Regex) for item in right.items)
+        bud = f", {self.budget()}" if regex_items else ""
         if any(k is None for _, k in items):
-            return f"_in_items({a}, ({', '.join(atom for atom, _ in items)},))"
+            return f"_in_items({a}, ({', '.join(atom for atom, _ in items)},){bud})"
         consts = tuple(k.value for _, k in items if k is not None)
         if known is not None:
             return "True" if values.in_items(known.value, consts) else "False"
@@ -567,7 +631,7 @@ class _Gen:
         if all(n is not None for n in nums):
             kset = self.const(frozenset(nums))
             return f"(({a} in {kset}) if type({a}) is int else _in_items({a}, {kitems}))"
-        return f"_in_items({a}, {kitems})"
+        return f"_in_items({a}, {kitems}{bud})"
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -594,6 +658,8 @@ class _Gen:
             a, known = self.value(node.receiver, ind)
             b, kb = self.value(arg, ind)
             test = _STR_TESTS[name]
+            # contains() reads the whole text: long texts are searched within the budget.
+            bud = f", {self.budget()}" if name == "contains" else ""
             if kb is not None:
                 text = values.sform(kb.value)
                 if text is None:
@@ -602,10 +668,11 @@ class _Gen:
                     return "True" if values.str_pred(known.value, text, test) else "False"
                 k = self.const(text)
                 inline = _STR_INLINE[name].format(a=a, k=k)
-                return (
-                    f"({inline} if type({a}) is str else _str_pred({a}, {k}, {self.const(test)}))"
-                )
-            return f"_str_pred_dyn({a}, {b}, {self.const(test)})"
+                if bud:
+                    inline = self.scanning(inline, a, f"_scan_in({a}, {k}{bud})", False)
+                slow = f"_str_pred({a}, {k}, {self.const(test)}{bud})"
+                return f"({inline} if type({a}) is str else {slow})"
+            return f"_str_pred_dyn({a}, {b}, {self.const(test)}{bud})"
         if name == "matches":
             self._arity(node, 1)
             arg = node.args[0]
@@ -648,7 +715,10 @@ class _Gen:
             n = arg.value if isinstance(arg, Literal) else None
             if not isinstance(n, int | float) or isinstance(n, bool):
                 raise KflError(arg.line, arg.column, f"{name}() takes a number, like {name}(-5)")
-            ms = self.now() + round(n * UNIT_MS[name])
+            offset = n * UNIT_MS[name]
+            if not math.isfinite(offset):  # minutes(1e308): no instant to compare with
+                raise KflError(arg.line, arg.column, f"{name}() out of range: {n}")
+            ms = self.now() + round(offset)
             return self.const(ms), _K(ms)
         if name == "datetime":
             self._arity(node, 1)
@@ -678,6 +748,12 @@ class _Gen:
             if not node.args:
                 raise KflError(node.line, node.column, "redact() takes at least one path")
             for arg in node.args:
+                if len(self.redactions) >= MAX_REDACT_PATHS:
+                    raise KflError(
+                        arg.line,
+                        arg.column,
+                        f"too many redact() paths in one query (at most {MAX_REDACT_PATHS})",
+                    )
                 if not (isinstance(arg, Literal) and type(arg.value) is str):
                     raise KflError(
                         arg.line,
@@ -766,6 +842,8 @@ def compile_ast(
     head = [f"def _factory({', '.join(f'k{i}' for i in range(len(gen.consts)))}):"]
     head.append("    def match(e):")
     head.extend(f"        {var} = _U" for var in gen.lazy.values())
+    if gen.uses_budget:
+        head.append("        bud = None")  # this entry's EntryBudget, made on first use
     if safety_net:
         head.append("        try:")
         tail = ["        except Exception:", "            return False"]

@@ -11,6 +11,7 @@ compiles them with RE2 (kshark.kfl.regex), once per distinct pattern.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from importlib import resources
@@ -42,12 +43,19 @@ from .ast import (
 )
 from .errors import KflError
 
-# Limits on what one query may be. The text is bounded so that parsing, code generation and
-# Python's own compile() stay cheap (a websocket client chooses this text); the nesting depth
-# is bounded because code generation indents once per boolean level and Python's tokenizer
-# refuses more than 100 indentation levels.
+# Limits on what one query may be (a websocket client chooses this text). The text is bounded
+# so that parsing stays bounded (lark's LALR parser and the non-recursive transformer below use
+# no recursion, so only the length matters; ~10 µs per token); the nesting depth because code
+# generation indents once per boolean level and Python's tokenizer refuses more than 100
+# indentation levels. A selector's steps are bounded because the generated code chains them in
+# one expression (Python's compiler recurses per `[...]`: 3,500 of them exhaust its stack) and
+# because every decoded prefix of a selector is a key the compiler hashes (quadratic in the
+# steps). A number's digits are bounded because int() refuses more than 4,300 and because
+# comparing huge numbers costs per entry; a float literal must be finite.
 MAX_QUERY_CHARS = 65_536
 MAX_DEPTH = 48
+MAX_SELECTOR_STEPS = 64
+MAX_NUMBER_CHARS = 64
 
 _parser_lock = threading.Lock()
 _parser: Lark | None = None
@@ -230,9 +238,18 @@ def decode_string(tok: Token) -> str:
 
 
 def _number(tok: Token) -> int | float:
-    text = tok.value
+    text: str = tok.value
+    if len(text) > MAX_NUMBER_CHARS:
+        raise KflError(
+            tok.line or 1,
+            tok.column or 1,
+            f"number too long ({len(text)} characters; at most {MAX_NUMBER_CHARS})",
+        )
     if "." in text or "e" in text or "E" in text:
-        return float(text)
+        value = float(text)
+        if math.isinf(value):
+            raise KflError(tok.line or 1, tok.column or 1, f"number out of range: {_show(text)}")
+        return value
     return int(text)
 
 
@@ -254,9 +271,18 @@ def _checked(node: _N) -> _N:
     return node
 
 
-def _extend(base: Expr, step: Step) -> Select:
-    """Append a selector step; a selector base is extended in place of being nested."""
+def _extend(base: Expr, step: Step, tok: Token) -> Select:
+    """Append a selector step; a selector base is extended in place of being nested.
+
+    ``tok`` is the step's token: a selector with too many steps is refused there."""
     if isinstance(base, Select):
+        if len(base.steps) >= MAX_SELECTOR_STEPS:
+            raise KflError(
+                tok.line or 1,
+                tok.column or 1,
+                f"selector too long (at most {MAX_SELECTOR_STEPS} steps after "
+                f"{base.line}:{base.column})",
+            )
         return Select(base.base, (*base.steps, step), base.line, base.column, base.depth)
     return _checked(Select(base, (step,), base.line, base.column, _depth(base)))
 
@@ -325,18 +351,18 @@ class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
 
     def member(self, children: list[Any]) -> Expr:
         base, _dot, name = children
-        return _extend(base, Key(name.value))
+        return _extend(base, Key(name.value), name)
 
     def wildcard(self, children: list[Any]) -> Expr:
-        return _extend(children[0], Wild())
+        return _extend(children[0], Wild(), children[2])  # at the "*"
 
     def descend(self, children: list[Any]) -> Expr:
         base, _dots, name = children
-        return _extend(base, Descend(name.value))
+        return _extend(base, Descend(name.value), name)
 
     def key(self, children: list[Any]) -> Expr:
         base, _l, string, _r = children
-        return _extend(base, Key(decode_string(string)))
+        return _extend(base, Key(decode_string(string)), string)
 
     def index(self, children: list[Any]) -> Expr:
         base, _l, number, _r = children
@@ -345,7 +371,7 @@ class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
             raise KflError(
                 number.line, number.column, f"an index must be a whole number, not {number.value}"
             )
-        return _extend(base, Index(value))
+        return _extend(base, Index(value), number)
 
     def method(self, children: list[Any]) -> Expr:
         base, _dot, name, _l, args, _r = children
@@ -353,7 +379,7 @@ class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
         if name.value in ("json", "xml"):
             if arguments:
                 raise KflError(name.line, name.column, f"{name.value}() takes no arguments")
-            return _extend(base, Decode(name.value))
+            return _extend(base, Decode(name.value), name)
         return _checked(
             Method(base, name.value, arguments, name.line, name.column, _depth(base, *arguments))
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .budget import EntryBudget
 from .compiler import compile_ast
 from .errors import KflError
 from .macros import check_macros
@@ -56,9 +57,10 @@ class Query:
         if not self._redactions:
             return entry
         out: dict[str, Any] = deep_copy(entry)
+        budget = EntryBudget()  # one for all paths: what redacting one entry may cost
         try:
             for path in self._redactions:
-                path.apply(out)
+                path.apply(out, budget)
         except Exception:  # a bug, not data: fail closed
             return dict.fromkeys(out, REDACTED) if isinstance(out, dict) else {}
         return out

@@ -10,6 +10,10 @@ re-encoded afterwards (base64 again if it was base64). Keys right under ``reques
 Redaction works on a deep copy and fails closed: if a body that had something redacted inside it
 cannot be re-encoded, the whole body becomes ``"[REDACTED]"``. Paths that do not exist are
 skipped. Matching never sees redactions (``redact("id") and id == 1`` tests the real ``id``).
+
+Cost: all the paths of one entry share one kshark.kfl.budget.EntryBudget. Each body a path
+reaches into is decoded (its characters charged) and each value ``*``/``..key`` looks at is a
+visit; a body that would go past the budget is replaced whole, unread (failing closed again).
 """
 
 from __future__ import annotations
@@ -21,12 +25,17 @@ from typing import Any, Final
 import orjson
 
 from .ast import Decode, Descend, Index, Key, Step, Wild
+from .budget import EntryBudget
 from .decoders import decode_json_ex, decode_xml_ex, dump_xml
 
 REDACTED: Final = "[REDACTED]"
 
 # One (container, key) slot: container[key] is the value a path step reached.
 _Slot = tuple[Any, Any]
+
+
+class _OverBudget(Exception):
+    """The entry's budget ran out while walking: the body being redacted is replaced whole."""
 
 
 class PathError(ValueError):
@@ -124,25 +133,33 @@ class RedactPath:
         self.steps = parse_path(source)
         self.fold_at = _header_step(self.steps)
 
-    def apply(self, root: Any) -> int:
-        """Redact in place inside ``root`` (a private copy); the number of values replaced."""
-        return _redact(root, self.steps, self.fold_at)
+    def apply(self, root: Any, budget: EntryBudget | None = None) -> int:
+        """Redact in place inside ``root`` (a private copy); the number of values replaced.
+
+        ``budget`` is the entry's (shared by all the query's paths; a fresh one if None)."""
+        return _redact(root, self.steps, self.fold_at, budget or EntryBudget())
 
 
-def _children(node: Any) -> list[_Slot]:
+def _children(node: Any, b: EntryBudget) -> list[_Slot]:
     if type(node) is dict:
-        return [(node, k) for k in node]
-    if type(node) is list:
-        return [(node, i) for i in range(len(node))]
-    return []
+        out: list[_Slot] = [(node, k) for k in node]
+    elif type(node) is list:
+        out = [(node, i) for i in range(len(node))]
+    else:
+        return []
+    if not b.spend_visits(len(out)):
+        raise _OverBudget
+    return out
 
 
-def _descend(node: Any, name: str) -> list[_Slot]:
+def _descend(node: Any, name: str, b: EntryBudget) -> list[_Slot]:
     """Every slot keyed ``name`` at any depth under ``node`` (and in it), without recursion."""
     out: list[_Slot] = []
     stack = [node]
     while stack:
         cur = stack.pop()
+        if not b.spend_visits(1):
+            raise _OverBudget
         if type(cur) is dict:
             if name in cur:
                 out.append((cur, name))
@@ -152,7 +169,7 @@ def _descend(node: Any, name: str) -> list[_Slot]:
     return out
 
 
-def _redact(root: Any, steps: tuple[Step, ...], fold_at: int) -> int:
+def _redact(root: Any, steps: tuple[Step, ...], fold_at: int, b: EntryBudget) -> int:
     holder = [root]
     frontier: list[_Slot] = [(holder, 0)]
     for pos, step in enumerate(steps):
@@ -170,14 +187,14 @@ def _redact(root: Any, steps: tuple[Step, ...], fold_at: int) -> int:
                 if type(node) is list and step.index < len(node):
                     nxt.append((node, step.index))
             elif isinstance(step, Wild):
-                nxt.extend(_children(node))
+                nxt.extend(_children(node, b))
             elif isinstance(step, Descend):
-                nxt.extend(_descend(node, step.name))
+                nxt.extend(_descend(node, step.name, b))
             elif pos + 1 == len(steps):  # a path ending in json()/xml(): the body itself
                 nxt.append((parent, slot))
             else:
                 return sum(
-                    _redact_inside(parent, slot, step.kind, steps[pos + 1 :])
+                    _redact_inside(parent, slot, step.kind, steps[pos + 1 :], b)
                     for parent, slot in frontier
                 )
         frontier = nxt
@@ -188,8 +205,15 @@ def _redact(root: Any, steps: tuple[Step, ...], fold_at: int) -> int:
     return len(frontier)
 
 
-def _redact_inside(parent: Any, slot: Any, kind: str, rest: tuple[Step, ...]) -> int:
+def _redact_inside(
+    parent: Any, slot: Any, kind: str, rest: tuple[Step, ...], b: EntryBudget
+) -> int:
     body = parent[slot]
+    if type(body) is str:
+        if len(body) > b.chars:  # cannot be looked into within the budget: fail closed
+            parent[slot] = REDACTED
+            return 1
+        b.chars -= len(body)
     if kind == "json":
         doc, was_b64 = decode_json_ex(body)
     else:
@@ -197,8 +221,12 @@ def _redact_inside(parent: Any, slot: Any, kind: str, rest: tuple[Step, ...]) ->
     if type(doc) is not dict and type(doc) is not list:
         return 0
     if doc is body:  # already a list/object in the entry: redact it in place
-        return _redact(doc, rest, -1)
-    count = _redact(doc, rest, -1)
+        return _redact(doc, rest, -1, b)
+    try:
+        count = _redact(doc, rest, -1, b)
+    except _OverBudget:
+        parent[slot] = REDACTED  # partly walked: never send it half redacted
+        return 1
     if count:
         try:
             if kind == "json":

@@ -19,9 +19,12 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .regex import KflRegex
+
+if TYPE_CHECKING:
+    from .budget import EntryBudget
 
 
 class _Missing:
@@ -251,26 +254,64 @@ def ge(a: Any, b: Any) -> bool:
 ORDER: Final[dict[str, Callable[[Any, Any], bool]]] = {"<": lt, "<=": le, ">": gt, ">=": ge}
 
 
-def re_any(test: Callable[[str], bool], v: Any) -> bool:
-    """An unanchored regex search in ``v``'s string form (any element, for a list).
+# Texts longer than this are "long": searching one (a regex, contains()) is charged to the
+# entry's budget (kshark.kfl.budget), so that many such searches in one query cannot multiply
+# with the size of the entry's texts. Shorter ones cost at most a few µs a search.
+SHORT_TEXT: Final = 256
 
-    ``test`` is a ``KflRegex.test``: true when the regex matches somewhere in the text.
-    """
-    if type(v) is str:
-        return test(v)
-    if v is MISSING:
-        return False
+
+def scan_re(test: Callable[[str], bool], s: str, b: EntryBudget) -> bool | None:
+    """A regex search in a long text, within the entry's budget: once per (regex, text) per
+    entry; None (cannot tell) when the budget is spent."""
+    key = (id(s), test)
+    memo = b.memo
+    hit = memo.get(key)
+    if hit is not None:
+        found: bool | None = hit[1]
+        return found
+    found = test(s) if b.spend_scan(len(s)) else None
+    memo[key] = (s, found)
+    return found
+
+
+def scan_in(s: str, k: str, b: EntryBudget) -> bool | None:
+    """``k in s`` for a long text ``s``, within the entry's budget; None when it is spent."""
+    return (k in s) if b.spend_scan(len(s)) else None
+
+
+def _search(test: Callable[[str], bool], v: Any, b: EntryBudget | None) -> bool | None:
+    """Whether the regex is found in ``v``'s string form (any element, for a list); None when
+    it is not found but a long text could not be searched (budget spent)."""
     values = _leaves(v) if _is_list(v) else (v,)
+    unknown = False
     for el in values:
         s = sform(el)
-        if s is not None and test(s):
+        if s is None:
+            continue
+        found = scan_re(test, s, b) if b is not None and len(s) > SHORT_TEXT else test(s)
+        if found:
             return True
-    return False
+        if found is None:
+            unknown = True
+    return None if unknown else False
 
 
-def re_none(test: Callable[[str], bool], v: Any) -> bool:
-    """``v != r"..."``: present and not matching."""
-    return v is not MISSING and not re_any(test, v)
+def re_any(test: Callable[[str], bool], v: Any, b: EntryBudget | None = None) -> bool:
+    """An unanchored regex search in ``v``'s string form (any element, for a list).
+
+    ``test`` is a ``KflRegex.test``: true when the regex matches somewhere in the text. With
+    the entry's budget ``b``, long texts are searched within it (a text it cannot afford does
+    not match).
+    """
+    if v is MISSING:
+        return False
+    return _search(test, v, b) is True
+
+
+def re_none(test: Callable[[str], bool], v: Any, b: EntryBudget | None = None) -> bool:
+    """``v != r"..."``: present and not matching (false when a long text could not be searched:
+    like a missing value, a text beyond the budget makes both == and != false)."""
+    return v is not MISSING and _search(test, v, b) is False
 
 
 def truthy(v: Any) -> bool:
@@ -287,24 +328,34 @@ def truthy(v: Any) -> bool:
     return False
 
 
-def str_pred(v: Any, k: str, test: Callable[[str, str], bool]) -> bool:
-    """``v.startsWith(k)`` and kin on ``v``'s string form; a list matches if any element does."""
-    if type(v) is str:
-        return test(v, k)
+def str_pred(
+    v: Any, k: str, test: Callable[[str, str], bool], b: EntryBudget | None = None
+) -> bool:
+    """``v.startsWith(k)`` and kin on ``v``'s string form; a list matches if any element does.
+
+    With the entry's budget ``b`` (given for contains(), the one that reads the whole text),
+    long texts are searched within it."""
     if v is MISSING:
         return False
-    values = _leaves(v) if _is_list(v) else (v,)
+    values = (v,) if type(v) is str else _leaves(v) if _is_list(v) else (v,)
     for el in values:
         s = sform(el)
-        if s is not None and test(s, k):
+        if s is None:
+            continue
+        if b is not None and len(s) > SHORT_TEXT:
+            if scan_in(s, k, b):
+                return True
+        elif test(s, k):
             return True
     return False
 
 
-def str_pred_dyn(v: Any, arg: Any, test: Callable[[str, str], bool]) -> bool:
+def str_pred_dyn(
+    v: Any, arg: Any, test: Callable[[str, str], bool], b: EntryBudget | None = None
+) -> bool:
     """The same with an argument computed per entry (a selector)."""
     k = sform(arg)
-    return k is not None and str_pred(v, k, test)
+    return k is not None and str_pred(v, k, test, b)
 
 
 def contains(s: str, k: str) -> bool:
@@ -325,13 +376,14 @@ def neg(v: Any) -> Any:
     return MISSING if n is None else -n
 
 
-def in_items(v: Any, items: tuple[Any, ...]) -> bool:
-    """``v in [items]``: any item equals ``v``; a compiled regex item is searched in ``v``."""
+def in_items(v: Any, items: tuple[Any, ...], b: EntryBudget | None = None) -> bool:
+    """``v in [items]``: any item equals ``v``; a compiled regex item is searched in ``v``
+    (long texts within the entry's budget ``b``, when given)."""
     if v is MISSING:
         return False
     for it in items:
         if type(it) is KflRegex:
-            if re_any(it.test, v):
+            if re_any(it.test, v, b):
                 return True
         elif eq(v, it):
             return True

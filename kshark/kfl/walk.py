@@ -7,17 +7,34 @@ MISSING when nothing was found. Steps are ``(code, arg)`` pairs:
 
     "k" key · "h" header key (arg = (name, lowercased)) · "i" index · "w" wildcard ·
     "d" descend (arg = key) · "j" json() · "x" xml() · "L" XML leaf → text
+
+What a walk visits and decodes is charged to the entry's budget (kshark.kfl.budget).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
-from .decoders import decode_json, decode_xml, xml_leaf
+from .budget import EntryBudget, decode_json_in, decode_xml_in
+from .decoders import xml_leaf
 from .values import MISSING, header
 
 Op = tuple[str, Any]
+
+
+# Types a walk goes into without asking (entries are plain dicts and lists, from orjson), and
+# leaves it never looks into; anything else is asked whether it is a Mapping (slow, rare).
+_NESTED: Final = frozenset({dict, list, tuple})
+_LEAVES: Final = frozenset({str, int, float, bool, type(None)})
+
+
+def _containers(values: Any) -> list[Any]:
+    return [
+        x
+        for x in values
+        if type(x) in _NESTED or (type(x) not in _LEAVES and isinstance(x, Mapping))
+    ]
 
 
 def _children(v: Any) -> list[Any]:
@@ -28,25 +45,34 @@ def _children(v: Any) -> list[Any]:
     return []
 
 
-def _descend(v: Any, name: str) -> list[Any]:
-    """Every value under key ``name``, at any depth, in document order; no recursion."""
+def _descend(v: Any, name: str, b: EntryBudget) -> list[Any] | None:
+    """Every value under key ``name``, at any depth, in document order; no recursion. Each
+    container looked into is a visit; None when the budget runs out."""
     out: list[Any] = []
     stack = [v]
+    left = b.visits
     while stack:
         cur = stack.pop()
-        if type(cur) is dict or isinstance(cur, Mapping):
+        left -= 1
+        if left < 0:
+            b.visits = -1
+            return None
+        if type(cur) is dict or (type(cur) not in _NESTED and isinstance(cur, Mapping)):
             if name in cur:
                 out.append(cur[name])
-            kids = [x for x in cur.values() if isinstance(x, dict | list | tuple | Mapping)]
+            kids = _containers(cur.values())
         elif type(cur) is list or type(cur) is tuple:
-            kids = [x for x in cur if isinstance(x, dict | list | tuple | Mapping)]
+            kids = _containers(cur)
         else:
             continue
-        stack.extend(reversed(kids))
+        if kids:
+            kids.reverse()
+            stack.extend(kids)
+    b.visits = left
     return out
 
 
-def _one(v: Any, code: str, arg: Any) -> Any:
+def _one(v: Any, code: str, arg: Any, b: EntryBudget) -> Any:
     if code == "k":
         if type(v) is dict or isinstance(v, Mapping):
             return v.get(arg, MISSING)
@@ -61,39 +87,52 @@ def _one(v: Any, code: str, arg: Any) -> Any:
             return v[arg]
         return MISSING
     if code == "j":
-        return decode_json(v)
+        return decode_json_in(v, b)
     if code == "x":
-        return decode_xml(v)
+        return decode_xml_in(v, b)
     if code == "L":
         return xml_leaf(v)
     return MISSING
 
 
-def walk(v: Any, ops: tuple[Op, ...]) -> Any:
-    """Apply ``ops`` to ``v``; see the module docstring."""
+def walk(v: Any, ops: tuple[Op, ...], b: EntryBudget) -> Any:
+    """Apply ``ops`` to ``v`` within the entry's budget ``b`` (kshark.kfl.budget: every value a
+    ``*`` yields and every container ``..key`` looks into is a visit); see the module
+    docstring. MISSING when nothing was found or the budget ran out."""
     many = False
     vals: list[Any] = []
     for code, arg in ops:
         if not many:
             if code == "w":
                 vals = _children(v)
+                if not b.spend_visits(len(vals)):
+                    return MISSING
                 many = True
             elif code == "d":
-                vals = _descend(v, arg)
+                found = _descend(v, arg, b)
+                if found is None:
+                    return MISSING
+                vals = found
                 many = True
             else:
-                v = _one(v, code, arg)
+                v = _one(v, code, arg, b)
                 if v is MISSING:
                     return MISSING
             continue
         nxt: list[Any] = []
         for x in vals:
             if code == "w":
-                nxt.extend(_children(x))
+                kids = _children(x)
+                if not b.spend_visits(len(kids)):
+                    return MISSING
+                nxt.extend(kids)
             elif code == "d":
-                nxt.extend(_descend(x, arg))
+                found = _descend(x, arg, b)
+                if found is None:
+                    return MISSING
+                nxt.extend(found)
             else:
-                y = _one(x, code, arg)
+                y = _one(x, code, arg, b)
                 if y is not MISSING:
                     nxt.append(y)
         vals = nxt

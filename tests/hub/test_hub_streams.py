@@ -422,6 +422,7 @@ async def test_history_false_on_an_empty_store_resumes_from_its_first_entry(nurs
     with trio.fail_after(BUDGET):
         async with open_client(hub.port, {"query": "", "history": False}) as client:
             await client.until(lambda c: c.state_of(a.address) == "up")
+            await _start_known(hub, a.address)
             a.stop()
             await client.until(lambda c: c.state_of(a.address) == "down")
             during = a.write(2)
@@ -445,6 +446,7 @@ async def test_history_false_and_a_new_store_older_than_the_stream(
     with trio.fail_after(BUDGET):
         async with open_client(hub.port, {"query": "", "history": False}) as client:
             await client.until(lambda c: c.state_of(a.address) == "up")
+            await _start_known(hub, a.address)
             a.stop(close_store=True)
             await client.until(lambda c: c.state_of(a.address) == "down")
             a.data_dir, a.store = tmp_path / "a-other", other
@@ -472,6 +474,7 @@ async def test_history_false_and_a_new_store_younger_than_the_stream(
     with trio.fail_after(BUDGET):
         async with open_client(hub.port, {"query": "", "history": False}) as client:
             await client.until(lambda c: c.state_of(a.address) == "up")
+            await _start_known(hub, a.address)
             await trio.sleep(0.05)  # the new store is measurably younger than the stream
             a.stop(close_store=True)
             await client.until(lambda c: c.state_of(a.address) == "down")
@@ -517,6 +520,12 @@ async def test_history_false_and_a_worker_first_reached_after_the_stream_began(
         late.close()
     assert by_worker(client.entries) == {late.address: ids(early), old.address: ids(new_old)}
     assert client.gaps == []
+
+
+async def _start_known(hub, address: str) -> None:
+    """Until the hub has learnt where the stream starts on that worker and which store it is
+    (the worker's position frame, sent once the worker has compiled the query)."""
+    await wait_until(lambda: any(address in s.stores for s in hub.clients.values()))
 
 
 def _worker_status(hub, address: str) -> dict:

@@ -13,8 +13,8 @@ from kshark.api.wire import Projection
 from kshark.hub.frames import (
     EntryMeta,
     control_of,
-    meta_of,
     parse_cursor,
+    read_entry,
     worker_frame,
     worker_gap_frame,
 )
@@ -28,7 +28,7 @@ def dump(entry: dict) -> str:
     return orjson.dumps(entry, option=orjson.OPT_SORT_KEYS).decode()
 
 
-# ---- meta_of -----------------------------------------------------------------------------------
+# ---- read_entry ---------------------------------------------------------------------------------
 
 
 def tricky_entries() -> list[dict]:
@@ -46,19 +46,19 @@ def tricky_entries() -> list[dict]:
 
 
 @pytest.mark.parametrize("entry", tricky_entries())
-def test_meta_of_reads_the_top_level_fields(entry: dict) -> None:
+def test_read_entry_reads_the_top_level_fields(entry: dict) -> None:
     expected = EntryMeta(entry["id"], entry["worker"], entry["timestamp"])
-    assert meta_of(orjson.loads(dump(entry))) == expected
+    assert read_entry(dump(entry).encode()) == expected
     # The summary form (/api/ws) and a projection (fields) give the same answer.
-    assert meta_of(summarize(entry)) == expected
+    assert read_entry(dump(summarize(entry)).encode()) == expected
     projected = Projection(("request.path", "id", "worker", "timestamp"))(entry)
-    assert meta_of(projected) == expected
+    assert read_entry(dump(projected).encode()) == expected
 
 
-def test_meta_of_an_entry_without_an_id_is_none() -> None:
-    assert meta_of({"request": {"path": "/x"}}) is None
+def test_read_entry_of_an_object_without_an_id_is_no_entry() -> None:
+    assert read_entry(b'{"request": {"path": "/x"}}') == "an object that is not an entry (no id)"
     # Projected without "worker": taken from the id.
-    assert meta_of({"id": f"{W}/000000000001.pcap-0"}) == EntryMeta(
+    assert read_entry(b'{"id": "%s/000000000001.pcap-0"}' % W.encode()) == EntryMeta(
         f"{W}/000000000001.pcap-0", W, 0
     )
 

@@ -25,8 +25,8 @@ _GENERATED_NAME = re.compile(r"(?:k|v|r|d)[0-9]+\Z")
 _ALLOWED_NAMES = {
     *keyword.kwlist,
     *_RUNTIME,
-    *("_factory", "match", "e", "type", "str", "int", "list", "Exception"),
-    *("startswith", "endswith", "bool"),
+    *("_factory", "match", "e", "bud", "type", "str", "int", "list", "Exception"),
+    *("startswith", "endswith", "bool", "len"),
 }
 
 
@@ -40,7 +40,9 @@ def assert_source_is_ours(source: str) -> None:
                 f"unexpected name {tok.string!r} in generated source"
             )
         if tok.type == tokenize.OP:
-            assert tok.string in set("()[]:,.=") | {"==", "!=", "<", "<=", ">", ">="}, tok.string
+            assert tok.string in set("()[]:,.=") | {"==", "!=", "<", "<=", ">", ">=", ":="}, (
+                tok.string
+            )
 
 
 def kfl_string(text: str) -> str:

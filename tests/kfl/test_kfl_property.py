@@ -37,6 +37,7 @@ from kshark.kfl.ast import (
     Regex,
     Select,
 )
+from kshark.kfl.budget import EntryBudget
 from kshark.kfl.compiler import _STR_TESTS, _header_fold_at, _is_headers_object, _ops, compile_ast
 from kshark.kfl.helpers import UNIT_MS, parse_datetime
 from kshark.kfl.macros import BUILTIN_MACROS
@@ -237,7 +238,7 @@ def ref_value(node: Expr, e: Any) -> Any:
         ops, xml = _ops(node.steps, _header_fold_at(node.base, node.steps), 0, False)
         if xml:
             ops.append(("L", None))
-        return walk(base, tuple(ops))
+        return walk(base, tuple(ops), EntryBudget())
     if isinstance(node, Call):
         if node.name == "size":
             return V.size(ref_value(node.args[0], e))
