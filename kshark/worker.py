@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
     import outcome
 
+    from kshark.k8s.config import ClusterConfig
+    from kshark.k8s.resolver import Resolver
     from kshark.live import LiveCapture
 
 log = logging.getLogger("kshark.worker")
@@ -76,13 +78,16 @@ class WorkerConfig:
     # --proto-descriptor: decodes gRPC messages to JSON in entries (capture/protobuf.py)
     protobuf: ProtoDecoder | None = None
     decode_as: dict[int, str] = field(default_factory=dict)  # port → protocol (--decode-as)
+    cluster: ClusterConfig | None = None  # name resolution from this cluster (None: off)
+    resolve_off: str = "no --kubeconfig, KUBECONFIG or in-cluster service account"
 
 
 class Worker:
     """One worker's state: the store, the pipeline and the counters the API reports."""
 
-    def __init__(self, cfg: WorkerConfig, api_port: int) -> None:
+    def __init__(self, cfg: WorkerConfig, api_port: int, resolver: Resolver | None = None) -> None:
         self.cfg = cfg
+        self.resolver = resolver
         self.store = Store(cfg.data_dir, storage_limit=cfg.storage_limit)
         host = cfg.advertise or (
             cfg.host if cfg.host not in ("0.0.0.0", "::", "") else _primary_ip()
@@ -93,6 +98,7 @@ class Worker:
             node_ip=host,
             node_name=cfg.node_name or socket.gethostname(),
             local_ips=frozenset(_local_ips()) if cfg.ifaces else frozenset(),
+            resolver=resolver.index if resolver is not None else None,
         )
         from capture.http1 import HttpLimits
         from capture.http2 import Http2Limits
@@ -146,6 +152,11 @@ class Worker:
             "pipeline": pipeline,
             "live": dict(live),
             "store": self.store.stats,
+            "resolver": (
+                self.resolver.status()
+                if self.resolver is not None
+                else {"enabled": False, "reason": self.cfg.resolve_off}
+            ),
         }
 
     def summary_line(self) -> str:
@@ -424,10 +435,19 @@ async def _run_opened(cfg: WorkerConfig, capture: LiveCapture | None, task_statu
             port = await nursery.start(
                 functools.partial(serve, app, cfg.host, cfg.port, token=cfg.token)
             )
-        worker = Worker(cfg, port)
+        resolver = None
+        if cfg.cluster is not None:
+            from kshark.k8s.resolver import Resolver
+
+            resolver = Resolver(cfg.cluster)
+        worker = Worker(cfg, port, resolver)
         worker_box.append(worker)
         try:
             task_status.started(worker)
+            if resolver is not None:
+                await nursery.start(resolver.run)
+                # Entries name what the first lists found (bounded: see SETTLE_WAIT_SECONDS).
+                await resolver.wait_settled()
             if cfg.pcaps:
                 await _replay(worker, cfg.pcaps)
                 if not cfg.ifaces:
@@ -503,6 +523,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-name", help="node.name in entries (default: this host's name)")
     p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (or ?token=) on the API")
     p.add_argument(
+        "--kubeconfig",
+        metavar="PATH",
+        help="resolve pod/service/node names from this cluster (default: $KUBECONFIG, else the "
+        "in-cluster service account when running in a pod)",
+    )
+    p.add_argument("--no-resolve", action="store_true", help="do not resolve names from Kubernetes")
+    p.add_argument(
         "--once", action="store_true", help="process the captures, print a summary, exit"
     )
     p.add_argument("--log-level", default="INFO")
@@ -572,6 +599,17 @@ def main(argv: list[str] | None = None) -> int:
             f"kshark-worker: data directory {args.data_dir}: {exc.strerror or exc}", file=sys.stderr
         )
         return 2
+    cluster = None
+    resolve_off = "--no-resolve"
+    if not args.no_resolve:
+        from kshark.k8s.config import KubeConfigError, find_cluster_config
+
+        try:
+            cluster = find_cluster_config(args.kubeconfig, os.environ)
+        except KubeConfigError as exc:
+            print(f"kshark-worker: {exc}", file=sys.stderr)
+            return 2
+        resolve_off = WorkerConfig.resolve_off
     cfg = WorkerConfig(
         pcaps=list(args.pcap),
         ifaces=list(args.iface),
@@ -587,6 +625,8 @@ def main(argv: list[str] | None = None) -> int:
         max_body=max_body,
         protobuf=protobuf,
         decode_as=decode_as,
+        cluster=cluster,
+        resolve_off=resolve_off,
     )
     tune_runtime()
     return trio.run(_main_async, cfg)
