@@ -97,11 +97,11 @@ class WorkerConfig:
     once: bool = False
     storage_limit: int = 1 << 30
     max_body: int = 1 << 20
-    cluster: ClusterConfig | None = None  # name resolution from this cluster (None: off)
-    resolve_off: str = "no --kubeconfig, KUBECONFIG or in-cluster service account"
     # --proto-descriptor: decodes gRPC messages to JSON in entries (capture/protobuf.py)
     protobuf: ProtoDecoder | None = None
     decode_as: dict[int, str] = field(default_factory=dict)  # port → protocol (--decode-as)
+    cluster: ClusterConfig | None = None  # name resolution from this cluster (None: off)
+    resolve_off: str = "no --kubeconfig, KUBECONFIG or in-cluster service account"
 
 
 class Worker:
