@@ -23,9 +23,18 @@ What an IP resolves to (Kubeshark's `src`/`dst` fields: `name`, `namespace`, `po
 `pod`, `service` and `endpointSlice` are cut-down Kubernetes objects (metadata name and
 namespace; for a pod also uid, labels and owner references, its nodeName, hostIP and podIP; the
 service's clusterIP and type): the KFL paths Kubeshark's users write (`src.pod.metadata.name`,
-`dst.service.metadata.namespace`, `src.pod.spec.nodeName`) work, and entries stay small (each
-byte of them is serialised with every entry that names the object). They are shared by every entry that
-resolves to them and must only be read.
+`dst.service.metadata.namespace`, `src.pod.spec.nodeName`) work, and entries stay small.
+
+**Pre-serialised.** An entry built by the worker is only ever serialised (the store writes it;
+every reader — KFL, the summary form, the API — parses the stored text), and serialising those
+nested objects again for every entry cost more than the lookups (about a tenth of an entry's
+whole cost, for ~700 bytes of small dicts with their keys sorted). So each object version is
+serialised once, when it is learnt (sorted keys, compact: the bytes the store's
+`orjson.dumps(entry, option=OPT_SORT_KEYS)` would make of it), and `resolve()` hands out
+`orjson.Fragment`s of those bytes, which orjson copies into the entry's text as they are: the
+stored entry is byte for byte what the nested dicts would have made. A Fragment cannot be read
+in-process, so `lookup()` gives the same record decoded, for anything that wants to look inside
+(tests, tools). Records and Fragments are shared by every entry naming them, never copied.
 
 **Time.** For each IP the index keeps the history of what it resolved to, as
 `(since_ns, record, records_by_port)` items, newest last; an entry gets the item in force at
@@ -53,6 +62,8 @@ import sys
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+import orjson
+
 # History items kept per IP address.
 HISTORY_PER_IP = 8
 # IP addresses no object holds any more, kept with their history (for late entries and replays).
@@ -60,6 +71,9 @@ MAX_UNOWNED_IPS = 65_536
 
 Record = dict[str, Any]
 ByPort = dict[int, Record]
+Wire = Any  # orjson.Fragment: the serialised cut-down object (no type stubs say more)
+
+_SORT_KEYS = orjson.OPT_SORT_KEYS  # what kshark.store serialises entries with
 
 
 class _Item(NamedTuple):
@@ -68,21 +82,41 @@ class _Item(NamedTuple):
     by_port: ByPort | None
 
 
+def _wire(obj: dict[str, Any]) -> tuple[bytes, Wire]:
+    data = orjson.dumps(obj, option=_SORT_KEYS)
+    return data, orjson.Fragment(data)
+
+
+# The parsed kinds. `data` is the cut-down object serialised, `wire` its Fragment (last):
+# a Fragment compares by identity, so `same()` compares everything before it.
+
+
 class _Pod(NamedTuple):
     key: tuple[str, str]
     ips: tuple[str, ...]  # the addresses it claims (none for hostNetwork or finished pods)
-    obj: dict[str, Any]  # the cut-down Pod
+    data: bytes  # the cut-down Pod
+    wire: Wire
+
+    def same(self, other: Any) -> bool:
+        return self[:-1] == other[:-1]
 
 
 class _Node(NamedTuple):
-    name: str
+    key: str  # its name
     ips: tuple[str, ...]
+
+    def same(self, other: Any) -> bool:
+        return self == other
 
 
 class _Service(NamedTuple):
     key: tuple[str, str]
     ips: tuple[str, ...]  # ClusterIPs, external IPs, load-balancer ingress IPs
-    obj: dict[str, Any]
+    data: bytes
+    wire: Wire
+
+    def same(self, other: Any) -> bool:
+        return self[:-1] == other[:-1]
 
 
 class _Slice(NamedTuple):
@@ -90,7 +124,15 @@ class _Slice(NamedTuple):
     service: tuple[str, str] | None  # (namespace, name) from the kubernetes.io/service-name label
     ports: tuple[int, ...]  # empty: every port
     ips: tuple[str, ...]
-    obj: dict[str, Any]
+    data: bytes
+    # The Service named by its label, as a record names it while that Service is not held
+    # (not listed yet, or not allowed to): made with the slice, so that a record refreshed
+    # meanwhile still compares equal to the last one.
+    service_stub: Wire
+    wire: Wire
+
+    def same(self, other: Any) -> bool:
+        return self[:-2] == other[:-2]
 
 
 def _ip(text: Any) -> str | None:
@@ -119,7 +161,7 @@ def _meta(obj: dict[str, Any], full: bool = False) -> tuple[str, str, dict[str, 
     labels (what tells a pod from the one that replaced it under the same name, and what
     users filter workloads by)."""
     meta = obj.get("metadata") or {}
-    ns, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+    ns, name = sys.intern(str(meta.get("namespace") or "")), str(meta.get("name") or "")
     out: dict[str, Any] = {"name": name, "namespace": ns}
     if full:
         out["uid"] = str(meta.get("uid") or "")
@@ -152,7 +194,7 @@ def parse_pod(obj: dict[str, Any]) -> _Pod | None:
             "podIP": str(status.get("podIP") or ""),
         },
     }
-    return _Pod((ns, name), ips, summary)
+    return _Pod((ns, name), ips, *_wire(summary))
 
 
 def parse_node(obj: dict[str, Any]) -> _Node | None:
@@ -185,7 +227,7 @@ def parse_service(obj: dict[str, Any]) -> _Service | None:
         "metadata": meta,
         "spec": {"clusterIP": str(spec.get("clusterIP") or ""), "type": kind},
     }
-    return _Service((ns, name), _ips(texts), summary)
+    return _Service((ns, name), _ips(texts), *_wire(summary))
 
 
 def parse_endpointslice(obj: dict[str, Any]) -> _Slice | None:
@@ -209,15 +251,19 @@ def parse_endpointslice(obj: dict[str, Any]) -> _Slice | None:
         if isinstance(ep, dict)
         for addr in ep.get("addresses") or []
     )
-    return _Slice((ns, name), service, tuple(ports), ips, {"metadata": meta})
+    data, wire = _wire({"metadata": meta})
+    stub = None
+    if service is not None:
+        stub = _wire({"metadata": {"name": service[1], "namespace": service[0]}})[1]
+    return _Slice((ns, name), service, tuple(ports), ips, data, stub, wire)
 
 
 def _record(
     name: str,
     namespace: str,
-    pod: dict[str, Any] | None = None,
-    service: dict[str, Any] | None = None,
-    endpoint_slice: dict[str, Any] | None = None,
+    pod: Wire = None,
+    service: Wire = None,
+    endpoint_slice: Wire = None,
 ) -> Record:
     return {
         "endpointSlice": endpoint_slice,
@@ -265,6 +311,10 @@ class ResolutionIndex:
         self.history_per_ip = history_per_ip
         self.max_unowned_ips = max_unowned_ips
         self._history: dict[str, list[_Item]] = {}
+        # What `resolve` reads: per IP with a history, its one record when that is the whole
+        # answer at any time and port (one item, no by-port table: nearly every address), else
+        # its history list. Kept by _publish whenever the history changes.
+        self._now: dict[str, Record | list[_Item]] = {}
         self._unowned: dict[str, None] = {}  # insertion order = order they were released in
         self._objects: dict[str, dict[Any, Any]] = {kind: {} for kind in KINDS}
         # kind → ip → {object key: claim number}; the highest number is the newest claim.
@@ -280,26 +330,40 @@ class ResolutionIndex:
     def resolve(self, ip: str, port: int, ts_ns: int) -> Record | None:
         """What `ip` was at `ts_ns`: a record of `name`, `namespace`, `pod`, `service`,
         `endpointSlice` to merge into an entry's src/dst, or None. `port` 0 asks by IP alone
-        (a client side); a server port picks the Service an EndpointSlice lists for it."""
-        # Called twice per entry: indexes rather than the NamedTuple's field names (a
-        # descriptor lookup each), no allocation.
-        history = self._history.get(ip)
-        if history is None:
-            return None
+        (a client side); a server port picks the Service an EndpointSlice lists for it.
+        `pod`, `service` and `endpointSlice` are serialised already (Fragments: see the module
+        doc); `lookup` reads them."""
+        # Called twice per entry, and what it reads is mostly out of the CPU's caches by then
+        # (the packet side went through a batch of packets in between): one dict lookup and
+        # the record for nearly every address (_now), no allocation.
+        found = self._now.get(ip)
+        if type(found) is list:
+            return self._at(found, port, ts_ns)
+        return found
+
+    @staticmethod
+    def _at(history: list[_Item], port: int, ts_ns: int) -> Record | None:
+        """The general case: the item in force at `ts_ns`, then its record for `port`."""
         item = history[-1]
-        if ts_ns < item[0]:
+        if ts_ns < item.since_ns:
             item = history[0]  # before the history: the earliest known
             for older in reversed(history):
-                if older[0] <= ts_ns:
+                if older.since_ns <= ts_ns:
                     item = older
                     break
-        if port:
-            by_port = item[2]
-            if by_port is not None:
-                record = by_port.get(port)
-                if record is not None:
-                    return record
-        return item[1]
+        if port and item.by_port is not None:
+            record = item.by_port.get(port)
+            if record is not None:
+                return record
+        return item.record
+
+    def lookup(self, ip: str, port: int, ts_ns: int) -> Record | None:
+        """`resolve`'s answer decoded: plain dicts to read (not per entry: it parses)."""
+        record = self.resolve(ip, port, ts_ns)
+        if record is None:
+            return None
+        decoded: Record = orjson.loads(orjson.dumps(record))
+        return decoded
 
     # ---- feeding ----------------------------------------------------------------------------
 
@@ -343,7 +407,7 @@ class ResolutionIndex:
     def _put(self, kind: str, new: Any, now_ns: int) -> None:
         held = self._objects[kind]
         old = held.get(new[0])
-        if old == new:
+        if old is not None and old.same(new):
             return  # a status update that changes nothing resolution uses
         held[new[0]] = new
         old_ips: tuple[str, ...] = old.ips if old is not None else ()
@@ -404,19 +468,16 @@ class ResolutionIndex:
         key = max(per_ip, key=per_ip.__getitem__)
         return self._objects[kind][key]
 
-    def _service_obj(self, key: tuple[str, str]) -> dict[str, Any]:
-        svc = self._objects["services"].get(key)
-        if svc is not None:
-            service_obj: dict[str, Any] = svc.obj
-            return service_obj
-        # An EndpointSlice names a Service we do not hold (not listed yet, or not allowed to).
-        return {"metadata": {"name": key[1], "namespace": key[0]}}
+    def _service_wire(self, s: _Slice) -> Wire:
+        assert s.service is not None
+        svc = self._objects["services"].get(s.service)
+        return svc.wire if svc is not None else s.service_stub
 
     def _compose(self, ip: str) -> tuple[Record | None, ByPort | None]:
         service = self._newest("services", ip)
         if service is not None:
             ns, name = service.key
-            return _record(f"{name}.{ns}", ns, service=service.obj), None
+            return _record(f"{name}.{ns}", ns, service=service.wire), None
         pod: _Pod | None = self._newest("pods", ip)
         node: _Node | None = None if pod is not None else self._newest("nodes", ip)
         behind: list[_Slice] = []
@@ -438,9 +499,9 @@ class ResolutionIndex:
                 rec = made[s.service, s.key] = _record(
                     f"{name}.{ns}",
                     ns,
-                    pod=pod.obj if pod is not None else None,
-                    service=self._service_obj(s.service),
-                    endpoint_slice=s.obj,
+                    pod=pod.wire if pod is not None else None,
+                    service=self._service_wire(s),
+                    endpoint_slice=s.wire,
                 )
             return rec
 
@@ -457,59 +518,77 @@ class ResolutionIndex:
                 record = behind_service(behind[0])
             else:
                 ns, name = pod.key
-                record = _record(name, ns, pod=pod.obj)
+                record = _record(name, ns, pod=pod.wire)
         elif node is not None:
-            record = _record(node.name, "")
+            record = _record(node.key, "")
         elif behind:
             record = behind_service(behind[0])  # an endpoint we know no pod or node of
         else:
             record = None
+        if by_port is not None:
+            # Ports that name what the IP alone names need no entry: most endpoints are
+            # behind one Service, and a lookup that finds no by-port table reads less memory.
+            by_port = {port: rec for port, rec in by_port.items() if rec is not record} or None
         return record, by_port
 
     def _refresh(self, ips: Iterable[str], now_ns: int) -> None:
         for ip in ips:
-            record, by_port = self._compose(ip)
-            history = self._history.get(ip)
-            owned = record is not None or by_port is not None
-            if history is None:
-                if owned:
-                    self._history[ip] = [_Item(now_ns, record, by_port)]
-                continue
-            last = history[-1]
-            if last.record == record and last.by_port == by_port:
-                continue
-            item = _Item(now_ns, record, by_port)
-            if self.settling or last.since_ns >= now_ns:
-                # Still building the first state, or several changes learnt at one instant:
-                # they are one item.
-                history[-1] = item._replace(since_ns=last.since_ns)
-                if not owned and len(history) == 1:
-                    del self._history[ip]  # never owned once settled: nothing to remember
-                    self._unowned.pop(ip, None)
-                    continue
-            else:
-                history.append(item)
-                if len(history) > self.history_per_ip:
-                    del history[0]
-                # What came before an owner is the earliest known owner: no leading "nobody".
-                while history[0].record is None and history[0].by_port is None:
-                    del history[0]
-                    if not history:
-                        break
-                if not history:
-                    del self._history[ip]
-                    self._unowned.pop(ip, None)
-                    continue
+            self._refresh_ip(ip, now_ns)
+            self._publish(ip)
+
+    def _publish(self, ip: str) -> None:
+        history = self._history.get(ip)
+        if history is None:
+            self._now.pop(ip, None)
+        elif len(history) == 1 and history[0].by_port is None:
+            self._now[ip] = history[0].record
+        else:
+            self._now[ip] = history
+
+    def _refresh_ip(self, ip: str, now_ns: int) -> None:
+        record, by_port = self._compose(ip)
+        history = self._history.get(ip)
+        owned = record is not None or by_port is not None
+        if history is None:
             if owned:
+                self._history[ip] = [_Item(now_ns, record, by_port)]
+            return
+        last = history[-1]
+        if last.record == record and last.by_port == by_port:
+            return
+        item = _Item(now_ns, record, by_port)
+        if self.settling or last.since_ns >= now_ns:
+            # Still building the first state, or several changes learnt at one instant:
+            # they are one item.
+            history[-1] = item._replace(since_ns=last.since_ns)
+            if not owned and len(history) == 1:
+                del self._history[ip]  # never owned once settled: nothing to remember
                 self._unowned.pop(ip, None)
-            else:
+                return
+        else:
+            history.append(item)
+            if len(history) > self.history_per_ip:
+                del history[0]
+            # What came before an owner is the earliest known owner: no leading "nobody".
+            while history[0].record is None and history[0].by_port is None:
+                del history[0]
+                if not history:
+                    break
+            if not history:
+                del self._history[ip]
                 self._unowned.pop(ip, None)
-                self._unowned[ip] = None  # released now: the newest of them
-                while len(self._unowned) > self.max_unowned_ips:
-                    oldest = next(iter(self._unowned))
-                    del self._unowned[oldest]
-                    del self._history[oldest]
-                    self.history_forgotten += 1
+                return
+        if owned:
+            self._unowned.pop(ip, None)
+        else:
+            self._unowned.pop(ip, None)
+            self._unowned[ip] = None  # released now: the newest of them
+            while len(self._unowned) > self.max_unowned_ips:
+                oldest = next(iter(self._unowned))
+                del self._unowned[oldest]
+                del self._history[oldest]
+                self._now.pop(oldest, None)
+                self.history_forgotten += 1
 
     # ---- state ------------------------------------------------------------------------------
 

@@ -51,7 +51,7 @@ async def until(what: str, check: Callable[[], Any]) -> Any:
 
 
 def owner(resolver: Resolver, ip: str, ts_ns: int | None = None) -> tuple[str, str] | None:
-    rec = resolver.index.resolve(ip, 0, time.time_ns() if ts_ns is None else ts_ns)
+    rec = resolver.index.lookup(ip, 0, time.time_ns() if ts_ns is None else ts_ns)
     if rec is None or rec["pod"] is None:
         return None
     meta = rec["pod"]["metadata"]

@@ -117,7 +117,7 @@ async def test_a_410_in_a_200_stream_relists_once_and_misses_no_change(
         proxy.restore()
         await until("the relist", lambda: pods.relists >= 1 and pods.state == "watching")
         assert owner(resolver, "10.244.5.61") == ("churn", "born")
-        assert resolver.index.resolve("10.244.5.60", 0, time.time_ns()) is None  # deleted meanwhile
+        assert resolver.index.lookup("10.244.5.60", 0, time.time_ns()) is None  # deleted meanwhile
         await until(
             "every kind watching again",
             lambda: all(not k.status.failing for k in resolver.loops.values()),
