@@ -2,7 +2,8 @@
 
 Every `HubLimits.status_interval` seconds the hub asks each worker for its /status and records:
 reachable or not (with the error), the worker's own id (`worker`, used to resolve cursors and
-/item paths that name it), its newest entry (`last_seq`, `newest_id`), its store id, and how far
+/item paths that name it), its newest entry (`last_seq`, `newest_id`), its store id, its own
+losses (packets dropped by the kernel and by kshark, entries it could not store), and how far
 behind the hub's own websockets to it are: the worker lists each client with its remote
 "ip:port" and `lag`, and the relays record the local "ip:port" of their sockets, so the two are
 matched exactly.
@@ -114,6 +115,10 @@ async def probe(info: WorkerInfo, limits: HubLimits, worker_token: str | None = 
     newest_id, store_id = doc.get("newest_id"), doc.get("store_id")
     info.newest_id = newest_id if isinstance(newest_id, str) else None
     info.store_id = store_id if isinstance(store_id, str) else None
+    store = doc.get("store")
+    info.dropped_kernel = _count(doc.get("dropped_kernel"))
+    info.dropped_ours = _count(doc.get("dropped_ours"))
+    info.dropped_entries = _count(store.get("dropped_entries") if isinstance(store, dict) else None)
     clients = doc.get("clients")
     if isinstance(clients, list):
         ours = info.relay_sockets
@@ -130,6 +135,10 @@ async def probe(info: WorkerInfo, limits: HubLimits, worker_token: str | None = 
         else:
             info.lag = max(lags, default=0)
     info.mark_up()
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 async def _read_body(

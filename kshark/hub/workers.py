@@ -126,6 +126,11 @@ class WorkerInfo:
     last_drop_at: float | None = None
     # Whether its /status answer was too large to read (it is still up; its details unknown).
     status_problem: str | None = None
+    # The worker's own losses, from its /status (monitor.py): packets the kernel and kshark
+    # dropped, entries it could not store. None until read (or if it does not say).
+    dropped_kernel: int | None = None
+    dropped_ours: int | None = None
+    dropped_entries: int | None = None
 
     def dropped(self, reason: str, n: int = 1) -> None:
         self.frames_dropped += n
@@ -177,6 +182,9 @@ class WorkerInfo:
                 None if self.last_drop_at is None else round(now - self.last_drop_at, 3)
             ),
             "status_problem": self.status_problem,
+            "dropped_kernel": self.dropped_kernel,
+            "dropped_ours": self.dropped_ours,
+            "dropped_entries": self.dropped_entries,
         }
 
 

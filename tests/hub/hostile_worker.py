@@ -1,6 +1,8 @@
 """Something at a worker's address that speaks just enough of the worker API to be connected to,
 then sends whatever frames a test scripts: invalid UTF-8 in a text frame, binary frames, text
 that is not JSON, another worker's entries, the hub's own control frames.
+`python hostile_worker.py SCRIPT.json` runs one as a process (tests/web): SCRIPT.json holds
+`{"frames": [text, …], "status": {…}}`; it prints "api listening on 127.0.0.1 port N" to stderr.
 
 Hand-written framing on a plain socket, because a websocket library will not send a text frame
 that is not UTF-8. `GET /status` is answered too (the hub's monitor asks every worker), saying
@@ -43,6 +45,7 @@ class HostileWorker:
     script: list[bytes] = field(default_factory=list)
     port: int = 0
     first_frames: list[Any] = field(default_factory=list)  # what the hub asked for
+    status: dict[str, Any] = field(default_factory=dict)  # more of its /status (e.g. drops)
 
     @property
     def address(self) -> str:
@@ -70,7 +73,7 @@ class HostileWorker:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
             if "sec-websocket-key" not in headers:
-                body = orjson.dumps({"worker": self.address, "clients": []})
+                body = orjson.dumps({"worker": self.address, "clients": [], **self.status})
                 await stream.send_all(
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                     b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
@@ -111,3 +114,26 @@ async def _read_masked(stream: trio.SocketStream, buf: bytearray) -> bytes:
         if not data:
             raise EOFError("the hub closed before its first frame")
         buf += data
+
+
+def main(argv: list[str]) -> None:
+    import sys
+
+    spec = orjson.loads(open(argv[1], "rb").read())
+    worker = HostileWorker(
+        script=[frame(text.encode()) for text in spec.get("frames", [])],
+        status=spec.get("status", {}),
+    )
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(worker.serve)
+            print(f"api listening on 127.0.0.1 port {worker.port}", file=sys.stderr, flush=True)
+
+    trio.run(run)
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv)
