@@ -1,16 +1,30 @@
-// The cluster panel. On a hub: every worker's state (up, down, hung), lag, connection drops and
-// last error, from /status every STATUS_INTERVAL_MS, and at once from the stream's
-// {"worker": …} frames (a worker that dies shows "down" as soon as the hub's connection to it
-// breaks). On a worker: that worker's own counters.
+// The cluster panel. On a hub: every worker's state (up, degraded, down, hung), lag, its own
+// drops (packets, entries it could not store), entries relayed and last error, from /status
+// every STATUS_INTERVAL_MS, and at once from the stream's {"worker": …} frames (a worker that
+// dies shows "down" as soon as the hub's connection to it breaks; one whose frames the hub
+// drops, "degraded"). On a worker: that worker's own counters.
 
 import { $, el, fill, formatBytes, formatCount } from "./dom.js";
 
 export const STATUS_INTERVAL_MS = 2000;
 
+// The hub says "down" for every failure, with why. A worker that took the connection but never
+// answered (a stopped process), or whose address did not answer at all, is hung rather than
+// gone; the hub's words for it (kshark/hub): the relay's "… did not answer a ping within … (hung
+// or unreachable)", the monitor's "its /status did not answer within …", a reconnect's
+// "connecting timed out after …". Refused, reset or closed connections are "down".
+const HUNG = /did not answer|timed out|hung/i;
+
 function stateOf(worker) {
-  // The hub reports a hung worker (silent, no answer to a ping) as down with that reason.
-  if (worker.state === "down" && /did not answer a ping|hung/i.test(worker.last_error || worker.reason || "")) return "hung";
+  if (worker.state === "down") return HUNG.test(worker.last_error || "") ? "hung" : "down";
+  // Up, but the hub dropped frames of it lately (hub /status "degraded": the last 60 s).
+  if (worker.state === "up" && worker.degraded) return "degraded";
   return worker.state || "unknown";
+}
+
+/** "–" for a count the hub does not know (not read yet, or the worker does not say). */
+function count(n) {
+  return typeof n === "number" ? formatCount(n) : "–";
 }
 
 export class ClusterPanel {
@@ -53,40 +67,68 @@ export class ClusterPanel {
     this.renderWorker(status);
   }
 
-  /** A {"worker": {id, state, reason}} frame from the stream. */
+  /** A {"worker": {id, state, reason}} frame from the stream: up, down or degraded. */
   onFrame(frame) {
     const known = this.workers.get(frame.id) || { id: frame.id };
-    const patched = { ...known, state: frame.state };
-    if (frame.reason) patched.last_error = frame.reason;
+    let patched;
+    if (frame.state === "degraded") {
+      // Connected, but a frame of it was dropped: reason "dropped <what>".
+      const what = (frame.reason || "").replace(/^dropped /, "");
+      patched = { ...known, state: "up", degraded: true, last_drop: what, last_drop_seconds_ago: 0 };
+      patched.frames_dropped = Math.max(1, known.frames_dropped ?? 0);
+    } else {
+      patched = { ...known, state: frame.state };
+      if (frame.state === "down" && frame.reason) {
+        patched.last_error = frame.reason;
+        patched.last_error_seconds_ago = 0;
+      }
+    }
     this.workers.set(frame.id, patched);
     this.render();
   }
 
   render() {
     const rows = [];
-    let up = 0;
+    const tally = { up: 0, degraded: 0, hung: 0, down: 0 };
     for (const w of this.workers.values()) {
       const state = stateOf(w);
-      if (state === "up") up += 1;
+      if (state in tally) tally[state] += 1;
+      const packets =
+        typeof w.dropped_kernel === "number" || typeof w.dropped_ours === "number"
+          ? (w.dropped_kernel ?? 0) + (w.dropped_ours ?? 0)
+          : null;
+      const problems = [];
+      if (state === "degraded") problems.push(`dropped ${w.last_drop || "a frame"}${ago(w.last_drop_seconds_ago)}`);
+      if (w.last_error) problems.push(`${w.last_error}${ago(w.last_error_seconds_ago)}`);
       rows.push(
         el(
           "tr",
           { dataset: { worker: w.id } },
           el("td", { class: "mono", text: w.id, title: w.worker && w.worker !== w.id ? `its own id: ${w.worker}` : null }),
-          el("td", { class: `state state-${state}`, text: state }),
-          el("td", { text: w.lag === null || w.lag === undefined ? "–" : formatCount(w.lag) }),
-          el("td", { text: formatCount(w.drops ?? 0) }),
-          el("td", { text: formatCount(w.entries_relayed ?? 0) }),
-          el("td", { class: "error", text: w.last_error ? `${w.last_error}${ago(w.last_error_seconds_ago)}` : "" }),
+          el("td", {
+            class: `state state-${state}`,
+            text: state,
+            title: state === "degraded" ? `the hub dropped ${count(w.frames_dropped)} frames of it; the last: ${w.last_drop}` : null,
+          }),
+          el("td", { class: "lag", text: w.lag === null || w.lag === undefined ? "–" : formatCount(w.lag) }),
+          el("td", {
+            class: "drops",
+            text: count(packets),
+            title: `kernel ${count(w.dropped_kernel)}, kshark ${count(w.dropped_ours)}; the hub's connections to it that failed: ${count(w.drops)}`,
+          }),
+          el("td", { class: w.dropped_entries ? "lost" : null, text: count(w.dropped_entries) }),
+          el("td", { class: "relayed", text: formatCount(w.entries_relayed ?? 0) }),
+          el("td", { class: "error", text: problems.join(" · ") }),
         ),
       );
     }
     fill($("cluster-rows"), ...rows);
-    $("cluster-summary").textContent = `${up} of ${this.workers.size} workers up`;
+    const up = tally.up + tally.degraded; // degraded workers are up: their entries flow
+    const more = ["degraded", "hung", "down"].filter((s) => tally[s]).map((s) => `${tally[s]} ${s}`);
+    $("cluster-summary").textContent = [`${up} of ${this.workers.size} workers up`, ...more].join(" · ");
   }
 
   renderWorker(status) {
-    const drops = (status.dropped_kernel ?? 0) + (status.dropped_ours ?? 0);
     const store = status.store || {};
     fill(
       $("cluster-rows"),
@@ -95,9 +137,14 @@ export class ClusterPanel {
         { dataset: { worker: status.worker || "this worker" } },
         el("td", { class: "mono", text: status.worker || "this worker" }),
         el("td", { class: "state state-up", text: "up" }),
-        el("td", { text: "–" }),
-        el("td", { text: formatCount(drops), title: `kernel ${status.dropped_kernel ?? 0}, kshark ${status.dropped_ours ?? 0}` }),
-        el("td", { text: formatCount(status.entries ?? status.last_seq ?? 0) }),
+        el("td", { class: "lag", text: "–" }),
+        el("td", {
+          class: "drops",
+          text: formatCount((status.dropped_kernel ?? 0) + (status.dropped_ours ?? 0)),
+          title: `kernel ${count(status.dropped_kernel)}, kshark ${count(status.dropped_ours)}`,
+        }),
+        el("td", { class: store.dropped_entries ? "lost" : null, text: count(store.dropped_entries) }),
+        el("td", { class: "relayed", text: formatCount(status.entries ?? status.last_seq ?? 0) }),
         el("td", { class: "error", text: "" }),
       ),
     );
