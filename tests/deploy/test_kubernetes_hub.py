@@ -24,11 +24,20 @@ import orjson
 import pytest
 import trio
 from deploy_cluster import Cluster
-from manifests import PROBE, build, container, container_argv, container_env, copy_with_tokens, find
+from manifests import (
+    PROBE,
+    REPO,
+    build,
+    container,
+    container_argv,
+    container_env,
+    copy_with_tokens,
+    find,
+)
 from trio_websocket import ConnectionRejected, open_websocket_url
 
 VENV_BIN = Path(sys.executable).parent
-DEMO_PCAP = Path(__file__).resolve().parents[2] / "fixtures" / "demo.pcap"
+DEMO_PCAP = REPO / "fixtures" / "demo.pcap"
 NS = "kshark"
 STEP_TIMEOUT_S = 60.0
 
@@ -146,6 +155,7 @@ def deployment(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> It
             "tokens": tokens,
             "worker": worker,
             "hub": hub,
+            "built": built,
         }
     finally:
         for proc in (hub, worker):
@@ -230,3 +240,56 @@ def test_resolution_reads_everything_it_needs_with_the_worker_service_account(
     assert resolver["last_error"] is None and resolver["failing"] == []
     assert set(resolver["objects"]) == {"pods", "services", "nodes", "endpointslices"}
     assert resolver["objects"]["nodes"] >= 1  # node-a, read with the worker's own token
+
+
+def test_entries_name_the_node_by_its_node_name_and_never_by_the_worker_pod(
+    deployment: dict, tmp_path: Path
+) -> None:
+    """Top-level `node.name` is the Node's name (the DaemonSet passes the downward API's
+    spec.nodeName as --node-name), and resolution agrees with it: the node's own address names
+    the Node, never the worker pod, which is hostNetwork and so reports that address as its
+    podIP."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from make_k8s_fixtures import connection, pcap
+
+    d = deployment
+    cluster, ip = d["cluster"], d["worker_ip"]
+    cluster.set_pod_running(NS, d["pod"], ip, ip)  # as the kubelet reports a hostNetwork pod
+    pod = cluster.get_json("pods", "-n", NS, d["pod"])
+    assert pod["spec"]["hostNetwork"] is True and pod["status"]["podIP"] == ip
+    t0 = 1_767_261_600 * 1_000_000_000
+    capture = tmp_path / "node.pcap"
+    capture.write_bytes(
+        pcap(
+            connection(t0, (ip, 41000), ("192.0.2.10", 443), "/from-the-node")
+            + connection(t0 + 10**9, ("192.0.2.11", 41001), (ip, 9100), "/to-the-node")
+        )
+    )
+    # The DaemonSet's command line once more, replaying that capture on its own port and data.
+    wc = container(find(d["built"], "DaemonSet", "kshark-worker"), "worker")
+    wenv = container_env(wc, {"status.podIP": ip, "spec.nodeName": "node-a"})
+    assert "--node-name=node-a" in container_argv(wc, wenv)
+    local = {
+        "--iface": None,
+        "--filter": None,
+        "--port": str(_free_port()),
+        "--data-dir": str(tmp_path / "data"),
+        "--token-file": str(d["tokens"]["worker-token"]),
+    }
+    wkube = cluster.service_account_kubeconfig(NS, "kshark-worker", tmp_path / "w.kubeconfig")
+    argv = [*_localize(container_argv(wc, wenv), local), "--pcap", str(capture)]
+    done = subprocess.run(
+        [*argv, "--kubeconfig", str(wkube), "--once"],
+        capture_output=True, text=True, timeout=STEP_TIMEOUT_S,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    entries = {
+        e["request"]["path"]: e
+        for e in (orjson.loads(f.read_bytes()) for f in (tmp_path / "data" / "entries").iterdir())
+    }
+    assert set(entries) == {"/from-the-node", "/to-the-node"}
+    for e in entries.values():
+        assert e["node"] == {"ip": ip, "name": "node-a"}
+    for end in (entries["/from-the-node"]["src"], entries["/to-the-node"]["dst"]):
+        assert (end["ip"], end["name"], end["namespace"]) == (ip, "node-a", "")
+        assert end["pod"] is None and end["service"] is None  # not the worker pod

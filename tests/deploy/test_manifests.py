@@ -44,6 +44,7 @@ def test_the_worker_port_is_the_same_everywhere_and_outside_the_nodeport_range(
     assert ds["spec"]["template"]["metadata"]["annotations"]["kshark.io/api-port"] == str(port)
     assert [p["containerPort"] for p in c["ports"]] == [port]
     assert f"not port {port}" in _flag(argv, "--filter")
+    assert _flag(argv, "--node-name") == "n"  # entries' node.name: the pod's spec.nodeName
     for probe in ("readinessProbe", "livenessProbe"):
         assert c[probe]["exec"]["command"][1] == str(port)
     hub = container(find(objects, "Deployment", "kshark-hub"), "hub")

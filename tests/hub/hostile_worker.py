@@ -118,8 +118,9 @@ async def _read_masked(stream: trio.SocketStream, buf: bytearray) -> bytes:
 
 def main(argv: list[str]) -> None:
     import sys
+    from pathlib import Path
 
-    spec = orjson.loads(open(argv[1], "rb").read())
+    spec = orjson.loads(Path(argv[1]).read_bytes())
     worker = HostileWorker(
         script=[frame(text.encode()) for text in spec.get("frames", [])],
         status=spec.get("status", {}),

@@ -88,7 +88,10 @@ def test_a_degraded_worker_and_every_workers_own_drops(
         status = {x["id"]: x for x in get_json(h.url("/status"))["workers"]}
         assert status[bad.address]["degraded"] is True
         assert status[bad.address]["last_drop"] == "a frame that is not JSON"
-        assert (status[bad.address]["dropped_kernel"], status[bad.address]["dropped_ours"]) == (7, 2)
+        assert (status[bad.address]["dropped_kernel"], status[bad.address]["dropped_ours"]) == (
+            7,
+            2,
+        )
         assert status[bad.address]["dropped_entries"] == 3
         p.locator("aside.cluster").screenshot(path=str(shots / "cluster-degraded.png"))
     finally:
