@@ -24,11 +24,20 @@ NATIVE_MODULES = (
     "ipfrag",
     "decode",
     "reassembly",
+    "dissect",
     "http1",
     "content",
     "entries",
+    "dns",
+    "dissect_dns",
+    "dissectors",
     "pipeline",
     "pcapwrite",
+    "http2_hpack",
+    "http2",
+    "grpc",
+    "protobuf",
+    "http2_entries",
 )
 # Part of the digest: bump it when scripts/build_native.py changes how it compiles.
 NATIVE_BUILD_VERSION = 1

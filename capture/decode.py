@@ -60,7 +60,7 @@ import struct
 from typing import ClassVar
 
 from capture.ipfrag import FragmentLimits, FragmentReassembler, FragmentStats, Reassembled
-from capture.segment import Segment
+from capture.segment import Datagram, Segment
 
 # How many IP-in-IP layers we peel. Real tunnels nest once or twice; the bound keeps a crafted
 # frame of nested headers from costing thousands of iterations. Deeper frames count as malformed.
@@ -133,7 +133,8 @@ class DecodeStats:
     returned), ``non_ip``, ``non_tcp``, ``malformed``, ``unsupported_linktype``, ``fragments``
     (an IP fragment that did not complete a datagram: held, or discarded). The fragment that
     completes one counts as what the whole datagram decoded to. ``truncated`` counts TCP
-    segments whose IP datagram was cut by the snap length (also in ``tcp``).
+    segments whose IP datagram was cut by the snap length (also in ``tcp``). ``udp`` counts the
+    UDP datagrams handed on in ``Decoder.datagrams`` (also in ``non_tcp``).
 
     The reassembler's counters (`capture.ipfrag.FragmentStats`) are read through as
     ``fragments_<name>``: ``fragments_reassembled`` datagrams completed; ``fragments_dropped``
@@ -153,6 +154,7 @@ class DecodeStats:
         "non_ip",
         "non_tcp",
         "truncated",
+        "udp",
         "undecoded",
         "unsupported_linktype",
     )
@@ -165,6 +167,7 @@ class DecodeStats:
         "unsupported_linktype",
         "fragments",
         "truncated",
+        "udp",
     )
     # ClassVar: mypyc (scripts/build_native.py) makes a plain class-level name an instance field.
     FRAGMENT_FIELDS: ClassVar[tuple[str, ...]] = tuple(
@@ -180,6 +183,7 @@ class DecodeStats:
         self.unsupported_linktype = 0
         self.fragments = 0
         self.truncated = 0
+        self.udp = 0
         # frames in an encapsulation or link type we do not decode, by kind (module doc);
         # they are also in their outcome above (unsupported_linktype, non_tcp or non_ip)
         self.undecoded: dict[str, int] = {}
@@ -212,10 +216,27 @@ class DecodeStats:
 class Decoder:
     """Stateless apart from its counters and the fragments it holds; one per pipeline."""
 
-    __slots__ = ("_whole", "_whole_records", "fragments", "reassembled", "stats")
+    __slots__ = (
+        "_whole",
+        "_whole_records",
+        "datagrams",
+        "fragments",
+        "reassembled",
+        "stats",
+        "udp_ports",
+    )
 
-    def __init__(self, fragment_limits: FragmentLimits | None = None) -> None:
+    def __init__(
+        self,
+        fragment_limits: FragmentLimits | None = None,
+        udp_ports: frozenset[int] = frozenset(),
+    ) -> None:
         self.fragments = FragmentReassembler(fragment_limits)
+        # UDP datagrams from or to these ports are handed on: decode() returns None for them
+        # and appends them here (the caller takes them). Off the TCP paths entirely: only
+        # frames that are not TCP look at it.
+        self.udp_ports = udp_ports
+        self.datagrams: list[Datagram] = []
         self.stats = DecodeStats(self.fragments.stats)
         # (ts_ns, frame) of every captured fragment of the datagram behind the Segment that
         # decode() just returned, in arrival order (it is the last); empty for other Segments.
@@ -387,15 +408,43 @@ class Decoder:
         self.stats.non_ip += 1  # LCP, IPCP, CHAP, …
         return None
 
-    def _udp(self, ts_ns: int, frame: bytes, off: int, end: int, depth: int) -> Segment | None:
-        """UDP matters only as a tunnel: VXLAN and Geneve carry the overlay networks' frames
-        (pod to pod traffic between nodes), L2TPv2 data messages carry PPP (e.g. IPv6 over an
-        ISP's L2TP, as in dpkt-nb6-http.pcap). Everything else is just non-TCP."""
+    def _udp(
+        self,
+        ts_ns: int,
+        frame: bytes,
+        off: int,
+        end: int,
+        depth: int,
+        family: int,
+        src: bytes,
+        dst: bytes,
+    ) -> Segment | None:
+        """UDP as a tunnel: VXLAN and Geneve carry the overlay networks' frames (pod to pod
+        traffic between nodes), L2TPv2 data messages carry PPP (e.g. IPv6 over an ISP's L2TP,
+        as in dpkt-nb6-http.pcap). A datagram for a port in `udp_ports` goes to `datagrams`
+        (payload bounded by the UDP length, or cut where the capture was cut). Everything else
+        is just non-TCP."""
         sport, dport = _UDP_PORTS(frame, off)
         if dport in _VXLAN_PORTS:
             return self._vxlan(ts_ns, frame, off + 8, end, depth)
         if dport == _GENEVE_PORT:
             return self._geneve(ts_ns, frame, off + 8, end, depth)
+        udp_ports = self.udp_ports
+        if sport in udp_ports or dport in udp_ports:
+            length = _U16(frame, off + 4)[0]
+            stop = off + length
+            if length < 8 or off + 8 > end:
+                self.stats.malformed += 1
+                return None
+            self.datagrams.append(
+                _new_segment(
+                    Datagram,
+                    (ts_ns, family, src, dst, sport, dport, frame[off + 8 : min(stop, end)]),
+                )
+            )
+            self.stats.non_tcp += 1
+            self.stats.udp += 1
+            return None
         if sport != _L2TP_PORT and dport != _L2TP_PORT:
             kind = _UNDECODED_UDP.get(dport)
             if kind is not None:
@@ -546,7 +595,7 @@ class Decoder:
                 return self._ipv6(ts_ns, frame, off + ihl, end, depth + 1)
             return self._ipv4(ts_ns, frame, off + ihl, end, depth + 1)
         if proto == _PROTO_UDP:
-            return self._udp(ts_ns, frame, off + ihl, end, depth)
+            return self._udp(ts_ns, frame, off + ihl, end, depth, 4, src, dst)
         if proto == _PROTO_GRE:
             return self._gre(ts_ns, frame, off + ihl, end, depth)
         kind = _UNDECODED_PROTOS.get(proto)
@@ -598,7 +647,7 @@ class Decoder:
                     return self._ipv6(ts_ns, frame, pos, end, depth + 1)
                 return self._ipv4(ts_ns, frame, pos, end, depth + 1)
             elif nxt == _PROTO_UDP:
-                return self._udp(ts_ns, frame, pos, end, depth)
+                return self._udp(ts_ns, frame, pos, end, depth, 6, src, dst)
             elif nxt == _PROTO_GRE:
                 return self._gre(ts_ns, frame, pos, end, depth)
             else:
@@ -677,6 +726,7 @@ class Decoder:
         had been captured that way, and notes the frames it came in."""
         records = [record for tag in done.tags for record in tag]
         completed = self.fragments.stats.reassembled
+        datagrams = len(self.datagrams)
         self._whole, self._whole_records = whole, records
         try:
             if version == 4:
@@ -686,8 +736,10 @@ class Decoder:
         finally:
             self._whole, self._whole_records = None, []
         # A datagram inside this one that completed too (nested fragmentation) has noted its
-        # own frames, which include these.
-        if seg is not None and self.fragments.stats.reassembled == completed:
+        # own frames, which include these. A UDP datagram handed on is filed like a Segment.
+        if (seg is not None or len(self.datagrams) > datagrams) and (
+            self.fragments.stats.reassembled == completed
+        ):
             self.reassembled = records
         return seg
 

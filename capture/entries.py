@@ -42,18 +42,21 @@ entry as a copy of a per-connection template (copying a dict and setting 14 keys
 building the 22-key literal). The pipeline keeps one builder per HTTP connection; `build_entry`
 is the same thing for a single exchange.
 
-Sharing: every container of an entry is its own (src and dst are copied: consumers may annotate
-them with pod/service data; header dicts, lists and the request/response objects are built per
-entry), except two that are the same for every entry and are only ever read: `protocol` (one
-object per HTTP version and IP version, shared by all entries) and `node` (shared by the entries
-of a connection). The store only serialises entries and KFL redaction works on a deep copy, so
-nothing writes into them; a consumer that wants to change those two must copy them first.
+Sharing: every container of an entry is its own (src and dst are copied, then the resolver's
+names merged in; header dicts, lists and the request/response objects are built per entry),
+except those that are the same for many entries and are only ever read: `protocol` (one object
+per HTTP version and IP version, shared by all entries), `node` (shared by the entries of a
+connection) and the `pod`/`service`/`endpointSlice` objects a resolver hands out (shared by
+every entry naming that object). The store only serialises entries and KFL redaction works on
+a deep copy, so nothing writes into them; a consumer that wants to change them must copy them
+first.
 """
 
 from __future__ import annotations
 
 import re
 import socket
+import sys
 from binascii import b2a_base64
 from dataclasses import dataclass
 from datetime import date
@@ -62,21 +65,33 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 from capture.content import decode_content
+from capture.dissect import EntryMaker
 
 if TYPE_CHECKING:
     from capture.http1 import Exchange
 
-__all__ = ["ConnectionEnds", "EntryBuilder", "Identity", "build_entry", "summarize"]
+__all__ = ["ConnectionEnds", "EntryBuilder", "Identity", "Resolver", "build_entry", "summarize"]
+
+
+class Resolver(Protocol):
+    """Names for addresses (kshark.k8s.index.ResolutionIndex): what `ip` was at `ts_ns` — a
+    dict of `name`, `namespace`, `pod`, `service`, `endpointSlice` merged into src/dst — or
+    None. `port` 0 asks by IP alone (the client side). A pure lookup, called twice per entry;
+    the dicts it returns are shared by the entries and only read."""
+
+    def resolve(self, ip: str, port: int, ts_ns: int) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who writes the entries: the worker's address, its node, and the node's own addresses."""
+    """Who writes the entries: the worker's address, its node, and the node's own addresses;
+    and, when the worker resolves names, what resolves them."""
 
     worker: str  # "host:port" the worker's API is reachable at
     node_ip: str
     node_name: str
     local_ips: frozenset[str] = frozenset()  # addresses of the capturing node (for `outgoing`)
+    resolver: Resolver | None = None
 
 
 class ConnectionEnds(Protocol):
@@ -132,8 +147,11 @@ _PROTOCOLS = {
 
 @lru_cache(maxsize=4096)
 def _ip_text(packed: bytes) -> str:
-    """Packed address → text; cached because one connection yields many entries."""
-    return socket.inet_ntop(socket.AF_INET if len(packed) == 4 else socket.AF_INET6, packed)
+    """Packed address → text; cached because one connection yields many entries. Interned, as
+    a resolver's keys are: its lookup then matches by identity."""
+    return sys.intern(
+        socket.inet_ntop(socket.AF_INET if len(packed) == 4 else socket.AF_INET6, packed)
+    )
 
 
 def _endpoint(ip: str, port: int) -> dict[str, Any]:
@@ -346,8 +364,8 @@ def _post_data(
 # --- the entry -------------------------------------------------------------------------------
 
 
-class EntryBuilder:
-    """Builds the entries of one connection.
+class EntryBuilder(EntryMaker):
+    """Builds the entries of one HTTP/1 connection (HttpConnection.entry_maker makes it).
 
     Everything the entries of a connection share is worked out once, here: the src/dst objects
     (copied into each entry), the stream's file and id prefixes, `outgoing`, the node object and
@@ -357,12 +375,14 @@ class EntryBuilder:
 
     __slots__ = (
         "_dst",
+        "_dst_port",
         "_file_prefix",
         "_id_prefix",
         "_max_decoded",
         "_max_keep",
         "_protocol_10",
         "_protocol_11",
+        "_resolver",
         "_src",
         "_template",
     )
@@ -383,6 +403,8 @@ class EntryBuilder:
         src, dst = (client, server) if client_side == 0 else (server, client)
         self._src = src
         self._dst = dst
+        self._resolver = identity.resolver
+        self._dst_port = conn.server_port if client_side == 0 else conn.client_port
         digits = f"{stream:012d}"
         self._file_prefix = f"{digits}_pcap-"
         self._id_prefix = f"{identity.worker}/{digits}.pcap-"
@@ -522,13 +544,22 @@ class EntryBuilder:
         # (capture.segment.TS_MIN_NS, TS_MAX_NS as literals: no global lookups per entry)
         if not 0 < ts_ns < 4294967295999999999 or not 0 < rts_ns < 4294967295999999999:
             self._flag_time(entry)
-        entry["dst"] = self._dst.copy()  # each entry its own: consumers may annotate src/dst
+        dst = entry["dst"] = self._dst.copy()  # each entry its own (names are merged in)
+        src = entry["src"] = self._src.copy()
+        resolver = self._resolver
+        if resolver is not None:
+            # Who each end was when the request was sent (the source by IP alone).
+            names = resolver.resolve(src["ip"], 0, ts_ns)
+            if names is not None:
+                src.update(names)
+            names = resolver.resolve(dst["ip"], self._dst_port, ts_ns)
+            if names is not None:
+                dst.update(names)
         entry["elapsedTime"] = elapsed
         entry["entryFile"] = f"{self._file_prefix}{index}_entry.json"
         entry["id"] = f"{self._id_prefix}{index}"
         entry["index"] = index
         entry["protocol"] = self._protocol_10 if version == "HTTP/1.0" else self._protocol_11
-        entry["src"] = self._src.copy()
         entry["startTime"] = rfc3339_ns(ts_ns)
         entry["timestamp"] = ts_ns // 1_000_000
         return entry
@@ -605,6 +636,37 @@ def _resolution_summary(res: Any) -> Any:
     return out
 
 
+def _dns_summary(
+    request: dict[str, Any], response: dict[str, Any]
+) -> tuple[str, str, str, str, int, str]:
+    """DNS: summary = the first question's name (as Kubeshark), method = its type ("A",
+    "AAAA": Kubeshark shows the opcode, which is "Query" on nearly every entry), status = the
+    response code (0 NOERROR, 3 NXDOMAIN; Kubeshark shows 0 always). A lone response takes
+    its question from the response."""
+    section, questions = "request", request.get("questions")
+    if not isinstance(questions, list) or not questions:
+        section, questions = "response", response.get("questions")
+    first = questions[0] if isinstance(questions, list) and questions else {}
+    if not isinstance(first, dict):
+        first = {}
+    name, qtype = first.get("name", ""), first.get("type", "")
+    name = name if isinstance(name, str) else ""
+    qtype = qtype if isinstance(qtype, str) else ""
+    rcode = response.get("rcode")
+    if isinstance(rcode, int) and not isinstance(rcode, bool):
+        status, status_q = rcode, f"response.rcode == {rcode}"
+    else:
+        status, status_q = 0, ""
+    return (
+        qtype,
+        f"{section}.questions[0].type == {_kfl_string(qtype)}",
+        name,
+        f"{section}.questions[0].name == {_kfl_string(name)}",
+        status,
+        status_q,
+    )
+
+
 def summarize(entry: dict[str, Any]) -> dict[str, Any]:
     """The summary record of ENTRY.md ("Summary form (/api/ws)") for a full entry.
 
@@ -617,9 +679,16 @@ def summarize(entry: dict[str, Any]) -> dict[str, Any]:
         request = {}
     if not isinstance(response, dict):
         response = {}
-    method = request.get("method", "")
-    path = request.get("path", "")
-    status = response.get("status", 0)
+    protocol = entry.get("protocol")
+    if isinstance(protocol, dict) and protocol.get("name") == "dns":
+        method, method_q, summary, summary_q, status, status_q = _dns_summary(request, response)
+    else:
+        method = request.get("method", "")
+        summary = request.get("path", "")
+        status = response.get("status", 0)
+        method_q = f"request.method == {_kfl_string(method)}"
+        summary_q = f"request.path == {_kfl_string(summary)}"
+        status_q = f"response.status == {status}"
     return {
         "dst": _resolution_summary(entry.get("dst")),
         "elapsedTime": entry.get("elapsedTime"),
@@ -628,7 +697,7 @@ def summarize(entry: dict[str, Any]) -> dict[str, Any]:
         "id": entry.get("id"),
         "index": entry.get("index"),
         "method": method,
-        "methodQuery": f"request.method == {_kfl_string(method)}",
+        "methodQuery": method_q,
         "node": entry.get("node"),
         "outgoing": entry.get("outgoing"),
         "passed": entry.get("passed"),
@@ -638,10 +707,10 @@ def summarize(entry: dict[str, Any]) -> dict[str, Any]:
         "responseSize": entry.get("responseSize"),
         "src": _resolution_summary(entry.get("src")),
         "status": status,
-        "statusQuery": f"response.status == {status}",
+        "statusQuery": status_q,
         "stream": entry.get("stream"),
-        "summary": path,
-        "summaryQuery": f"request.path == {_kfl_string(path)}",
+        "summary": summary,
+        "summaryQuery": summary_q,
         "timestamp": entry.get("timestamp"),
         "tls": entry.get("tls"),
         "worker": entry.get("worker"),

@@ -35,7 +35,11 @@ Policies (what a Zeek user would expect of a passive analyser; see also docs/int
 * Interim 1xx responses (100 Continue, 103 Early Hints) are consumed and never paired. 101
   Switching Protocols, and a 2xx answer to CONNECT, end HTTP on the connection: the exchange is
   emitted and `active` becomes False. A request carrying `Upgrade` (or a CONNECT) pauses parsing
-  of the client side until its response says whether the protocol switched.
+  of the client side until its response says whether the protocol switched. A 101 to an upgrade
+  token with a dissector in `upgrades` (`h2c`) hands the connection over to it instead
+  (capture/dissect.py): the successor gets the upgrade request (its response comes in the new
+  protocol, e.g. on HTTP/2 stream 1, so no HTTP/1 exchange is emitted for it), then the bytes
+  that followed the upgrade request and the 101.
 * Pairing: the n-th request pairs with the n-th final response (keep-alive and pipelining), with
   two corrections by packet time, because a passive capture can miss or reorder messages:
   - a response delivered before any request is waiting answers the next request only if it began
@@ -82,12 +86,17 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Generic, NamedTuple, TypeAlias, TypeVar
+
+from capture.dissect import EntryMaker, TcpDissector
+from capture.entries import EntryBuilder
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
-__all__ = ["Exchange", "HttpConnection", "HttpLimits", "HttpStats", "Message"]
+    from capture.entries import ConnectionEnds, Identity
+
+__all__ = ["Exchange", "HttpConnection", "HttpLimits", "HttpStats", "Message", "UpgradeFactory"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,16 +480,25 @@ class _Side:
         self.gap_pending = False  # bytes lost or skipped since the last message head here
 
 
-class HttpConnection:
+# Makes the dissector an HTTP/1.1 `Upgrade` hands the connection over to: (the upgrade request,
+# None if it was not captured; the 101 response; the client's side) → the successor, with
+# client_side set. Registered per upgrade token (lower case, e.g. "h2c") by capture/dissectors.py.
+UpgradeFactory: TypeAlias = "Callable[[Message | None, Message, int], TcpDissector]"
+
+
+class HttpConnection(TcpDissector):
     """HTTP/1.x dissector and pairer for one TCP connection (see the module docstring)."""
 
     def __init__(
-        self, limits: HttpLimits = _DEFAULT_LIMITS, stats: HttpStats | None = None
+        self,
+        limits: HttpLimits = _DEFAULT_LIMITS,
+        stats: HttpStats | None = None,
+        upgrades: Mapping[str, UpgradeFactory] | None = None,
     ) -> None:
+        super().__init__("http")
         self.limits = limits
         self.stats = HttpStats() if stats is None else stats
-        self.client_side: int | None = None
-        self.active = True
+        self._upgrades = upgrades
         self.evicted = 0  # exchanges pushed out early by max_pending
         self.discarded = 0  # bytes skipped while probing or resynchronising (gaps not included)
         self._sides = (_Side(), _Side())
@@ -489,9 +507,6 @@ class HttpConnection:
         self._req_next = 0  # absolute index of the next request's slot
         self._resp_next = 0  # absolute index of the next final response's slot
         self._pipelined = False  # a request was seen before the previous response ended
-        # Completed exchanges not popped yet. Read-only for callers: a cheap "anything to
-        # pop?" test (the pipeline asks after every data() call); pop_exchanges takes them.
-        self.exchanges: list[Exchange] = []
         self._paused: _Txn | None = None  # slot of the Upgrade/CONNECT request being waited on
         self._probe_budget = limits.max_probe
         # limits read by _quick for every message (limits is frozen)
@@ -501,12 +516,13 @@ class HttpConnection:
 
     # ------------------------------------------------------------------ public API
 
-    def pop_exchanges(self) -> list[Exchange]:
-        out = self.exchanges
-        if not out:
-            return []  # never hand out the internal list: later exchanges would appear in it
-        self.exchanges = []
-        return out
+    def entry_maker(
+        self, conn: ConnectionEnds, identity: Identity, stream: int, max_decoded: int
+    ) -> EntryMaker:
+        # decoded bodies are bounded like wire bodies (--max-body)
+        return EntryBuilder(
+            conn, self.client_side or 0, identity, stream, max_decoded, self.limits.max_body
+        )
 
     def data(self, side: int, data: bytes, ts_ns: int) -> None:
         if not self.active or not data:
@@ -717,6 +733,9 @@ class HttpConnection:
                     return n
                 break
             if not self.active:
+                succ = self.successor
+                if succ is not None and pos < n:  # what followed the 101 (e.g. HTTP/2 frames)
+                    succ.data(side, bytes(buf[pos:n]), ts if pos >= cur else self._ts_at(s, pos))
                 return n
         return pos
 
@@ -1574,6 +1593,8 @@ class HttpConnection:
                 if 0 <= nxt < len(self._txns) and self._txns[nxt].req_st != _NONE:
                     self._pipelined = True  # the next request was sent before this one ended
             if m.switch:
+                if self._upgrades is not None and msg.status == 101 and self._upgrade(t, msg):
+                    return
                 if t.detached and not t.emitted:
                     t.emitted = True
                     self.exchanges.append(self._exchange(t))
@@ -1662,6 +1683,38 @@ class HttpConnection:
         return _new(Exchange, (req, resp, ("pair-not-found", why)))
 
     # ------------------------------------------------------------------ upgrade / CONNECT
+
+    def _upgrade(self, t: _Txn, resp: Message) -> bool:
+        """A 101 switched protocols: hand over to the upgrade token's dissector if there is one
+        (True), else let HTTP/1 end as for any switch (False)."""
+        assert self._upgrades is not None
+        token = ""
+        for msg in (resp, t.req):
+            if msg is not None:
+                for name, value in msg.headers:
+                    if name.lower() == "upgrade":
+                        token = value.split(",", 1)[0].strip().lower()
+                        break
+            if token:
+                break
+        factory = self._upgrades.get(token)
+        client = self.client_side
+        if factory is None or client is None:
+            return False
+        succ = factory(t.req, resp, client)
+        # Its response comes in the new protocol: this slot is the successor's now.
+        if not t.detached:
+            self._txns.remove(t)
+            t.detached = t.emitted = True
+        self._flush("the protocol switched")
+        held = self._sides[client]
+        pending = bytes(held.buf) if held.state == _PAUSED else b""
+        ts = held.marks[0][1] if held.marks else resp.ts_first_ns
+        self._stop()
+        self.successor = succ
+        if pending:  # sent after the upgrade request, held until the 101 (e.g. the preface)
+            succ.data(client, pending, ts)
+        return True
 
     def _unpause(self, s: _Side, side: int) -> None:
         """The response did not switch protocols (or never came): parse what was held."""

@@ -1,18 +1,29 @@
 """The whole packet side in one synchronous object: frames in, entries and pcap records out.
 
-Decode → reassembly → HTTP/1.x → entries, chained by plain calls in one place so that replay and
-live capture share every line of it (the Trio layer only feeds frames and drains `Output`). Time
-is the packet's time; nothing here reads a clock, so a replay is deterministic.
+Decode → reassembly → a dissector per connection → entries, chained by plain calls in one place
+so that replay and live capture share every line of it (the Trio layer only feeds frames and
+drains `Output`). Time is the packet's time; nothing here reads a clock, so a replay is
+deterministic. UDP takes a shorter way: decode hands on the datagrams of the ports a UDP
+dissector listens on, and each flow (5-tuple) gets its own dissector.
+
+Which dissector a connection or flow gets is capture/dissectors.py's `Selection` (port hints
+such as `--decode-as`, then content, then HTTP/1 as the fallback); what a dissector is, is
+capture/dissect.py. A dissector may hand the connection over to another (`successor`: the
+choice from the first bytes, or HTTP/1.1 `Upgrade: h2c`); the connection keeps its stream and
+entry numbering.
 
 Cost: this runs for every captured packet, so the chain is plain calls with nothing between
-them: in-order data goes from the reassembler straight to the connection's HTTP dissector
-(`Reassembler(on_data=...)`, no Data event in between), and each HTTP connection keeps an
-`EntryBuilder` made when HTTP is recognised. scripts/bench_pipeline.py measures it.
+them: in-order data goes from the reassembler straight to the connection's dissector
+(`Reassembler(on_data=...)`, no Data event in between), and each connection keeps the
+`EntryMaker` its dissector made when it recognised its protocol. scripts/bench_pipeline.py
+measures it.
 
-A connection gets its pcap stream number the first time HTTP is recognised on it, not when it
-opens: most connections a node sees are not HTTP (TLS, DNS over TCP, databases), and numbering
-them would fill the data directory with pcaps no entry points to. Packets that arrive before
-recognition are held, bounded per connection and in total (`PipelineLimits`).
+A connection gets its pcap stream number the first time its protocol is recognised, not when it
+opens: most connections a node sees are not dissected (TLS, databases), and numbering them
+would fill the data directory with pcaps no entry points to. Packets that arrive before
+recognition are held, bounded per connection and in total (`PipelineLimits`). A UDP flow gets
+its number with the first datagram its dissector accepts; datagrams it rejects before that are
+not kept. Flows are bounded (`UdpLimits`) and end after `idle_timeout_ns` without a datagram.
 """
 
 from __future__ import annotations
@@ -21,18 +32,37 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from capture.decode import Decoder
-from capture.entries import EntryBuilder, Identity
-from capture.http1 import HttpConnection, HttpLimits, HttpStats
+from capture.dissect_dns import DnsLimits
+from capture.dissectors import DEFAULT_SPECS, DissectorSpec, Selection
+from capture.entries import Identity
+from capture.http1 import HttpLimits
+from capture.http2 import Http2Limits
+from capture.protobuf import ProtoDecoder
 from capture.reassembly import Closed, Data, Gap, Opened, Reassembler, ReassemblyLimits
 from capture.segment import TS_MAX_NS, TS_MIN_NS
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
-    from capture.segment import Segment
+    from capture.dissect import EntryMaker, TcpDissector, UdpDissector
+    from capture.segment import Datagram, Segment
 
 _SECOND_NS = 1_000_000_000
 CLOSED_REMEMBERED = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class UdpLimits:
+    """UDP flows (5-tuples) being dissected.
+
+    max_flows: past it the least recently active flow ends ("evicted", counted in
+    `udp_flows_evicted`): its pending exchanges are emitted with errors and its pcap closes.
+    idle_timeout_ns: a flow with no datagram for this long (packet time) ends ("timeout"); a
+    later datagram of the same 5-tuple starts a new flow with a new pcap.
+    """
+
+    max_flows: int = 65_536
+    idle_timeout_ns: int = 10 * _SECOND_NS
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +78,11 @@ class PipelineLimits:
 
     reassembly: ReassemblyLimits = field(default_factory=ReassemblyLimits)
     http: HttpLimits = field(default_factory=HttpLimits)
+    http2: Http2Limits = field(default_factory=Http2Limits)
+    # Decodes gRPC messages to JSON in HTTP/2 entries (--proto-descriptor); None: raw fields.
+    protobuf: ProtoDecoder | None = None
+    dns: DnsLimits = field(default_factory=DnsLimits)
+    udp: UdpLimits = field(default_factory=UdpLimits)
     held_packets_per_conn: int = 64
     held_bytes_total: int = 32 << 20
     expire_every_ns: int = _SECOND_NS
@@ -65,12 +100,45 @@ class Output:
 @dataclass(slots=True)
 class _Conn:
     opened: Opened
-    http: HttpConnection
-    stream: int = 0  # 0 until HTTP is recognised
+    dissector: TcpDissector
+    stream: int = 0  # 0 until the dissector recognises its protocol
     index: int = 0
     held: list[tuple[int, int, bytes]] = field(default_factory=list)
     held_bytes: int = 0
-    builder: EntryBuilder | None = None  # set with stream
+    maker: EntryMaker | None = None  # set with stream
+
+
+class _Flow:
+    """One UDP 5-tuple; side 0 is the client (it sends to the hinted port). Has the fields of
+    capture.entries.ConnectionEnds, for its EntryMaker."""
+
+    __slots__ = (
+        "client_ip",
+        "client_port",
+        "dissector",
+        "family",
+        "index",
+        "key",
+        "last_ns",
+        "maker",
+        "server_ip",
+        "server_port",
+        "spec",
+        "stream",
+    )
+
+    def __init__(
+        self, key: tuple[bytes, int, bytes, int], family: int, spec: DissectorSpec, d: UdpDissector
+    ) -> None:
+        self.key = key
+        self.client_ip, self.client_port, self.server_ip, self.server_port = key
+        self.family = family
+        self.spec = spec
+        self.dissector = d
+        self.stream = 0
+        self.index = 0
+        self.last_ns = 0
+        self.maker: EntryMaker | None = None
 
 
 class Pipeline:
@@ -81,17 +149,26 @@ class Pipeline:
         identity: Identity,
         allocate_stream: Callable[[], int],
         limits: PipelineLimits | None = None,
+        *,
+        decode_as: Mapping[int, str] | None = None,
+        specs: Sequence[DissectorSpec] = DEFAULT_SPECS,
     ) -> None:
+        """`decode_as`: port → protocol name (`--decode-as`); `specs`: the dissectors to run
+        (capture/dissectors.py). ValueError for a name no spec has."""
         self.limits = limits or PipelineLimits()
         self.identity = identity
         self._allocate_stream = allocate_stream
-        self.decoder = Decoder()
+        self.selection = Selection(self.limits, specs, decode_as)
+        self.decoder = Decoder(udp_ports=self.selection.udp_ports)
         # In-order data reaches _data directly, without a Data event (see Reassembler).
         self.reassembler = Reassembler(self.limits.reassembly, on_data=self._data)
         # bound once: called for every packet
         self._decode = self.decoder.decode
         self._reassemble = self.reassembler.feed
         self._conns: dict[int, _Conn] = {}
+        # UDP flows by (client ip, client port, server ip, server port), least recently
+        # active first (a datagram moves its flow to the end).
+        self._flows: dict[tuple[bytes, int, bytes, int], _Flow] = {}
         # conn_id -> stream of recently closed HTTP connections, so packets the reassembler
         # still attributes to them (final ACKs, late retransmissions) reach their pcap.
         # Bounded by CLOSED_REMEMBERED; the oldest is forgotten first.
@@ -101,15 +178,19 @@ class Pipeline:
         self._next_expire_ns = 0
         self._last_ts_ns = 0
         self.counters: dict[str, int] = {
-            "http_connections": 0,
+            "http_connections": 0,  # HTTP/1 (kept for compatibility: see connections_<name>)
+            "connections_dissected": 0,  # TCP connections and UDP flows given a stream
             "entries": 0,
             "entries_with_error": 0,
             "held_packets_discarded": 0,
+            "udp_flows": 0,
+            "udp_flows_evicted": 0,
+            "udp_datagrams_rejected": 0,
             "timestamps_clamped": 0,
         }
         self.errors_by_type: dict[str, int] = {}
         # what every connection's dissector counts (bodies cut by HttpLimits.max_pending_body)
-        self.http_stats = HttpStats()
+        self.http_stats = self.selection.http_stats
 
     # -- input ---------------------------------------------------------------------------
 
@@ -120,6 +201,8 @@ class Pipeline:
             ts_ns = self._clamp_time(ts_ns)
         seg = self._decode(ts_ns, linktype, frame)
         if seg is None:
+            if self.decoder.datagrams:  # a UDP datagram for a UDP dissector
+                self._feed_datagrams(ts_ns, linktype, frame)
             return
         if self.reassembler.probing:  # a stream began with one byte: maybe a keep-alive
             self.reassembler.frame = (linktype, frame)  # its options are read if needed
@@ -138,7 +221,7 @@ class Pipeline:
             if conn is not None:
                 if conn.stream:
                     self._out.packets.append((conn.stream, ts_ns, linktype, frame))
-                elif conn.http.active:
+                elif conn.dissector.active:
                     self._hold(conn, ts_ns, linktype, frame)
                 if self.reassembler.events:  # none for most pure ACKs
                     self._drain_events()
@@ -148,7 +231,7 @@ class Pipeline:
                 if conn is not None:  # opened by this very packet
                     if conn.stream:
                         self._out.packets.append((conn.stream, ts_ns, linktype, frame))
-                    elif conn.http.active:
+                    elif conn.dissector.active:
                         self._hold(conn, ts_ns, linktype, frame)
                 else:
                     stream = self._closed.get(conn_id)
@@ -158,9 +241,14 @@ class Pipeline:
             self._drain_events()
         # (a clamped time is no clock: one damaged record must not time out every connection)
         if ts_ns >= self._next_expire_ns and ts_ns != TS_MAX_NS:
-            self._next_expire_ns = ts_ns + self.limits.expire_every_ns
-            self.reassembler.expire(ts_ns)
-            self._drain_events()
+            self._expire(ts_ns)
+
+    def _expire(self, ts_ns: int) -> None:
+        self._next_expire_ns = ts_ns + self.limits.expire_every_ns
+        self.reassembler.expire(ts_ns)
+        self._drain_events()
+        if self._flows:
+            self._expire_flows(ts_ns)
 
     def _clamp_time(self, ts_ns: int) -> int:
         """A packet time no pcap record can hold (before 1970, after 2106: a damaged capture, a
@@ -203,7 +291,7 @@ class Pipeline:
                 if conn.stream:
                     for ts, frame in records:
                         self._out.packets.append((conn.stream, ts, linktype, frame))
-                elif conn.http.active:
+                elif conn.dissector.active:
                     for ts, frame in records:
                         self._hold(conn, ts, linktype, frame)
                 if self.reassembler.events:
@@ -211,9 +299,83 @@ class Pipeline:
         elif self.reassembler.events:
             self._drain_events()
         if ts_ns >= self._next_expire_ns:
-            self._next_expire_ns = ts_ns + self.limits.expire_every_ns
-            self.reassembler.expire(ts_ns)
-            self._drain_events()
+            self._expire(ts_ns)
+
+    def _feed_datagrams(self, ts_ns: int, linktype: int, frame: bytes) -> None:
+        """`feed` for a frame that decoded to a UDP datagram (one, or none if it only completed
+        nothing); its captured frames (every fragment, if it was reassembled) go to the flow's
+        pcap."""
+        decoder = self.decoder
+        records = decoder.pop_reassembled() if decoder.reassembled else [(ts_ns, frame)]
+        if ts_ns > self._last_ts_ns:
+            self._last_ts_ns = ts_ns
+        for dg in decoder.datagrams:
+            self._datagram(dg, linktype, records)
+        decoder.datagrams.clear()
+        if ts_ns >= self._next_expire_ns:
+            self._expire(ts_ns)
+
+    def _datagram(self, dg: Datagram, linktype: int, records: list[tuple[int, bytes]]) -> None:
+        choice = self.selection.udp(dg.sport, dg.dport)
+        if choice is None:
+            return
+        spec, from_client = choice
+        if from_client:
+            key = (dg.src, dg.sport, dg.dst, dg.dport)
+            side = 0
+        else:
+            key = (dg.dst, dg.dport, dg.src, dg.sport)
+            side = 1
+        flows = self._flows
+        flow = flows.pop(key, None)
+        if flow is not None and flow.last_ns + self.limits.udp.idle_timeout_ns <= dg.ts_ns:
+            self._end_flow(flow, "timeout", dg.ts_ns)  # idle too long: this one starts anew
+            flow = None
+        if flow is None:
+            flow = _Flow(key, dg.family, spec, self.selection.make_udp(spec))
+            self.counters["udp_flows"] += 1
+            if len(flows) >= self.limits.udp.max_flows:
+                self.counters["udp_flows_evicted"] += 1
+                self._end_flow(flows.pop(next(iter(flows))), "evicted", dg.ts_ns)
+        flows[key] = flow  # most recently active last
+        flow.last_ns = dg.ts_ns
+        d = flow.dissector
+        accepted = d.datagram(side, dg.payload, dg.ts_ns)
+        if not flow.stream:
+            if not accepted:
+                self.counters["udp_datagrams_rejected"] += 1
+                if not d.exchanges:
+                    return
+            flow.stream = self._allocate_stream()
+            flow.maker = d.entry_maker(
+                flow, self.identity, flow.stream, self.limits.http.max_decoded
+            )
+            self._count_dissected(spec.name)
+        append = self._out.packets.append
+        for ts, frame in records:
+            append((flow.stream, ts, linktype, frame))
+        if d.exchanges:
+            flow.index = self._write(d.pop_exchanges(), flow.maker, flow.index)
+
+    def _expire_flows(self, now_ns: int) -> None:
+        """Ends the flows idle for UdpLimits.idle_timeout_ns (the oldest are first)."""
+        flows = self._flows
+        idle = self.limits.udp.idle_timeout_ns
+        while flows:
+            key = next(iter(flows))
+            flow = flows[key]
+            if flow.last_ns + idle > now_ns:
+                break
+            del flows[key]
+            self._end_flow(flow, "timeout", now_ns)
+
+    def _end_flow(self, flow: _Flow, reason: str, ts_ns: int) -> None:
+        d = flow.dissector
+        d.end(reason, ts_ns)
+        if flow.stream:
+            if d.exchanges:
+                flow.index = self._write(d.pop_exchanges(), flow.maker, flow.index)
+            self._out.closed_streams.append(flow.stream)
 
     def advance(self, now_ns: int) -> None:
         """Let time pass without packets (live capture on a quiet link): expire idle connections
@@ -221,11 +383,18 @@ class Pipeline:
         self.reassembler.expire(now_ns)
         self.decoder.expire_fragments(now_ns)
         self._drain_events()
+        if self._flows:
+            self._expire_flows(now_ns)
 
     def finish(self, ts_ns: int | None = None) -> None:
-        """End of input: every open connection is closed and its pending exchanges written."""
-        self.reassembler.close_all(self._last_ts_ns if ts_ns is None else ts_ns)
+        """End of input: every open connection and flow is closed and its pending exchanges
+        written."""
+        end_ns = self._last_ts_ns if ts_ns is None else ts_ns
+        self.reassembler.close_all(end_ns)
         self._drain_events()
+        flows, self._flows = self._flows, {}
+        for flow in flows.values():
+            self._end_flow(flow, "eof", end_ns)
 
     def pop_output(self) -> Output:
         out, self._out = self._out, Output()
@@ -247,6 +416,7 @@ class Pipeline:
             merged[f"http_{key}"] = value
         merged.update(self.counters)
         merged["open_connections"] = len(self._conns)
+        merged["open_udp_flows"] = len(self._flows)
         for key, value in self.errors_by_type.items():
             merged[f"errors_{key.replace('-', '_')}"] = value
         return merged
@@ -295,11 +465,11 @@ class Pipeline:
         """A Data event's bytes (queued, or handed over directly by the reassembler)."""
         conn = self._conns.get(conn_id)
         if conn is not None:
-            http = conn.http
-            http.data(side, data, ts_ns)
+            d = conn.dissector
+            d.data(side, data, ts_ns)
             if not conn.stream:
-                self._after_http(conn)
-            elif http.exchanges:
+                self._after_dissect(conn)
+            elif d.exchanges or d.successor is not None:
                 self._write_entries(conn)
 
     def _drain_events(self) -> None:
@@ -308,17 +478,17 @@ class Pipeline:
             if type(ev) is Data:
                 self._data(ev.conn_id, ev.side, ev.data, ev.ts_ns)
             elif type(ev) is Opened:
-                conns[ev.conn_id] = _Conn(ev, HttpConnection(self.limits.http, self.http_stats))
+                conns[ev.conn_id] = _Conn(ev, self.selection.tcp(ev))
             elif type(ev) is Gap:
                 conn = conns.get(ev.conn_id)
                 if conn is not None:
-                    conn.http.gap(ev.side, ev.length, ev.ts_ns)
-                    self._after_http(conn)
+                    conn.dissector.gap(ev.side, ev.length, ev.ts_ns)
+                    self._after_dissect(conn)
             elif type(ev) is Closed:
                 conn = conns.pop(ev.conn_id, None)
                 if conn is not None:
-                    conn.http.end(ev.reason, ev.ts_ns)
-                    self._after_http(conn)
+                    conn.dissector.end(ev.reason, ev.ts_ns)
+                    self._after_dissect(conn)
                     if conn.stream:
                         self._out.closed_streams.append(conn.stream)
                         self._closed[ev.conn_id] = conn.stream
@@ -327,36 +497,59 @@ class Pipeline:
                     else:
                         self._drop_held(conn)
 
-    def _after_http(self, conn: _Conn) -> None:
-        http = conn.http
+    def _after_dissect(self, conn: _Conn) -> None:
+        d = conn.dissector
+        if d.successor is not None:
+            self._hand_over(conn)
+            d = conn.dissector
         if not conn.stream:
-            if http.client_side is None:
-                if not http.active and conn.held:
-                    self._drop_held(conn)  # decided: not HTTP, its packets are not ours to keep
+            client_side = d.client_side
+            if client_side is None:
+                if not d.active and conn.held:
+                    self._drop_held(conn)  # decided: not ours, its packets are not ours to keep
                 return
             conn.stream = self._allocate_stream()
             # The roles are known now and never change: the connection's entries can be
-            # prepared (EntryBuilder works out once what they all share).
-            conn.builder = EntryBuilder(
-                conn.opened,
-                http.client_side,
-                self.identity,
-                conn.stream,
-                self.limits.http.max_decoded,
-                self.limits.http.max_body,  # decoded bodies are bounded like wire bodies
+            # prepared (the EntryMaker works out once what they all share).
+            conn.maker = d.entry_maker(
+                conn.opened, self.identity, conn.stream, self.limits.http.max_decoded
             )
-            self.counters["http_connections"] += 1
+            self._count_dissected(d.name)
             self._release_held(conn)
-        if http.exchanges:
+        if d.exchanges:
             self._write_entries(conn)
 
+    def _hand_over(self, conn: _Conn) -> None:
+        """The dissector passed the connection on (capture/dissect.py): write what it left,
+        then carry on with its successor (following a chain of them)."""
+        d = conn.dissector
+        while d.successor is not None:
+            if d.exchanges and conn.maker is not None:
+                conn.index = self._write(d.pop_exchanges(), conn.maker, conn.index)
+            d = d.successor
+            conn.dissector = d
+            if conn.stream:
+                # A successor made after recognition knows its client side (the contract).
+                conn.maker = d.entry_maker(
+                    conn.opened, self.identity, conn.stream, self.limits.http.max_decoded
+                )
+
     def _write_entries(self, conn: _Conn) -> None:
-        exchanges = conn.http.pop_exchanges()
-        builder = conn.builder
-        assert builder is not None  # made with conn.stream
-        build = builder.build
+        d = conn.dissector
+        if d.exchanges:
+            maker = conn.maker
+            assert maker is not None  # made with conn.stream
+            conn.index = self._write(d.pop_exchanges(), maker, conn.index)
+        if d.successor is not None:
+            self._hand_over(conn)
+            if conn.dissector.exchanges:
+                self._write_entries(conn)
+
+    def _write(self, exchanges: list[Any], maker: EntryMaker | None, index: int) -> int:
+        """Builds and queues the entries of exchanges numbered from index; the next index."""
+        assert maker is not None
+        build = maker.build
         append = self._out.entries.append
-        index = conn.index
         for ex in exchanges:
             entry = build(ex, index)
             append(entry)
@@ -368,5 +561,13 @@ class Pipeline:
                 self.counters["entries_with_error"] += 1
                 kind = error["type"]
                 self.errors_by_type[kind] = self.errors_by_type.get(kind, 0) + 1
-        conn.index = index
         self.counters["entries"] += len(exchanges)
+        return index
+
+    def _count_dissected(self, name: str) -> None:
+        counters = self.counters
+        counters["connections_dissected"] += 1
+        key = f"connections_{name}"
+        counters[key] = counters.get(key, 0) + 1
+        if name == "http":
+            counters["http_connections"] += 1

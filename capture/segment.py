@@ -1,4 +1,4 @@
-"""The one value decode hands to the rest of the pipeline.
+"""The values decode hands to the rest of the pipeline: TCP segments and UDP datagrams.
 
 A NamedTuple rather than a dataclass: it is built once per packet on the hot path, and tuple
 construction is the cheapest immutable record CPython has.
@@ -34,4 +34,16 @@ class Segment(NamedTuple):
     seq: int
     ack: int
     flags: int
+    payload: bytes
+
+
+class Datagram(NamedTuple):
+    """One UDP datagram's payload, for a port a UDP dissector listens on (see decode.py)."""
+
+    ts_ns: int
+    family: int
+    src: bytes
+    dst: bytes
+    sport: int
+    dport: int
     payload: bytes

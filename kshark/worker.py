@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 import capture
+from capture.dissectors import parse_decode_as, spec_names
 from capture.entries import Identity
 from capture.pipeline import Output, Pipeline, PipelineLimits
+from capture.protobuf import ProtoDecoder, ProtoDescriptorError
 from capture.sources import CaptureFile, CaptureOpenError
 from kshark import __version__, cliargs
 from kshark.cliargs import CliError
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
 
     import outcome
 
+    from kshark.k8s.config import ClusterConfig
+    from kshark.k8s.resolver import Resolver
     from kshark.live import LiveCapture
 
 log = logging.getLogger("kshark.worker")
@@ -93,13 +97,19 @@ class WorkerConfig:
     once: bool = False
     storage_limit: int = 1 << 30
     max_body: int = 1 << 20
+    # --proto-descriptor: decodes gRPC messages to JSON in entries (capture/protobuf.py)
+    protobuf: ProtoDecoder | None = None
+    decode_as: dict[int, str] = field(default_factory=dict)  # port → protocol (--decode-as)
+    cluster: ClusterConfig | None = None  # name resolution from this cluster (None: off)
+    resolve_off: str = "no --kubeconfig, KUBECONFIG or in-cluster service account"
 
 
 class Worker:
     """One worker's state: the store, the pipeline and the counters the API reports."""
 
-    def __init__(self, cfg: WorkerConfig, api_port: int) -> None:
+    def __init__(self, cfg: WorkerConfig, api_port: int, resolver: Resolver | None = None) -> None:
         self.cfg = cfg
+        self.resolver = resolver
         self.store = Store(cfg.data_dir, storage_limit=cfg.storage_limit)
         host = cfg.advertise or (
             cfg.host if cfg.host not in ("0.0.0.0", "::", "") else _primary_ip()
@@ -110,11 +120,19 @@ class Worker:
             node_ip=host,
             node_name=cfg.node_name or socket.gethostname(),
             local_ips=frozenset(_local_ips()) if cfg.ifaces else frozenset(),
+            resolver=resolver.index if resolver is not None else None,
         )
         from capture.http1 import HttpLimits
+        from capture.http2 import Http2Limits
 
-        limits = PipelineLimits(http=HttpLimits(max_body=cfg.max_body))
-        self.pipeline = Pipeline(identity, self.store.allocate_stream, limits)
+        limits = PipelineLimits(
+            http=HttpLimits(max_body=cfg.max_body),
+            http2=Http2Limits(max_body=cfg.max_body),
+            protobuf=cfg.protobuf,
+        )
+        self.pipeline = Pipeline(
+            identity, self.store.allocate_stream, limits, decode_as=cfg.decode_as
+        )
         self.packets = 0
         self.capture_warnings: list[str] = []
         self.live_stats: dict[str, int] = {}
@@ -143,7 +161,7 @@ class Worker:
             "packets": self.packets,
             "dropped_kernel": live.get("kernel_drops", 0),
             "dropped_ours": live.get("our_drops", 0) + pipeline.get("held_packets_discarded", 0),
-            "connections": pipeline.get("http_connections", 0),
+            "connections": pipeline.get("connections_dissected", 0),
             "open_connections": pipeline.get("open_connections", 0),
             "entries": pipeline.get("entries", 0),
             "errors": pipeline.get("entries_with_error", 0),
@@ -154,6 +172,11 @@ class Worker:
             "live": dict(live),
             "store": self.store.stats,
             "writer": dict(self.writer_stats),
+            "resolver": (
+                self.resolver.status()
+                if self.resolver is not None
+                else {"enabled": False, "reason": self.cfg.resolve_off}
+            ),
         }
 
     def summary_line(self) -> str:
@@ -519,10 +542,19 @@ async def _run_opened(cfg: WorkerConfig, capture: LiveCapture | None, task_statu
                 # trio's text repeats the errno and the address tuple; say it as the flags do.
                 where = f"{cfg.host or '*'}:{cfg.port}"
                 raise StartupError(f"API on {where}: {exc.strerror or exc}") from None
-        worker = Worker(cfg, port)
+        resolver = None
+        if cfg.cluster is not None:
+            from kshark.k8s.resolver import Resolver
+
+            resolver = Resolver(cfg.cluster)
+        worker = Worker(cfg, port, resolver)
         worker_box.append(worker)
         try:
             task_status.started(worker)
+            if resolver is not None:
+                await nursery.start(resolver.run)
+                # Entries name what the first lists found (bounded: see SETTLE_WAIT_SECONDS).
+                await resolver.wait_settled()
             if cfg.pcaps:
                 await _replay(worker, cfg.pcaps)
                 if not cfg.ifaces:
@@ -578,6 +610,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="kernel BPF filter for live capture",
     )
     add(
+        "--decode-as",
+        action="append",
+        default=[],
+        metavar="PORT=PROTO",
+        help="dissect TCP/UDP port PORT as PROTO whatever its content, like tshark's -d "
+        f"(repeatable; PROTO one of {', '.join(spec_names())})",
+    )
+    add(
         "--data-dir",
         default="kshark-data",
         type=cliargs.nonempty("--data-dir"),
@@ -597,6 +637,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=cliargs.size(),
         help="body bytes kept per message (default 1MiB)",
     )
+    add(
+        "--proto-descriptor",
+        metavar="FILE",
+        type=cliargs.nonempty("--proto-descriptor"),
+        help="a protobuf FileDescriptorSet (protoc --include_imports --descriptor_set_out=FILE): "
+        "gRPC messages of its services are decoded to JSON in entries",
+    )
     add("--host", default="127.0.0.1", help="API listen address (default 127.0.0.1)")
     add("--port", default=30001, type=cliargs.port, help="API port (default 30001; 0: any)")
     add(
@@ -613,6 +660,14 @@ def build_parser() -> argparse.ArgumentParser:
     cliargs.add_token_flags(
         p, "--token", TOKEN_ENV, "require 'Authorization: Bearer TOKEN' (or ?token=) on the API"
     )
+    add(
+        "--kubeconfig",
+        metavar="PATH",
+        type=cliargs.nonempty("--kubeconfig"),
+        help="resolve pod/service/node names from this cluster (default: $KUBECONFIG, else the "
+        "in-cluster service account when running in a pod)",
+    )
+    add("--no-resolve", action="store_true", help="do not resolve names from Kubernetes")
     add("--once", action="store_true", help="process the captures, print a summary, exit")
     add(
         "--log-level",
@@ -627,14 +682,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> WorkerConfig:
     """The checked flags → WorkerConfig; CliError for what only makes sense together (or
-    needs the file system: the captures, the data directory, the token file)."""
+    needs the file system: the captures, the data directory, the token file, a descriptor
+    set, a kubeconfig)."""
     if not args.pcap and not args.iface:
         raise CliError("nothing to capture: give --pcap FILE or --iface IFACE")
     if args.once and args.iface:
         raise CliError("--once is for --pcap replay only")
     if args.bpf is not None and not args.iface:
         raise CliError("--filter applies to live capture (--iface) only")
+    decode_as: dict[int, str] = {}
+    for text in args.decode_as:
+        try:
+            port, proto = parse_decode_as(text)
+        except ValueError as exc:
+            raise CliError(f"--decode-as {exc}") from None
+        decode_as[port] = proto
     token = cliargs.token_from(args.token, args.token_file, TOKEN_ENV)
+    protobuf = None
+    if args.proto_descriptor is not None:
+        descriptor = Path(args.proto_descriptor)
+        try:
+            protobuf = ProtoDecoder(descriptor.read_bytes(), str(descriptor))
+        except OSError as exc:
+            raise CliError(f"{descriptor}: {exc.strerror or exc}") from None
+        except ProtoDescriptorError as exc:
+            raise CliError(str(exc)) from None
+    cluster = None
+    resolve_off = "--no-resolve"
+    if not args.no_resolve:
+        from kshark.k8s.config import KubeConfigError, find_cluster_config
+
+        try:
+            cluster = find_cluster_config(args.kubeconfig, os.environ)
+        except KubeConfigError as exc:
+            raise CliError(str(exc)) from None
+        resolve_off = WorkerConfig.resolve_off
     for path in args.pcap:
         try:
             CaptureFile(path)  # opens and checks the header: fail before anything starts
@@ -662,6 +744,10 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         once=args.once,
         storage_limit=args.storage_limit,
         max_body=args.max_body,
+        protobuf=protobuf,
+        decode_as=decode_as,
+        cluster=cluster,
+        resolve_off=resolve_off,
     )
 
 

@@ -472,8 +472,10 @@ def _run_parts(
             ("bench_reassembly.py", "TCP reassembly per segment"),
             ("bench_api.py", "Worker API: stream rate, latency, live loss (issue 4)"),
             ("bench_hub.py", "Hub: fan-in cost (issue 5)"),
+            ("bench_proto.py", "HTTP/2 and DNS: entries/s vs tshark (issue 12)"),
             ("bench_web.py", "Dashboard in Chromium at 2,000 entries/s (issue 11)"),
             ("bench_memory.py", "Memory: responses that decode to 10 MiB each (issue 9)"),
+            ("bench_k8s.py", "Kubernetes name resolution: cost per entry, memory, sync (issue 10)"),
         ):
             extra_args = [str(cap)] if extra == "bench_decode.py" and cap.exists() else []
             if extra == "bench_memory.py":

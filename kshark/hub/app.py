@@ -107,6 +107,7 @@ class HubApp:
         self.counters = StreamCounters()
         self.started = time.time()
         self.port: int | None = None  # set by run_hub once listening
+        self.discovery: Any = None  # kshark.hub.discover.Discovery with --discover
 
     # ---- streams ----------------------------------------------------------------------------
 
@@ -221,6 +222,7 @@ class HubApp:
             "workers_total": len(workers),
             "workers_up": sum(1 for w in workers if w["state"] == "up"),
             "workers_file": self.workers_file.status() if self.workers_file else None,
+            "discovery": self.discovery.status() if self.discovery else None,
             "clients_connected": len(self.clients),
             "clients_total": self.clients_total,
             "entries_sent_total": self.counters.entries_sent_total,

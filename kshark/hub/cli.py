@@ -2,6 +2,7 @@
 
 kshark-hub --worker 10.0.41.65:30001 --worker 10.0.41.66:30001
 kshark-hub --workers-file /etc/kshark/workers        # re-read when it changes
+kshark-hub --discover kshark/app.kubernetes.io/name=kshark-worker   # the worker pods (discover.py)
 wscat --connect ws://127.0.0.1:8899/api/wsFull -x 'response.status > 300'
 
 Tokens: `--token`/`--token-file`/KSHARK_TOKEN for clients, `--worker-token`/
@@ -13,11 +14,12 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
 import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -41,6 +43,10 @@ from kshark.hub.workers import (
     watch_workers_file,
 )
 
+if TYPE_CHECKING:
+    from kshark.hub.discover import DiscoverSpec
+    from kshark.k8s.config import ClusterConfig
+
 log = logging.getLogger("kshark.hub")
 
 
@@ -54,6 +60,9 @@ class HubConfig:
     worker_token: str | None = None  # sent to workers
     limits: HubLimits = field(default_factory=HubLimits)
     workers_file_poll: float = WORKERS_FILE_POLL_SECONDS
+    discover: DiscoverSpec | None = None  # watch these worker pods (with `cluster`)
+    cluster: ClusterConfig | None = None
+    discover_port: int = 30001  # a discovered pod's API port without the annotation
 
 
 async def run_hub(cfg: HubConfig, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -66,6 +75,11 @@ async def run_hub(cfg: HubConfig, *, task_status: Any = trio.TASK_STATUS_IGNORED
             await nursery.start(
                 functools.partial(watch_workers_file, workers, file_state, cfg.workers_file_poll)
             )
+        if cfg.discover is not None and cfg.cluster is not None:
+            from kshark.hub.discover import Discovery
+
+            app.discovery = Discovery(workers, cfg.discover, cfg.discover_port)
+            await nursery.start(app.discovery.run, cfg.cluster)
         nursery.start_soon(monitor_workers, workers, cfg.limits, cfg.worker_token)
         app.port = await nursery.start(
             functools.partial(serve, app, cfg.host, cfg.port, token=cfg.token)
@@ -102,6 +116,26 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="FILE",
         help="one HOST:PORT per line (# comments); re-read when it changes",
+    )
+    p.add_argument(
+        "--discover",
+        metavar="NAMESPACE/LABEL_SELECTOR",
+        help="stream every Ready worker pod of NAMESPACE matching the selector, e.g. "
+        "kshark/app.kubernetes.io/name=kshark-worker (watched through the Kubernetes API)",
+    )
+    p.add_argument(
+        "--kubeconfig",
+        metavar="PATH",
+        help="the cluster for --discover (default: $KUBECONFIG, else the in-cluster service "
+        "account)",
+    )
+    p.add_argument(
+        "--discover-port",
+        type=int,
+        default=30001,
+        metavar="N",
+        help="a discovered worker's API port when its pod has no kshark.io/api-port "
+        "annotation (default %(default)s)",
     )
     p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", default=8899, type=int, help="listen port (default 8899)")
@@ -163,12 +197,34 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if not args.worker and args.workers_file is None:
+    if not args.worker and args.workers_file is None and not args.discover:
         print(
-            "kshark-hub: no workers: give --worker HOST:PORT or --workers-file FILE",
+            "kshark-hub: no workers: give --worker HOST:PORT, --workers-file FILE or "
+            "--discover NAMESPACE/LABEL_SELECTOR",
             file=sys.stderr,
         )
         return 2
+    discover = cluster = None
+    if args.discover:
+        from kshark.hub.discover import parse_discover
+        from kshark.k8s.config import KubeConfigError, find_cluster_config
+
+        try:
+            discover = parse_discover(args.discover)
+            cluster = find_cluster_config(args.kubeconfig, os.environ)
+        except (ValueError, KubeConfigError) as exc:
+            print(f"kshark-hub: --discover: {exc}", file=sys.stderr)
+            return 2
+        if cluster is None:
+            print(
+                "kshark-hub: --discover needs a cluster: --kubeconfig PATH, KUBECONFIG, or "
+                "running in a pod with a service account",
+                file=sys.stderr,
+            )
+            return 2
+        if not 0 < args.discover_port < 65536:
+            print("kshark-hub: --discover-port must be 1..65535", file=sys.stderr)
+            return 2
     workers: list[str] = []
     for text in args.worker:
         try:
@@ -224,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
             worker_silence=args.worker_silence,
             worker_pong_timeout=args.worker_pong_timeout,
         ),
+        discover=discover,
+        cluster=cluster,
+        discover_port=args.discover_port,
     )
     return trio.run(_main_async, cfg)
 

@@ -100,7 +100,7 @@ class WorkerInfo:
     """One worker as /status reports it."""
 
     address: str
-    sources: set[str] = field(default_factory=set)  # "cli", "file"
+    sources: set[str] = field(default_factory=set)  # "cli", "file", "discover"
     state: str = "unknown"  # "up" | "down" | "unknown" (not contacted yet)
     state_since: float = field(default_factory=time.time)
     last_error: str | None = None
@@ -189,6 +189,7 @@ class WorkerSet:
             if address not in self._static:
                 self._static.append(address)
         self._file: list[str] = []
+        self._discovered: list[str] = []  # from worker pods (discover.py)
         self.info: dict[str, WorkerInfo] = {}
         self.version = 0
         self._changed = trio.Event()
@@ -207,6 +208,23 @@ class WorkerSet:
             self._changed.set()
             self._changed = trio.Event()
         return added, removed
+
+    def set_discovered_workers(self, addresses: list[str]) -> tuple[list[str], list[str]]:
+        """Replace the discovered part of the set (discover.py); returns (added, removed)."""
+        before = list(self.addresses)
+        self._discovered = list(addresses)
+        self._rebuild()
+        added = [a for a in self.addresses if a not in before]
+        removed = [a for a in before if a not in self.addresses]
+        if added or removed:
+            self.version += 1
+            self._changed.set()
+            self._changed = trio.Event()
+        return added, removed
+
+    @property
+    def discovered(self) -> list[str]:
+        return list(self._discovered)
 
     async def wait_changed(self, version: int) -> None:
         """Return once the set differs from `version` (at once if it already does)."""
@@ -228,21 +246,23 @@ class WorkerSet:
 
     def _rebuild(self) -> None:
         ordered: list[str] = []
-        for address in [*self._static, *self._file]:
+        for address in [*self._static, *self._file, *self._discovered]:
             if address not in ordered:
                 ordered.append(address)
         if len(ordered) > MAX_WORKERS:
             log.error("%d workers listed; only the first %d are used", len(ordered), MAX_WORKERS)
             ordered = ordered[:MAX_WORKERS]
         self.addresses = ordered
-        static, from_file = set(self._static), set(self._file)
+        groups = (
+            ("cli", set(self._static)),
+            ("file", set(self._file)),
+            ("discover", set(self._discovered)),
+        )
         for address in ordered:
             info = self.info.get(address)
             if info is None:
                 info = self.info[address] = WorkerInfo(address)
-            info.sources = {
-                s for s, group in (("cli", static), ("file", from_file)) if address in group
-            }
+            info.sources = {s for s, group in groups if address in group}
         for address in list(self.info):
             if address not in ordered:
                 del self.info[address]

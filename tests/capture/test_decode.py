@@ -142,7 +142,7 @@ def test_outcome_counts_of_special_link_captures(name: str) -> None:
         dict.fromkeys(OUTCOMES, 0)
         | dict.fromkeys(DecodeStats.FRAGMENT_FIELDS, 0)
         | outcomes
-        | {"frames": frames, "truncated": 0, "undecoded": 0}
+        | {"frames": frames, "truncated": 0, "udp": 0, "undecoded": 0}
     )
     assert dec.stats.as_dict() == expected
     v6 = {"sv-http-ipv6-null.pcap", "zeek-1000-requests-one-dropped-response.pcap"}
@@ -575,6 +575,7 @@ def test_stats_as_dict_and_accumulation() -> None:
         "unsupported_linktype": 1,
         "fragments": 1,
         "truncated": 0,
+        "udp": 0,
         **dict.fromkeys(DecodeStats.FRAGMENT_FIELDS, 0),
         "undecoded": 1,
         "undecoded_linktype_4242": 1,

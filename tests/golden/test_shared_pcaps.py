@@ -88,7 +88,9 @@ def run_capture(path: Path) -> list[dict[str, Any]]:
         entries.extend(pipeline.pop_output().entries)
     pipeline.finish()
     entries.extend(pipeline.pop_output().entries)
-    return entries
+    # The oracle is tshark's HTTP; the DNS some of these captures also carry is dissected too
+    # and left out here (DNS against tshark: tests/golden/test_proto_pcaps.py).
+    return [e for e in entries if e["protocol"]["name"] == "http"]
 
 
 CAPTURES = sorted(p for p in PCAPS.iterdir() if p.suffix in (".pcap", ".pcapng"))

@@ -1,0 +1,180 @@
+"""The HTTP/2 and gRPC fixtures (scripts/make_h2_fixtures.py → fixtures/h2/) through the whole
+pipeline, against what the script says each must produce (fixtures/h2/expected.json, derived
+from what it sent), and the committed files against the script's output."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from capture.entries import Identity
+from capture.pipeline import Pipeline, PipelineLimits
+from capture.protobuf import ProtoDecoder
+from capture.sources import CaptureFile
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "make_h2_fixtures.py"
+FIXTURES = REPO / "fixtures" / "h2"
+EXPECTED: dict[str, Any] = json.loads((FIXTURES / "expected.json").read_text())
+
+
+def _generate(out: Path) -> dict[str, bytes]:
+    subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(out)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    return _generate(tmp_path_factory.mktemp("h2"))
+
+
+def test_committed_fixtures_match_the_generator(fresh: dict[str, bytes]) -> None:
+    assert set(fresh) == {p.name for p in FIXTURES.iterdir()}
+    stale = sorted(n for n, data in fresh.items() if (FIXTURES / n).read_bytes() != data)
+    assert not stale, f"run scripts/make_h2_fixtures.py: out of date: {stale}"
+
+
+def test_generator_is_deterministic(fresh: dict[str, bytes], tmp_path: Path) -> None:
+    again = _generate(tmp_path)
+    assert [n for n in fresh if again[n] != fresh[n]] == []
+
+
+def run(
+    name: str, protos: ProtoDecoder | None = None, decode_as: dict[int, str] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    counter = iter(range(1, 1 << 40))
+    pipeline = Pipeline(
+        Identity("127.0.0.1:30001", "127.0.0.1", "golden"),
+        lambda: next(counter),
+        PipelineLimits(protobuf=protos),
+        decode_as=decode_as,
+    )
+    entries: list[dict[str, Any]] = []
+    for ts_ns, linktype, frame in CaptureFile(FIXTURES / name):
+        pipeline.feed(ts_ns, linktype, frame)
+        entries.extend(pipeline.pop_output().entries)
+    pipeline.finish()
+    entries.extend(pipeline.pop_output().entries)
+    return entries, pipeline.stats()
+
+
+def _body(part: dict[str, Any]) -> bytes:
+    text = part.get("content", {}).get("text")
+    return base64.b64decode(text) if text else b""
+
+
+def _check(entry: dict[str, Any], want: dict[str, Any]) -> None:
+    q, r = entry["request"], entry["response"]
+    assert entry["protocol"]["version"] == "2.0"
+    if want.get("method") is None:
+        assert q == {}
+    else:
+        assert (q["method"], q["url"]) == (want["method"], want["path"])
+        assert q["httpVersion"] == want.get("httpVersion", "HTTP/2.0")
+    if want.get("status") is None:
+        assert r == {}
+    else:
+        assert r["status"] == want["status"]
+        if "statusText" in want:
+            assert r["statusText"] == want["statusText"]
+    err = entry["error"]
+    assert (err and err["type"]) == want["error"]
+    if "errorText" in want:
+        assert err["msg"] == want["errorText"]
+    if "errorContains" in want:
+        assert want["errorContains"] in err["msg"]
+    if "responseBody" in want:
+        assert _body(r).decode() == want["responseBody"]
+    if "responseBodySize" in want:
+        assert r["bodySize"] == want["responseBodySize"]
+        assert _body(r)[: len(want["responseBodyPrefix"]) // 2].hex() == want["responseBodyPrefix"]
+    for key, part in (("requestHeaders", q), ("responseHeaders", r)):
+        for name, value in want.get(key, {}).items():
+            assert part["headers"].get(name) == value, (key, name)
+    for name, length in want.get("requestHeaderLengths", {}).items():
+        assert len(q["headers"][name]) == length
+    g = want.get("grpc")
+    if g is not None:
+        assert entry["protocol"]["abbr"] == "gRPC"
+        assert (q["grpc"]["service"], q["grpc"]["method"]) == (g["service"], g["method"])
+        assert q["grpc"]["messageCount"] == g["requestMessages"]
+        assert r["grpc"]["messageCount"] == g["responseMessages"]
+        assert r["grpc"]["message"] == g["message"]
+        if "compressed" in g:
+            assert sum(m["compressed"] for m in r["grpc"]["messages"]) == len(r["grpc"]["messages"])
+        if "requestJson" in g:
+            assert [m["json"] for m in q["grpc"]["messages"]] == g["requestJson"]
+        if "responseJson" in g:
+            assert [m["json"] for m in r["grpc"]["messages"]] == g["responseJson"]
+
+
+@pytest.mark.parametrize("name", sorted(n for n in EXPECTED))
+def test_fixture_entries(name: str) -> None:
+    protos = (
+        ProtoDecoder((FIXTURES / "shop.desc").read_bytes()) if name.startswith("grpc") else None
+    )
+    hint = {int(port): proto for port, proto in EXPECTED[name].get("decodeAs", {}).items()}
+    entries, stats = run(name, protos, hint)
+    want = EXPECTED[name]["entries"]
+    got = {(e["request"] or e["response"])["streamId"]: e for e in entries}
+    assert sorted(got) == sorted(w["stream"] for w in want), EXPECTED[name]["what"]
+    assert len(entries) == len(want)
+    for w in want:
+        _check(got[w["stream"]], w)
+    assert stats["entries"] == len(want)
+
+
+def test_grpc_without_a_descriptor_set_shows_raw_fields() -> None:
+    entries, _ = run("grpc-calls.pcap")
+    (get,) = [e for e in entries if e["request"]["streamId"] == 1]
+    assert get["request"]["grpc"]["messages"][0]["fields"] == {"1": {"varint": 1007}}
+    fields = get["response"]["grpc"]["messages"][0]["fields"]
+    assert fields["2"] == {"string": "item-7"} and fields["4"] == [
+        {"string": "blue"},
+        {"string": "t1"},
+    ]
+    assert "fixed64" in fields["3"]  # the price, a double: 17.5 as its 8 raw bytes
+
+
+@pytest.mark.parametrize(
+    ("query", "streams"),
+    [
+        ("grpc and response.status != 0", [5, 7]),
+        ('grpc and response.statusText == "NOT_FOUND"', [5]),
+        ('grpc and request.grpc.method == "ListItems"', [3]),
+        ("grpc and response.grpc.messageCount > 10", [3]),
+        ('grpc and request.grpc.messages[0].json.id == "42"', [5]),
+        ('grpc and response.headers[":status"] == "200"', [1, 3, 5, 7]),
+        ("http2", []),  # gRPC entries are gRPC, not plain HTTP/2 (Kubeshark's abbr)
+        ("http", []),
+    ],
+)
+def test_kfl_on_grpc_entries(query: str, streams: list[int]) -> None:
+    from kshark.kfl import compile_query
+
+    entries, _ = run("grpc-calls.pcap", ProtoDecoder((FIXTURES / "shop.desc").read_bytes()))
+    q = compile_query(query)
+    assert sorted(e["request"]["streamId"] for e in entries if q.match(e)) == streams
+
+
+def test_kfl_and_summaries_on_http2_entries() -> None:
+    from capture.entries import summarize
+    from kshark.kfl import compile_query
+
+    entries, _ = run("h2-rst-stream.pcap")
+    q = compile_query('http2 and error.type == "connection"')
+    assert sorted(e["request"]["streamId"] for e in entries if q.match(e)) == [1, 5]
+    s = summarize(next(e for e in entries if e["request"]["streamId"] == 3))
+    assert (s["method"], s["summary"], s["status"]) == ("POST", "/upload", 413)
+    assert s["proto"]["abbr"] == "HTTP/2"
