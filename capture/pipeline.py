@@ -18,6 +18,13 @@ them: in-order data goes from the reassembler straight to the connection's disse
 `EntryMaker` its dissector made when it recognised its protocol. scripts/bench_pipeline.py
 measures it.
 
+One connection seen at two capture points of a node (`--iface any`: a pod's veth, the bridge,
+the uplink) is one connection: copies with the same 4-tuple are retransmissions to the
+reassembler; copies rewritten by NAT (a Service's DNAT, between the pod's veth and the uplink)
+have other addresses or ports but the same pair of initial sequence numbers, and only the first
+of them to be recognised makes entries. The others are ignored from then on and counted in
+`duplicate_views` (docs/kubernetes.md, "One request, one entry").
+
 A connection gets its pcap stream number the first time its protocol is recognised, not when it
 opens: most connections a node sees are not dissected (TLS, databases), and numbering them
 would fill the data directory with pcaps no entry points to. Packets that arrive before
@@ -49,6 +56,11 @@ if TYPE_CHECKING:
 
 _SECOND_NS = 1_000_000_000
 CLOSED_REMEMBERED = 4096
+# Two views of one connection are the same packets seen at two taps of one host: their first
+# packets (the SYN) are microseconds apart, milliseconds behind a busy qdisc. Connections whose
+# first packets are further apart are different connections, even with equal ISNs (crafted
+# captures reuse fixed ISNs; real stacks pick them at random, RFC 6528).
+VIEW_WINDOW_NS = _SECOND_NS
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +118,7 @@ class _Conn:
     held: list[tuple[int, int, bytes]] = field(default_factory=list)
     held_bytes: int = 0
     maker: EntryMaker | None = None  # set with stream
+    view: tuple[int, int] | None = None  # its (client ISN, server ISN) in Pipeline._views
 
 
 class _Flow:
@@ -173,6 +186,9 @@ class Pipeline:
         # still attributes to them (final ACKs, late retransmissions) reach their pcap.
         # Bounded by CLOSED_REMEMBERED; the oldest is forgotten first.
         self._closed: dict[int, int] = {}
+        # (client ISN, server ISN) → conn_id of the open dissected connection first seen with
+        # them; at most one per connection in _conns (removed when it closes): bounded with them.
+        self._views: dict[tuple[int, int], int] = {}
         self._out = Output()
         self._held_bytes = 0
         self._next_expire_ns = 0
@@ -187,6 +203,7 @@ class Pipeline:
             "udp_flows_evicted": 0,
             "udp_datagrams_rejected": 0,
             "timestamps_clamped": 0,
+            "duplicate_views": 0,
         }
         self.errors_by_type: dict[str, int] = {}
         # what every connection's dissector counts (bodies cut by HttpLimits.max_pending_body)
@@ -487,6 +504,8 @@ class Pipeline:
             elif type(ev) is Closed:
                 conn = conns.pop(ev.conn_id, None)
                 if conn is not None:
+                    if conn.view is not None and self._views.get(conn.view) == ev.conn_id:
+                        del self._views[conn.view]
                     conn.dissector.end(ev.reason, ev.ts_ns)
                     self._after_dissect(conn)
                     if conn.stream:
@@ -508,6 +527,8 @@ class Pipeline:
                 if not d.active and conn.held:
                     self._drop_held(conn)  # decided: not ours, its packets are not ours to keep
                 return
+            if self._second_view(conn):
+                return
             conn.stream = self._allocate_stream()
             # The roles are known now and never change: the connection's entries can be
             # prepared (the EntryMaker works out once what they all share).
@@ -518,6 +539,29 @@ class Pipeline:
             self._release_held(conn)
         if d.exchanges:
             self._write_entries(conn)
+
+    def _second_view(self, conn: _Conn) -> bool:
+        """True if `conn` is another capture point's view of an open dissected connection (same
+        initial sequence numbers, first packets within VIEW_WINDOW_NS): it is then forgotten,
+        and its later packets and events find no connection and are ignored. Needs both SYNs;
+        without them every view counts."""
+        o = conn.opened
+        key = self.reassembler.initial_seqs(o.client_ip, o.client_port, o.server_ip, o.server_port)
+        if key is None:
+            return False
+        first = self._views.get(key)
+        if first is not None and first != o.conn_id:
+            other = self._conns.get(first)
+            if other is None or abs(o.ts_ns - other.opened.ts_ns) > VIEW_WINDOW_NS:
+                return False  # another connection that drew the same ISNs
+            self._conns.pop(o.conn_id, None)  # already gone when recognised only as it closes
+            self._drop_held(conn)
+            self.counters["duplicate_views"] += 1
+            return True
+        if first is None and o.conn_id in self._conns:  # not when recognised only as it closes
+            self._views[key] = o.conn_id
+            conn.view = key
+        return False
 
     def _hand_over(self, conn: _Conn) -> None:
         """The dissector passed the connection on (capture/dissect.py): write what it left,

@@ -472,6 +472,21 @@ class Reassembler:
                 self._data(h, seq, payload, ts)
         return h.cid
 
+    def initial_seqs(
+        self, client_ip: bytes, client_port: int, server_ip: bytes, server_port: int
+    ) -> tuple[int, int] | None:
+        """(client ISN, server ISN) of the connection open on this 4-tuple (as ``Opened`` gave
+        it), or None unless both of its SYNs were seen. NAT rewrites addresses and ports, never
+        sequence numbers: the pipeline uses the pair to recognise one connection captured at
+        two points of a node (before and after a Service's DNAT)."""
+        h = self._half_of((client_ip, client_port, server_ip, server_port))
+        if h is None or h.conn.closed:
+            return None
+        c = h.conn
+        if c.h0.isn < 0 or c.h1.isn < 0:
+            return None
+        return (c.h0.isn, c.h1.isn)
+
     def expire(self, now_ns: int) -> None:
         """Close connections idle for ``idle_timeout_ns`` (packet time), forget old closed ones."""
         cutoff = now_ns - self.limits.idle_timeout_ns

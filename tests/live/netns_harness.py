@@ -335,3 +335,82 @@ while True:
 def wait_for_tcp(ns: str, host: str, port: int, timeout: float = 10.0) -> None:
     """Block until a TCP connect to host:port from inside `ns` succeeds (one probe connection)."""
     ns_run(ns, ["python3", "-c", _WAIT_TCP, host, str(port), str(timeout)], timeout=timeout + 5)
+
+
+@dataclass(frozen=True)
+class Pod:
+    ns: str
+    ip: str
+    host_if: str  # its veth's peer in the node namespace, a port of the node's bridge
+
+
+@dataclass(frozen=True)
+class NodeWithPods:
+    """A Kubernetes node as a bridge CNI (flannel, kubenet, the bridge plugin) builds it."""
+
+    ns: str  # the node's own (host) network namespace: where a hostNetwork worker captures
+    bridge: str  # `cni0`, the pods' gateway
+    gateway_ip: str
+    pods: tuple[Pod, ...]
+    uplink: str  # the node's `eth0`
+    node_ip: str
+    remote_ns: str  # a machine beyond the uplink (a pod of another node, routed)
+    remote_ip: str
+
+
+@contextlib.contextmanager
+def netns_node(pods: int = 2) -> Iterator[NodeWithPods]:
+    """A node namespace with bridge `cni0` (10.213.S.1/24, IP forwarding on) and `pods` pod
+    namespaces on it (10.213.S.2, .3, …; veth `eth0` inside, `vethpodN` on the bridge, default
+    route via the bridge), plus an uplink `eth0` (10.213.0.1/24) to a `remote` namespace
+    (10.213.0.2, routes the pods' /24 back through the node). Pod-to-pod traffic crosses two
+    bridge ports; pod-to-remote traffic crosses a bridge port, the bridge and the uplink."""
+    if not 1 <= pods <= 200:
+        raise ValueError("netns_node: pods must be between 1 and 200")
+    stem, subnet = _next_names(pods + 2)
+    with _namespaces() as created:
+        node, remote = f"{stem}-node", f"{stem}-remote"
+        for ns in (node, remote):
+            _add_ns(ns, ipv6=False)
+            created.append(ns)
+        subprocess.run(
+            ["ip", "netns", "exec", node, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"],
+            check=True,
+            capture_output=True,
+            timeout=COMMAND_TIMEOUT_S,
+        )
+        gateway = f"{SUBNET_PREFIX}.{subnet}.1"
+        ip("link", "add", "cni0", "type", "bridge", ns=node)
+        ip("addr", "add", f"{gateway}/24", "dev", "cni0", ns=node)
+        ip("link", "set", "cni0", "up", ns=node)
+        made = []
+        for i in range(pods):
+            pod_ns = f"{stem}-pod{i}"
+            _add_ns(pod_ns, ipv6=False)
+            created.append(pod_ns)
+            pod = Pod(ns=pod_ns, ip=f"{SUBNET_PREFIX}.{subnet}.{i + 2}", host_if=f"vethpod{i}")
+            ip("link", "add", "eth0", "netns", pod_ns, "type", "veth", "peer", "name",
+               pod.host_if, "netns", node)  # fmt: skip
+            ip("link", "set", pod.host_if, "master", "cni0", "up", ns=node)
+            ip("addr", "add", f"{pod.ip}/24", "dev", "eth0", ns=pod_ns)
+            ip("link", "set", "eth0", "up", ns=pod_ns)
+            ip("route", "add", "default", "via", gateway, ns=pod_ns)
+            made.append(pod)
+        node_ip, remote_ip = f"{SUBNET_PREFIX}.0.1", f"{SUBNET_PREFIX}.0.2"
+        ip("link", "add", "eth0", "netns", node, "type", "veth", "peer", "name", "eth0",
+           "netns", remote)  # fmt: skip
+        ip("addr", "add", f"{node_ip}/24", "dev", "eth0", ns=node)
+        ip("link", "set", "eth0", "up", ns=node)
+        ip("addr", "add", f"{remote_ip}/24", "dev", "eth0", ns=remote)
+        ip("link", "set", "eth0", "up", ns=remote)
+        ip("route", "add", f"{SUBNET_PREFIX}.{subnet}.0/24", "via", node_ip, ns=remote)
+        yield NodeWithPods(
+            ns=node,
+            bridge="cni0",
+            gateway_ip=gateway,
+            pods=tuple(made),
+            uplink="eth0",
+            node_ip=node_ip,
+            remote_ns=remote,
+            remote_ip=remote_ip,
+        )
