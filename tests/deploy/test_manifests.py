@@ -32,7 +32,7 @@ DEMO_PCAP = Path(__file__).resolve().parents[2] / "fixtures" / "demo.pcap"
 
 @pytest.fixture(scope="module")
 def objects(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    # The base wants its tokens/ (made by make-tokens, never committed): a copy that has them.
+    # kustomize reads the tokens make-tokens writes; a clean clone has none, so build a copy.
     return build(copy_with_tokens(tmp_path_factory.mktemp("deploy")))
 
 
