@@ -27,8 +27,8 @@ service's clusterIP and type): the KFL paths Kubeshark's users write (`src.pod.m
 
 **Pre-serialised.** An entry built by the worker is only ever serialised (the store writes it;
 every reader — KFL, the summary form, the API — parses the stored text), and serialising those
-nested objects again for every entry cost more than the lookups (about a tenth of an entry's
-whole cost, for ~700 bytes of small dicts with their keys sorted). So each object version is
+nested objects again for every entry (~700 bytes of small dicts, their keys sorted) cost several
+times what the lookups do (scripts/bench_k8s.py). So each object version is
 serialised once, when it is learnt (sorted keys, compact: the bytes the store's
 `orjson.dumps(entry, option=OPT_SORT_KEYS)` would make of it), and `resolve()` hands out
 `orjson.Fragment`s of those bytes, which orjson copies into the entry's text as they are: the
