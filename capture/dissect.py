@@ -16,6 +16,8 @@ per transport it runs on:
 * `EntryMaker`: turns one connection's (or flow's) exchanges into entry dicts (ENTRY.md). The
   dissector makes it (`entry_maker`) once it is recognised: it alone knows the shape of its
   exchanges. An exchange is any object its EntryMaker understands.
+* `DissectorStats`: the protocol's counters (drops, cuts, unpaired messages), one object per
+  protocol and pipeline, shared by all its dissectors (each gets it when it is made).
 
 Hand-over: a dissector may pass the connection to another by setting `successor` (and then
 becoming inactive). The pipeline replaces it, keeping the connection's stream and entry
@@ -52,6 +54,23 @@ if TYPE_CHECKING:
 NO = 0
 YES = 1
 MORE = 2
+
+
+class DissectorStats:
+    """Counters the dissectors of one protocol share in a pipeline: what each connection or
+    flow dropped, cut or could not pair, summed per protocol.
+
+    capture/dissectors.py makes one per protocol (`DissectorSpec.stats`) and hands it to every
+    dissector it makes for that protocol, which adds to an attribute where it counts: the cost
+    is that int add, and nothing per connection is left to collect when it ends.
+    `Pipeline.stats()` shows them as `<protocol>_<counter>` (the worker's /status and /metrics).
+    A subclass has one int attribute per counter and returns them all from `as_dict`.
+    """
+
+    __slots__ = ()
+
+    def as_dict(self) -> dict[str, int]:
+        return {}
 
 
 class EntryMaker:

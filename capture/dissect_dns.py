@@ -24,7 +24,8 @@ kept and reported as the entry's dissection error.
 
 Limits (`DnsLimits`): `max_pending` queries waiting per flow or connection (past it the oldest
 is emitted as "pair-not-found", evicted); a TCP message is at most 65,535 bytes by its framing,
-so a direction buffers at most one message plus one chunk.
+so a direction buffers at most one message plus one chunk. What was dropped, could not be
+paired or read is counted in `DnsStats`, summed over a pipeline's flows (/status: `dns_*`).
 
 The entry (docs/entries.md, "DNS"): Kubeshark's shape — `request = {"opCode", "questions"}`,
 `response = {"code", "answers", ...}` — plus `id`, `rcode`, `truncated`, `authoritative`,
@@ -37,7 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from capture.dissect import EntryMaker, TcpDissector, UdpDissector
+from capture.dissect import DissectorStats, EntryMaker, TcpDissector, UdpDissector
 from capture.dns import OPCODES, DnsMessage, parse, plausible_header, rcode_text
 from capture.entries import _endpoint, _ip_text, rfc3339_ns
 
@@ -57,6 +58,45 @@ class DnsLimits:
 
     query_timeout_ns: int = 10 * _SECOND_NS
     max_pending: int = 1024
+
+
+class DnsStats(DissectorStats):
+    """What the DNS flows and connections of a pipeline could not pair, dropped or could not
+    read (one object shared by all of them: capture/dissect.py)."""
+
+    __slots__ = (
+        "bytes_skipped",
+        "flows_evicted",
+        "messages_malformed",
+        "messages_rejected",
+        "queries_evicted",
+        "queries_timeout",
+        "queries_unanswered",
+        "responses_unpaired",
+    )
+
+    def __init__(self) -> None:
+        self.queries_timeout = 0  # no response within query_timeout_ns
+        self.queries_unanswered = 0  # still waiting when the flow or connection ended
+        self.queries_evicted = 0  # pushed out by max_pending
+        self.responses_unpaired = 0  # no waiting query of its id (late, duplicate, before capture)
+        self.messages_malformed = 0  # damaged past the question section: kept, entry flagged
+        # not a DNS message: a datagram rejected, a TCP message that lost the framing
+        self.messages_rejected = 0
+        self.bytes_skipped = 0  # TCP: looking for a message boundary again
+        self.flows_evicted = 0  # flows / connections ended early by their table's bound
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "queries_timeout": self.queries_timeout,
+            "queries_unanswered": self.queries_unanswered,
+            "queries_evicted": self.queries_evicted,
+            "responses_unpaired": self.responses_unpaired,
+            "messages_malformed": self.messages_malformed,
+            "messages_rejected": self.messages_rejected,
+            "bytes_skipped": self.bytes_skipped,
+            "flows_evicted": self.flows_evicted,
+        }
 
 
 class DnsExchange(NamedTuple):
@@ -107,20 +147,24 @@ class _Pairing:
     and the scan is bounded by max_pending. Few objects per flow matter more than lookups
     here: a node has a flow per lookup, and each object kept is work for the collector."""
 
-    __slots__ = ("limits", "out", "pending")
+    __slots__ = ("limits", "out", "pending", "stats")
 
-    def __init__(self, limits: DnsLimits, out: list[Any]) -> None:
+    def __init__(self, limits: DnsLimits, out: list[Any], stats: DnsStats) -> None:
         self.limits = limits
         self.out = out  # the dissector's exchanges list (appended to in place)
+        self.stats = stats
         self.pending: list[_Waiting] = []
 
     def message(self, msg: DnsMessage, side: int, ts: int) -> None:
         pending = self.pending
         if pending and pending[0][2] <= ts - self.limits.query_timeout_ns:
             self.expire(ts)
+        if msg.error is not None:
+            self.stats.messages_malformed += 1
         if not msg.qr:
             pending.append((msg, side, ts))
             if len(pending) > self.limits.max_pending:
+                self.stats.queries_evicted += 1
                 why = f"evicted: more than max_pending={self.limits.max_pending} queries waiting"
                 self._drop(pending.pop(0), "pair-not-found", why)
             return
@@ -135,6 +179,7 @@ class _Pairing:
                     error = ("dissection", "; ".join(texts))
                 self.out.append(_new(DnsExchange, (query, qts, msg, ts, qside, error)))
                 return
+        self.stats.responses_unpaired += 1
         why = f"no query seen for this response (id {ident})"
         self.out.append(_new(DnsExchange, (None, 0, msg, ts, 1 - side, ("pair-not-found", why))))
 
@@ -149,12 +194,16 @@ class _Pairing:
             expired = pending[:n]
             del pending[:n]
             secs = self.limits.query_timeout_ns / _SECOND_NS
+            self.stats.queries_timeout += n
             for q in expired:
                 self._drop(q, "timeout", f"no response within {secs:g} s (id {q[0].id})")
 
     def end(self, reason: str, ts: int) -> None:
         self.expire(ts)
+        if reason == "evicted":
+            self.stats.flows_evicted += 1
         rest, self.pending = self.pending, []
+        self.stats.queries_unanswered += len(rest)
         for q in rest:
             why = f"no response seen for this query (id {q[0].id}; {_ENDED[reason]})"
             self._drop(q, "pair-not-found", why)
@@ -178,13 +227,15 @@ _ENDED = {
 class DnsUdp(UdpDissector):
     """DNS on one UDP flow."""
 
-    def __init__(self, limits: DnsLimits) -> None:
+    def __init__(self, limits: DnsLimits, stats: DnsStats | None = None) -> None:
         super().__init__("dns")
-        self._pairing = _Pairing(limits, self.exchanges)
+        self.stats = DnsStats() if stats is None else stats  # shared by a pipeline's
+        self._pairing = _Pairing(limits, self.exchanges, self.stats)
 
     def datagram(self, side: int, payload: bytes, ts_ns: int) -> bool:
         msg = parse(payload)
         if msg is None or not _plausible(msg):
+            self.stats.messages_rejected += 1
             return False
         self._pairing.message(msg, side, ts_ns)
         return True
@@ -209,9 +260,10 @@ class DnsUdp(UdpDissector):
 class DnsTcp(TcpDissector):
     """DNS on one TCP connection (length-prefixed messages, RFC 7766)."""
 
-    def __init__(self, limits: DnsLimits) -> None:
+    def __init__(self, limits: DnsLimits, stats: DnsStats | None = None) -> None:
         super().__init__("dns")
-        self._pairing = _Pairing(limits, self.exchanges)
+        self.stats = DnsStats() if stats is None else stats  # shared by a pipeline's
+        self._pairing = _Pairing(limits, self.exchanges, self.stats)
         self._bufs = (bytearray(), bytearray())
         self._ts = [0, 0]  # time of the data that carried the first buffered byte, per side
         self._lost = [False, False]  # framing lost: looking for a message boundary again
@@ -236,6 +288,7 @@ class DnsTcp(TcpDissector):
             length = (buf[pos] << 8) | buf[pos + 1]
             if n - pos - 2 < length:
                 if n - pos >= 14 and not plausible_header(buf, pos + 2, length):
+                    self.stats.messages_rejected += 1
                     del buf[:pos]
                     self._lose(side)  # cannot be a message: do not wait for its end
                     return
@@ -244,6 +297,7 @@ class DnsTcp(TcpDissector):
             msg = parse(bytes(buf[pos + 2 : pos + 2 + length])) if length >= 12 else None
             pos += 2 + length
             if msg is None or not _plausible(msg):
+                self.stats.messages_rejected += 1
                 del buf[:start]
                 self._lose(side)  # not a message: where the next one starts is unknown
                 return
@@ -273,6 +327,7 @@ class DnsTcp(TcpDissector):
 
     def _skip(self, count: int) -> None:
         self.skipped += count
+        self.stats.bytes_skipped += count
         if self.client_side is None and self.skipped > MAX_PROBE:
             self.active = False  # no DNS message in sight: not DNS
             self._bufs = (bytearray(), bytearray())

@@ -88,7 +88,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, NamedTuple, TypeAlias, TypeVar
 
-from capture.dissect import EntryMaker, TcpDissector
+from capture.dissect import DissectorStats, EntryMaker, TcpDissector
 from capture.entries import EntryBuilder
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ class HttpLimits:
     # bodies (a decompression bomb past it is an error text, never an out-of-memory).
     max_decoded: int = 10 << 20
     # Exchanges waiting for their other half (pipelined requests, early responses). When one more
-    # would be needed, the oldest is emitted as pair-not-found and `HttpConnection.evicted` counts it.
+    # would be needed, the oldest is emitted as pair-not-found (HttpStats.exchanges_evicted).
     max_pending: int = 1024
     # Body bytes kept by the messages waiting for their other half, together. A message that
     # would go past it keeps only what is left (body_truncated; HttpStats counts the message
@@ -155,20 +155,30 @@ class Message(NamedTuple):
     anomalies: tuple[str, ...] = ()  # tolerated deviations (bare LF, obs-fold, ...)
 
 
-class HttpStats:
+class HttpStats(DissectorStats):
     """Counters shared by the connections of one pipeline (pass the same object to each)."""
 
-    __slots__ = ("waiting_bodies_cut", "waiting_body_bytes_dropped")
+    __slots__ = (
+        "bytes_discarded",
+        "exchanges_evicted",
+        "waiting_bodies_cut",
+        "waiting_body_bytes_dropped",
+    )
 
     def __init__(self) -> None:
         # messages whose body was cut because waiting bodies reached max_pending_body
         self.waiting_bodies_cut = 0
         self.waiting_body_bytes_dropped = 0  # ... and the bytes not kept
+        self.exchanges_evicted = 0  # pushed out early as pair-not-found by max_pending
+        # bytes skipped while probing or resynchronising (capture gaps not included)
+        self.bytes_discarded = 0
 
     def as_dict(self) -> dict[str, int]:
         return {
             "waiting_bodies_cut": self.waiting_bodies_cut,
             "waiting_body_bytes_dropped": self.waiting_body_bytes_dropped,
+            "exchanges_evicted": self.exchanges_evicted,
+            "bytes_discarded": self.bytes_discarded,
         }
 
 
@@ -480,9 +490,10 @@ class _Side:
         self.gap_pending = False  # bytes lost or skipped since the last message head here
 
 
-# Makes the dissector an HTTP/1.1 `Upgrade` hands the connection over to: (the upgrade request,
-# None if it was not captured; the 101 response; the client's side) → the successor, with
-# client_side set. Registered per upgrade token (lower case, e.g. "h2c") by capture/dissectors.py.
+# Makes the dissector an HTTP/1.1 `Upgrade` (or a CONNECT tunnel) hands the connection over to:
+# (the upgrade or CONNECT request, None if it was not captured; the 101 or 2xx response; the
+# client's side) → the successor. Upgrades are registered per token (lower case, e.g. "h2c") by
+# capture/dissectors.py, which also makes the tunnel's (content detection).
 UpgradeFactory: TypeAlias = "Callable[[Message | None, Message, int], TcpDissector]"
 
 
@@ -494,13 +505,13 @@ class HttpConnection(TcpDissector):
         limits: HttpLimits = _DEFAULT_LIMITS,
         stats: HttpStats | None = None,
         upgrades: Mapping[str, UpgradeFactory] | None = None,
+        tunnel: UpgradeFactory | None = None,
     ) -> None:
         super().__init__("http")
         self.limits = limits
         self.stats = HttpStats() if stats is None else stats
         self._upgrades = upgrades
-        self.evicted = 0  # exchanges pushed out early by max_pending
-        self.discarded = 0  # bytes skipped while probing or resynchronising (gaps not included)
+        self._tunnel = tunnel  # what a CONNECT answered 2xx hands the connection over to
         self._sides = (_Side(), _Side())
         self._txns: deque[_Txn] = deque()
         self._base = 0  # absolute index of _txns[0]
@@ -594,7 +605,7 @@ class HttpConnection(TcpDissector):
         # Framing is lost from here: whole messages may have vanished in the gap.
         s.gap_pending = True
         if s.buf:
-            self.discarded += len(s.buf)
+            self.stats.bytes_discarded += len(s.buf)
             s.buf.clear()
             s.marks.clear()
         if s.state == _HEAD:
@@ -1367,7 +1378,7 @@ class HttpConnection(TcpDissector):
     def _skip(self, s: _Side, count: int) -> None:
         if count <= 0:
             return
-        self.discarded += count
+        self.stats.bytes_discarded += count
         s.fresh = False
         s.gap_pending = True
 
@@ -1465,7 +1476,7 @@ class HttpConnection(TcpDissector):
     def _evict(self) -> None:
         t = self._txns.popleft()
         self._base += 1
-        self.evicted += 1
+        self.stats.exchanges_evicted += 1
         t.detached = True
         t.emitted = True
         t.note = f"evicted: more than max_pending={self.limits.max_pending} exchanges waiting"
@@ -1593,13 +1604,7 @@ class HttpConnection(TcpDissector):
                 if 0 <= nxt < len(self._txns) and self._txns[nxt].req_st != _NONE:
                     self._pipelined = True  # the next request was sent before this one ended
             if m.switch:
-                if self._upgrades is not None and msg.status == 101 and self._upgrade(t, msg):
-                    return
-                if t.detached and not t.emitted:
-                    t.emitted = True
-                    self.exchanges.append(self._exchange(t))
-                self._flush("the protocol switched")
-                self._stop()
+                self._switch(t, msg)
                 return
             if self._paused is t and self.client_side is not None:
                 self._unpause(self._sides[self.client_side], self.client_side)
@@ -1684,37 +1689,40 @@ class HttpConnection(TcpDissector):
 
     # ------------------------------------------------------------------ upgrade / CONNECT
 
-    def _upgrade(self, t: _Txn, resp: Message) -> bool:
-        """A 101 switched protocols: hand over to the upgrade token's dissector if there is one
-        (True), else let HTTP/1 end as for any switch (False)."""
-        assert self._upgrades is not None
-        token = ""
-        for msg in (resp, t.req):
-            if msg is not None:
-                for name, value in msg.headers:
-                    if name.lower() == "upgrade":
-                        token = value.split(",", 1)[0].strip().lower()
-                        break
-            if token:
-                break
-        factory = self._upgrades.get(token)
+    def _switch(self, t: _Txn, resp: Message) -> None:
+        """A 101, or a 2xx to CONNECT: HTTP/1 ends on this connection. The connection goes on
+        with the dissector of the upgrade token (the 101's response is then the successor's
+        to emit: it comes in the new protocol) or of the tunnel (the CONNECT is an exchange of
+        its own), when there is one; the bytes the client sent after the request, held until
+        this response, are its first."""
         client = self.client_side
-        if factory is None or client is None:
-            return False
-        succ = factory(t.req, resp, client)
-        # Its response comes in the new protocol: this slot is the successor's now.
-        if not t.detached:
-            self._txns.remove(t)
-            t.detached = t.emitted = True
+        succ: TcpDissector | None = None
+        if client is not None:
+            if resp.status == 101:
+                factory = self._upgrades.get(_upgrade_token(t, resp)) if self._upgrades else None
+                if factory is not None:
+                    succ = factory(t.req, resp, client)
+                    if not t.detached:
+                        self._txns.remove(t)
+                        t.detached = t.emitted = True
+            elif self._tunnel is not None:
+                succ = self._tunnel(t.req, resp, client)
+        if t.detached and not t.emitted:
+            t.emitted = True
+            self.exchanges.append(self._exchange(t))
         self._flush("the protocol switched")
-        held = self._sides[client]
-        pending = bytes(held.buf) if held.state == _PAUSED else b""
-        ts = held.marks[0][1] if held.marks else resp.ts_first_ns
+        pending = b""
+        ts = resp.ts_first_ns
+        if client is not None:
+            held = self._sides[client]
+            if held.state == _PAUSED and held.buf:
+                pending = bytes(held.buf)
+                ts = held.marks[0][1]
         self._stop()
-        self.successor = succ
-        if pending:  # sent after the upgrade request, held until the 101 (e.g. the preface)
-            succ.data(client, pending, ts)
-        return True
+        if succ is not None:
+            self.successor = succ
+            if pending:  # sent after the request, held until the response (e.g. the preface)
+                succ.data(client if client is not None else 0, pending, ts)
 
     def _unpause(self, s: _Side, side: int) -> None:
         """The response did not switch protocols (or never came): parse what was held."""
@@ -1735,6 +1743,16 @@ class HttpConnection(TcpDissector):
         if m.error is None:
             m.error = text
             m.err_type = "dissection"
+
+
+def _upgrade_token(t: _Txn, resp: Message) -> str:
+    """The protocol a 101 switched to: the response's Upgrade, else the request's (lower case)."""
+    for msg in (resp, t.req):
+        if msg is not None:
+            for name, value in msg.headers:
+                if name.lower() == "upgrade":
+                    return value.split(",", 1)[0].strip().lower()
+    return ""
 
 
 def _add(items: list[str] | None, text: str) -> list[str]:

@@ -20,7 +20,7 @@ How a connection starts:
 * Mid-stream (capture began after the preface): each side looks for a frame boundary: a frame
   header that is plausible (known type, its fixed length, flags and stream-id rules, length within
   the max frame size) followed by another plausible one, or ending exactly where the data ends
-  (segments usually end on frame ends). Bytes skipped are counted in `discarded`. That side's HPACK
+  (segments usually end on frame ends). Bytes skipped are counted (`Http2Stats`). That side's HPACK
   table is then *partial* (http2_hpack): fields that reference entries from before the capture
   are counted, not guessed, and the message gets a dissection error naming how many.
 Roles come from the preface, a `:method` or `:status` pseudo-header, or a PUSH_PROMISE; until
@@ -50,10 +50,11 @@ Bounds (`Http2Limits`, each with its behaviour when reached): body bytes kept pe
 (`max_body`, the rest counted) and by all open streams together (`max_body_total`, likewise),
 header block bytes (`max_header_block`: the block is skipped, its stream flagged, the HPACK
 table of that direction becomes partial), streams in progress
-(`max_streams`: the oldest is emitted early as pair-not-found, counted in `evicted`), the HPACK
+(`max_streams`: the oldest is emitted early as pair-not-found, counted), the HPACK
 table (`max_table_bytes`), control frames (`MAX_CONTROL_FRAME`: larger ones are skipped), closed
 stream ids remembered (`CLOSED_REMEMBERED`), bytes searched for a frame boundary before the
-connection is declared not HTTP/2 (`max_probe`).
+connection is declared not HTTP/2 (`max_probe`). What each bound dropped is counted in
+`Http2Stats`, summed over a pipeline's connections (its /status shows them as `http2_*`).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, NamedTuple
 
-from capture.dissect import MORE, NO, YES, TcpDissector
+from capture.dissect import MORE, NO, YES, DissectorStats, TcpDissector
 from capture.grpc import MessageTally, is_grpc_content_type
 from capture.http1 import Message
 from capture.http2_entries import Http2EntryBuilder
@@ -80,6 +81,7 @@ __all__ = [
     "Http2Connection",
     "Http2Exchange",
     "Http2Limits",
+    "Http2Stats",
     "detect",
     "error_code_name",
     "looks_like_http2",
@@ -104,7 +106,7 @@ class Http2Limits:
     # becomes partial (the block's insertions are unknown).
     max_header_block: int = 256 << 10
     # Streams in progress per connection. One more evicts the oldest: it is emitted at once with
-    # ("pair-not-found", ...) and counted in `evicted`.
+    # ("pair-not-found", ...) and counted (Http2Stats).
     max_streams: int = 1024
     # HPACK dynamic table bytes kept per direction (RFC 7541 sizes). An encoder allowed a larger
     # table keeps entries past this; fields referencing them are counted as unknown.
@@ -114,6 +116,45 @@ class Http2Limits:
     max_probe: int = 256 << 10
     # Not used by the dissector: the cap entries put on content-decoded bodies.
     max_decoded: int = 10 << 20
+
+
+class Http2Stats(DissectorStats):
+    """What the HTTP/2 connections of a pipeline dropped, cut or could not read (one object
+    shared by all of them: capture/dissect.py)."""
+
+    __slots__ = (
+        "body_bytes_dropped",
+        "bytes_skipped",
+        "frames_oversized",
+        "goaways",
+        "header_blocks_lost",
+        "hpack_unknown_fields",
+        "resets",
+        "streams_evicted",
+    )
+
+    def __init__(self) -> None:
+        self.streams_evicted = 0  # emitted early as pair-not-found by max_streams
+        self.bytes_skipped = 0  # looking for a frame boundary (mid-stream start, lost framing)
+        # header fields that referenced HPACK entries we do not have (their names are unknown)
+        self.hpack_unknown_fields = 0
+        self.header_blocks_lost = 0  # not decoded: cut by a gap, over max_header_block, malformed
+        self.frames_oversized = 0  # longer than max_header_block / MAX_CONTROL_FRAME: skipped
+        self.body_bytes_dropped = 0  # DATA not kept by max_body / max_body_total (counted)
+        self.resets = 0  # RST_STREAM frames
+        self.goaways = 0  # GOAWAY frames
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "streams_evicted": self.streams_evicted,
+            "bytes_skipped": self.bytes_skipped,
+            "hpack_unknown_fields": self.hpack_unknown_fields,
+            "header_blocks_lost": self.header_blocks_lost,
+            "frames_oversized": self.frames_oversized,
+            "body_bytes_dropped": self.body_bytes_dropped,
+            "resets": self.resets,
+            "goaways": self.goaways,
+        }
 
 
 MAX_CONTROL_FRAME = 1 << 16  # SETTINGS/GOAWAY/unknown-type payloads longer are skipped unread
@@ -389,18 +430,17 @@ class Http2Connection(TcpDissector):
     """
 
     def __init__(
-        self, limits: Http2Limits = _DEFAULT_LIMITS, protos: ProtoDecoder | None = None
+        self,
+        limits: Http2Limits = _DEFAULT_LIMITS,
+        protos: ProtoDecoder | None = None,
+        stats: Http2Stats | None = None,
     ) -> None:
         super().__init__("http2")
         self.limits = limits
         self._protos = protos  # decodes gRPC messages in entries (--proto-descriptor)
+        self.stats = Http2Stats() if stats is None else stats  # shared by a pipeline's
         self.recognised = False  # a preface or a valid frame was seen: this is HTTP/2
-        self.evicted = 0  # streams emitted early by max_streams
-        self.discarded = 0  # bytes skipped while looking for a frame boundary
         self.frames = 0  # frames parsed
-        self.resets = 0  # RST_STREAM frames
-        self.goaways = 0  # GOAWAY frames
-        self.hpack_unknown = 0  # header fields that referenced HPACK entries we do not have
         self.goaway: tuple[int, str] | None = None  # last GOAWAY: (sender side, description)
         self._sides = (_Side(limits.max_table_bytes), _Side(limits.max_table_bytes))
         self._streams: dict[int, _Stream] = {}
@@ -654,7 +694,7 @@ class Http2Connection(TcpDissector):
                 nxt = pos + 9 + ((buf[pos] << 16) | (buf[pos + 1] << 8) | buf[pos + 2])
                 if (end - nxt >= 9 and _plausible(buf, nxt, max_frame)) or (final and nxt == end):
                     s.state = _FRAMES
-                    self.discarded += pos - start
+                    self.stats.bytes_skipped += pos - start
                     self.recognised = True
                     return pos
                 if end - nxt < 9 and not final:
@@ -665,7 +705,7 @@ class Http2Connection(TcpDissector):
             pos += 1
         # Keep at most one frame's worth to search on when more data comes.
         keep_from = max(pos, end - (9 + max_frame + 9))
-        self.discarded += keep_from - start
+        self.stats.bytes_skipped += keep_from - start
         return keep_from
 
     def _skip_frame(self, s: _Side, length: int) -> None:
@@ -677,6 +717,7 @@ class Http2Connection(TcpDissector):
         self, s: _Side, side: int, ftype: int, flags: int, sid: int, length: int, ts: int
     ) -> None:
         """A frame longer than we buffer: its payload is skipped."""
+        self.stats.frames_oversized += 1
         self._skip_frame(s, length)
         if ftype in (_HEADERS, _PUSH_PROMISE):
             self._block_lost(s, side, sid, ts, "header block over max_header_block skipped")
@@ -752,7 +793,7 @@ class Http2Connection(TcpDissector):
                     )  # fmt: skip
         elif ftype == _RST_STREAM:
             if sid and len(payload) == 4:
-                self.resets += 1
+                self.stats.resets += 1
                 self._reset(sid, side, _U32.unpack(payload)[0], ts)
         elif ftype == _SETTINGS:
             if not flags & 1 and len(payload) % 6 == 0:
@@ -783,7 +824,7 @@ class Http2Connection(TcpDissector):
                 s.block_ts = ts
                 s.block_wire = 9 + len(payload)
         elif ftype == _GOAWAY and len(payload) >= 8:
-            self.goaways += 1
+            self.stats.goaways += 1
             last = _U32.unpack_from(payload, 0)[0] & 0x7FFFFFFF
             self._goaway(side, last, _U32.unpack_from(payload, 4)[0], payload[8:], ts)
         # PRIORITY, PING, WINDOW_UPDATE and unknown types carry nothing an entry shows.
@@ -836,6 +877,7 @@ class Http2Connection(TcpDissector):
 
     def _block_lost(self, s: _Side, side: int, sid: int, ts: int, why: str) -> None:
         """A header block was not decoded: its insertions into the table are unknown."""
+        self.stats.header_blocks_lost += 1
         s.hpack.forget()
         st = self._streams.get(sid) if sid else None
         if st is None and sid and sid not in self._closed_set:
@@ -853,13 +895,13 @@ class Http2Connection(TcpDissector):
         st = self._streams[sid] = _Stream(sid)
         if len(self._streams) > self.limits.max_streams:
             oldest = next(iter(self._streams.values()))
-            self.evicted += 1
+            self.stats.streams_evicted += 1
             self._finish(
                 oldest,
                 (
                     "pair-not-found",
-                    f"stream {oldest.sid} given up: more than {self.limits.max_streams} "
-                    "streams in progress (max_streams)",
+                    f"given up: more than max_streams={self.limits.max_streams} streams in "
+                    "progress",
                 ),
             )
         return st
@@ -900,10 +942,15 @@ class Http2Connection(TcpDissector):
             shared = self._max_body_total - self.body_bytes
             if shared < room:
                 room = shared
-            if room > 0:
-                take = n if n <= room else room
+        if room >= n:
+            half.body += buf[start:stop]
+            self.body_bytes += n
+        else:
+            take = room if room > 0 else 0
+            if take:
                 half.body += buf[start : start + take]
                 self.body_bytes += take
+            self.stats.body_bytes_dropped += n - take
         tally = half.tally
         if tally is not None:
             tally.feed(buf, start, stop)
@@ -923,7 +970,7 @@ class Http2Connection(TcpDissector):
         res = s.hpack.decode(block)
         fields = res.fields
         if res.unknown:
-            self.hpack_unknown += res.unknown
+            self.stats.hpack_unknown_fields += res.unknown
         if btype == _PUSH_PROMISE:
             if not promised or promised in self._streams or promised in self._closed_set:
                 return
@@ -1074,6 +1121,8 @@ class Http2Connection(TcpDissector):
                     if h is not None
                     else f"stream {sid}: no {missing}"
                 )
+                if error is not None and error[0] == "pair-not-found":
+                    why = f"{why} ({error[1]})"  # why it was emitted early (max_streams)
                 error = ("pair-not-found", why)
         elif error is None and problems:
             error = ("dissection", problems.pop(0))

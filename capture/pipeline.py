@@ -117,8 +117,10 @@ class _Conn:
     index: int = 0
     held: list[tuple[int, int, bytes]] = field(default_factory=list)
     held_bytes: int = 0
-    maker: EntryMaker | None = None  # set with stream
+    # the current dissector's; made with stream, and by a successor when it first has exchanges
+    maker: EntryMaker | None = None
     view: tuple[int, int] | None = None  # its (client ISN, server ISN) in Pipeline._views
+    protocols: tuple[str, ...] = ()  # the protocols it was counted for (connections_<name>)
 
 
 class _Flow:
@@ -195,7 +197,9 @@ class Pipeline:
         self._last_ts_ns = 0
         self.counters: dict[str, int] = {
             "http_connections": 0,  # HTTP/1 (kept for compatibility: see connections_<name>)
-            "connections_dissected": 0,  # TCP connections and UDP flows given a stream
+            # TCP connections and UDP flows given a stream; connections_<protocol>: those that
+            # carried it (one handed over, by Upgrade or CONNECT, counts for each protocol)
+            "connections_dissected": 0,
             "entries": 0,
             "entries_with_error": 0,
             "held_packets_discarded": 0,
@@ -206,8 +210,6 @@ class Pipeline:
             "duplicate_views": 0,
         }
         self.errors_by_type: dict[str, int] = {}
-        # what every connection's dissector counts (bodies cut by HttpLimits.max_pending_body)
-        self.http_stats = self.selection.http_stats
 
     # -- input ---------------------------------------------------------------------------
 
@@ -367,7 +369,8 @@ class Pipeline:
             flow.maker = d.entry_maker(
                 flow, self.identity, flow.stream, self.limits.http.max_decoded
             )
-            self._count_dissected(spec.name)
+            self.counters["connections_dissected"] += 1
+            self._count_protocol(spec.name)
         append = self._out.packets.append
         for ts, frame in records:
             append((flow.stream, ts, linktype, frame))
@@ -429,14 +432,29 @@ class Pipeline:
             merged[f"decode_{key}"] = value
         for key, value in self.reassembler.stats.as_dict().items():
             merged[f"tcp_{key}"] = value
-        for key, value in self.http_stats.as_dict().items():
-            merged[f"http_{key}"] = value
+        for name, counters in self.selection.stats.items():  # each protocol's (dissect.py)
+            for key, value in counters.as_dict().items():
+                merged[f"{name}_{key}"] = value
         merged.update(self.counters)
         merged["open_connections"] = len(self._conns)
         merged["open_udp_flows"] = len(self._flows)
         for key, value in self.errors_by_type.items():
             merged[f"errors_{key.replace('-', '_')}"] = value
         return merged
+
+    def connections_text(self) -> str:
+        """ "9 connections (dns 3, http 6)" ("1 connection (http 1)"): TCP connections and UDP flows dissected, and per
+        protocol those that carried it (see `counters`), for a summary line."""
+        total = self.counters["connections_dissected"]
+        text = f"{total} connection" if total == 1 else f"{total} connections"
+        per = sorted(
+            (key[12:], n)
+            for key, n in self.counters.items()
+            if key.startswith("connections_") and key != "connections_dissected" and n
+        )
+        if not per:
+            return text
+        return f"{text} ({', '.join(f'{name} {n}' for name, n in per)})"
 
     def undecoded_text(self) -> str:
         """ "N frames not decoded (linktype_147: 2, esp: 1)": traffic in link types or tunnels
@@ -530,12 +548,10 @@ class Pipeline:
             if self._second_view(conn):
                 return
             conn.stream = self._allocate_stream()
+            self.counters["connections_dissected"] += 1
             # The roles are known now and never change: the connection's entries can be
             # prepared (the EntryMaker works out once what they all share).
-            conn.maker = d.entry_maker(
-                conn.opened, self.identity, conn.stream, self.limits.http.max_decoded
-            )
-            self._count_dissected(d.name)
+            self._maker(conn)
             self._release_held(conn)
         if d.exchanges:
             self._write_entries(conn)
@@ -565,24 +581,37 @@ class Pipeline:
 
     def _hand_over(self, conn: _Conn) -> None:
         """The dissector passed the connection on (capture/dissect.py): write what it left,
-        then carry on with its successor (following a chain of them)."""
+        then carry on with its successor (following a chain of them). The successor's
+        EntryMaker is made when it has exchanges: by then it knows the roles (a tunnel's
+        dissector may learn them from the tunnel's first bytes)."""
         d = conn.dissector
         while d.successor is not None:
-            if d.exchanges and conn.maker is not None:
-                conn.index = self._write(d.pop_exchanges(), conn.maker, conn.index)
+            if d.exchanges and conn.stream:
+                conn.index = self._write(d.pop_exchanges(), self._maker(conn), conn.index)
             d = d.successor
             conn.dissector = d
-            if conn.stream:
-                # A successor made after recognition knows its client side (the contract).
-                conn.maker = d.entry_maker(
-                    conn.opened, self.identity, conn.stream, self.limits.http.max_decoded
-                )
+            conn.maker = None
+
+    def _maker(self, conn: _Conn) -> EntryMaker:
+        """The EntryMaker of the connection's current dissector (made once it is needed), and
+        the connection counted for that dissector's protocol."""
+        maker = conn.maker
+        if maker is None:
+            d = conn.dissector
+            maker = conn.maker = d.entry_maker(
+                conn.opened, self.identity, conn.stream, self.limits.http.max_decoded
+            )
+            if d.name not in conn.protocols:
+                conn.protocols = (*conn.protocols, d.name)
+                self._count_protocol(d.name)
+        return maker
 
     def _write_entries(self, conn: _Conn) -> None:
         d = conn.dissector
         if d.exchanges:
             maker = conn.maker
-            assert maker is not None  # made with conn.stream
+            if maker is None:  # a successor's first exchanges
+                maker = self._maker(conn)
             conn.index = self._write(d.pop_exchanges(), maker, conn.index)
         if d.successor is not None:
             self._hand_over(conn)
@@ -608,9 +637,8 @@ class Pipeline:
         self.counters["entries"] += len(exchanges)
         return index
 
-    def _count_dissected(self, name: str) -> None:
+    def _count_protocol(self, name: str) -> None:
         counters = self.counters
-        counters["connections_dissected"] += 1
         key = f"connections_{name}"
         counters[key] = counters.get(key, 0) + 1
         if name == "http":
