@@ -15,15 +15,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from manifests import BASE, PROBE, build, container, container_argv, container_env, find
+from manifests import (
+    BASE,
+    PROBE,
+    build,
+    container,
+    container_argv,
+    container_env,
+    copy_with_tokens,
+    find,
+)
 
 VENV_BIN = Path(sys.executable).parent
 DEMO_PCAP = Path(__file__).resolve().parents[2] / "fixtures" / "demo.pcap"
 
 
 @pytest.fixture(scope="module")
-def objects() -> list[dict]:
-    return build(BASE)
+def objects(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    # kustomize reads the tokens make-tokens writes; a clean clone has none, so build a copy.
+    return build(copy_with_tokens(tmp_path_factory.mktemp("deploy")))
 
 
 def _flag(argv: list[str], name: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
 import netns_harness as nh
-from manifests import BASE, build, container, container_argv, container_env, find
+from manifests import build, container, container_argv, container_env, copy_with_tokens, find
 
 pytestmark = pytest.mark.live
 
@@ -53,7 +54,9 @@ def node() -> Iterator[nh.NodeWithPods]:
 
 def worker_argv(n: nh.NodeWithPods, data_dir: Path, token_file: Path) -> list[str]:
     """The DaemonSet's command line, as the kubelet would expand it on this node."""
-    worker = container(find(build(BASE), "DaemonSet", "kshark-worker"), "worker")
+    # kustomize needs the tokens make-tokens writes: build a copy of deploy/ that has them.
+    base = copy_with_tokens(Path(tempfile.mkdtemp(dir=data_dir.parent)))
+    worker = container(find(build(base), "DaemonSet", "kshark-worker"), "worker")
     env = container_env(worker, {"status.podIP": n.node_ip, "spec.nodeName": "node-a"})
     argv = container_argv(worker, env)
     local = {"--data-dir": str(data_dir), "--token-file": str(token_file)}
