@@ -65,6 +65,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, NamedTuple
 
+from capture.carry import consume, ts_at
 from capture.dissect import MORE, NO, YES, DissectorStats, TcpDissector
 from capture.grpc import MessageTally, is_grpc_content_type
 from capture.http1 import Message
@@ -489,7 +490,7 @@ class Http2Connection(TcpDissector):
             s.marks.append((carried, ts_ns))
             pos = self._parse(s, side, buf, ts_ns, carried)
             if s.buf is buf and pos:
-                _consume(s, pos)
+                s.marks = consume(s.buf, s.marks, pos)
         else:
             pos = self._parse(s, side, data, ts_ns, 0)
             if pos < len(data) and s.state != _DEAD:
@@ -562,7 +563,7 @@ class Http2Connection(TcpDissector):
         buf = s.buf
         pos = self._parse(s, side, buf, ts_ns, len(buf), final=True)
         if s.buf is buf and pos:
-            _consume(s, pos)
+            s.marks = consume(s.buf, s.marks, pos)
 
     def _parse(
         self,
@@ -613,7 +614,7 @@ class Http2Connection(TcpDissector):
             length = (a << 8) | b
             sid &= 0x7FFFFFFF
             self.frames += 1
-            fts = ts_ns if pos >= carried else _ts_at(s.marks, pos)
+            fts = ts_ns if pos >= carried else ts_at(s.marks, pos)
             if s.block is not None and ftype != _CONTINUATION:
                 # RFC 9113 §6.10: nothing may come between a header block's frames.
                 self._block_lost(s, side, s.block_sid, fts, "header block interrupted by a frame")
@@ -1140,26 +1141,6 @@ class Http2Connection(TcpDissector):
             s.state = _DEAD
             s.buf = bytearray()
             s.marks = []
-
-
-def _consume(s: _Side, pos: int) -> None:
-    """Drop the first pos bytes of the side's buffer, and their time marks."""
-    buf = s.buf
-    del buf[:pos]
-    marks = s.marks
-    k = 0
-    while k + 1 < len(marks) and marks[k + 1][0] <= pos:
-        k += 1
-    s.marks = [(max(o - pos, 0), t) for o, t in marks[k:]] if buf else []
-
-
-def _ts_at(marks: list[tuple[int, int]], pos: int) -> int:
-    ts = marks[0][1]
-    for offset, t in marks:
-        if offset > pos:
-            break
-        ts = t
-    return ts
 
 
 def _exact(half: _Half | None) -> bool:
