@@ -3,7 +3,7 @@
 What a dissector cannot use yet (a partial head, frame or line) waits in a per-direction buffer;
 a message that starts in it takes the time of the data that carried its first byte (ENTRY.md's
 times). `marks` lists (offset in the buffer, packet time) for each `data()` that added to it,
-offsets ascending, the first 0. capture/http1_framing.py and capture/http2.py keep theirs so.
+offsets ascending, the first 0. capture/http1_framing.py and capture/http2_framing.py keep theirs so.
 """
 
 from __future__ import annotations
