@@ -35,8 +35,8 @@ not let an interpreted class inherit from a compiled one, so only a module compi
 (listed in `capture.NATIVE_MODULES`) may subclass them. A dissector written in plain Python
 (a module not compiled, a test's fake) does not subclass: it has the same attributes and
 methods, and `as_tcp` / `as_udp` / `as_maker` wrap it in an adapter that calls it generically.
-(Allowing interpreted subclasses on the bases instead was measured: it made every HTTP/1
-packet ~5 % slower.)
+(Allowing interpreted subclasses on the bases instead was measured with
+scripts/bench_pipeline.py: it made every HTTP/1 packet slower, by more than the noise.)
 
 Rules every dissector keeps (docs/internals.md, "The dissector contract"): sans-IO (no clock,
 no I/O), bounded buffers with a documented behaviour when full, never raise on bad input (mark

@@ -15,7 +15,8 @@ Why hand-written and not a library parser:
   (0 of 27 requests of zeek-methods.pcap in strict mode, 15 of 27 with every leniency on), and a
   parser that raised cannot resynchronise inside the same stream after a capture gap.
 * h11 is a conversation endpoint, not an observer: both peers' state machines must be driven, it
-  refuses malformed input, and it measured ~14x slower end to end (reference/perf-baseline.md).
+  refuses malformed input, and it measured an order of magnitude slower end to end
+  (../shared/reference/perf-baseline.md).
 * HTTP/1.x framing is small. `bytes.find` locates heads and chunk lines in C; Python only touches
   head lines and chunk-size lines, never body bytes one at a time. Bodies are sliced, not copied
   byte-wise, and a body longer than `max_body` is counted but not kept.
