@@ -35,6 +35,8 @@ NATIVE_MODULES = (
     "http1_framing",
     "http1",
     "content",
+    "entry_fields",
+    "entry_summary",
     "entries",
     "dns",
     "dissect_dns",

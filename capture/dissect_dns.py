@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from capture.dissect import DissectorStats, EntryMaker, TcpDissector, UdpDissector
 from capture.dns import OPCODES, DnsMessage, parse, plausible_header, rcode_text
-from capture.entries import _endpoint, _ip_text, rfc3339_ns
+from capture.entry_fields import _endpoint, _ip_text, rfc3339_ns
 
 if TYPE_CHECKING:
     from capture.entries import ConnectionEnds, Identity
