@@ -41,6 +41,7 @@ NATIVE_MODULES = (
     "dns",
     "dissect_dns",
     "dissectors",
+    "limits",
     "pipeline",
     "pcapwrite",
     "http2_hpack",

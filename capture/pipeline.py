@@ -9,8 +9,8 @@ dissector listens on, and each flow (5-tuple) gets its own dissector.
 Which dissector a connection or flow gets is capture/dissectors.py's `Selection` (port hints
 such as `--decode-as`, then content, then HTTP/1 as the fallback); what a dissector is, is
 capture/dissect.py. A dissector may hand the connection over to another (`successor`: the
-choice from the first bytes, or HTTP/1.1 `Upgrade: h2c`); the connection keeps its stream and
-entry numbering.
+choice from the first bytes, HTTP/1.1 `Upgrade: h2c`, a CONNECT tunnel); the connection keeps
+its stream and entry numbering. The limits are capture/limits.py's.
 
 Cost: this runs for every captured packet, so the chain is plain calls with nothing between
 them: in-order data goes from the reassembler straight to the connection's dissector
@@ -39,13 +39,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from capture.decode import Decoder
-from capture.dissect_dns import DnsLimits
 from capture.dissectors import DEFAULT_SPECS, DissectorSpec, Selection
 from capture.entries import Identity
-from capture.http1 import HttpLimits
-from capture.http2 import Http2Limits
-from capture.protobuf import ProtoDecoder
-from capture.reassembly import Closed, Data, Gap, Opened, Reassembler, ReassemblyLimits
+from capture.limits import PipelineLimits, UdpLimits
+from capture.reassembly import Closed, Data, Gap, Opened, Reassembler
 from capture.segment import TS_MAX_NS, TS_MIN_NS
 
 if TYPE_CHECKING:
@@ -54,6 +51,8 @@ if TYPE_CHECKING:
     from capture.dissect import EntryMaker, TcpDissector, UdpDissector
     from capture.segment import Datagram, Segment
 
+__all__ = ["Output", "Pipeline", "PipelineLimits", "UdpLimits"]
+
 _SECOND_NS = 1_000_000_000
 CLOSED_REMEMBERED = 4096
 # Two views of one connection are the same packets seen at two taps of one host: their first
@@ -61,43 +60,6 @@ CLOSED_REMEMBERED = 4096
 # first packets are further apart are different connections, even with equal ISNs (crafted
 # captures reuse fixed ISNs; real stacks pick them at random, RFC 6528).
 VIEW_WINDOW_NS = _SECOND_NS
-
-
-@dataclass(frozen=True, slots=True)
-class UdpLimits:
-    """UDP flows (5-tuples) being dissected.
-
-    max_flows: past it the least recently active flow ends ("evicted", counted in
-    `udp_flows_evicted`): its pending exchanges are emitted with errors and its pcap closes.
-    idle_timeout_ns: a flow with no datagram for this long (packet time) ends ("timeout"); a
-    later datagram of the same 5-tuple starts a new flow with a new pcap.
-    """
-
-    max_flows: int = 65_536
-    idle_timeout_ns: int = 10 * _SECOND_NS
-
-
-@dataclass(frozen=True, slots=True)
-class PipelineLimits:
-    """Every bound the packet side keeps, with what happens when it is reached.
-
-    held_packets_per_conn / held_bytes_total: packets of a connection not yet recognised as HTTP
-    are held so its pcap can start at the SYN. Past either bound the oldest held packet of that
-    connection is discarded and counted in `held_packets_discarded` (the pcap then starts later;
-    entries are unaffected).
-    expire_every_ns: how often (in packet time) idle connections are looked for.
-    """
-
-    reassembly: ReassemblyLimits = field(default_factory=ReassemblyLimits)
-    http: HttpLimits = field(default_factory=HttpLimits)
-    http2: Http2Limits = field(default_factory=Http2Limits)
-    # Decodes gRPC messages to JSON in HTTP/2 entries (--proto-descriptor); None: raw fields.
-    protobuf: ProtoDecoder | None = None
-    dns: DnsLimits = field(default_factory=DnsLimits)
-    udp: UdpLimits = field(default_factory=UdpLimits)
-    held_packets_per_conn: int = 64
-    held_bytes_total: int = 32 << 20
-    expire_every_ns: int = _SECOND_NS
 
 
 @dataclass(slots=True)
