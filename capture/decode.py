@@ -56,6 +56,7 @@ from __future__ import annotations
 import struct
 from typing import ClassVar
 
+from capture.counters import Counters
 from capture.decode_tunnels import (
     _AF_INET,
     _ETH_IPV4,
@@ -112,7 +113,10 @@ _WHOLE_IPV6 = struct.Struct("!IHBB16s16s").pack
 _new_segment = tuple.__new__
 
 
-class DecodeStats:
+_DECODE_COUNTERS = "frames non_ip non_tcp malformed unsupported_linktype fragments truncated udp"
+
+
+class DecodeStats(Counters):
     """Counters. Every frame counts in ``frames`` and in exactly one of: ``tcp`` (a Segment was
     returned), ``non_ip``, ``non_tcp``, ``malformed``, ``unsupported_linktype``, ``fragments``
     (an IP fragment that did not complete a datagram: held, or discarded). The fragment that
@@ -130,44 +134,22 @@ class DecodeStats:
     attribute increment off the per-packet fast path.
     """
 
-    __slots__ = (
-        "frag",
-        "fragments",
-        "frames",
-        "malformed",
-        "non_ip",
-        "non_tcp",
-        "truncated",
-        "udp",
-        "undecoded",
-        "unsupported_linktype",
-    )
-    _FIELDS = (
-        "frames",
-        "tcp",
-        "non_ip",
-        "non_tcp",
-        "malformed",
-        "unsupported_linktype",
-        "fragments",
-        "truncated",
-        "udp",
-    )
     # ClassVar: mypyc (scripts/build_native.py) makes a plain class-level name an instance field.
     FRAGMENT_FIELDS: ClassVar[tuple[str, ...]] = tuple(
         f"fragments_{name}" for name in FragmentStats.FIELDS
     )
+    frames: int
+    non_ip: int
+    non_tcp: int
+    malformed: int
+    unsupported_linktype: int
+    fragments: int
+    truncated: int
+    udp: int
 
     def __init__(self, frag: FragmentStats | None = None) -> None:
+        super().__init__(_DECODE_COUNTERS)
         self.frag = FragmentStats() if frag is None else frag
-        self.frames = 0
-        self.non_ip = 0
-        self.non_tcp = 0
-        self.malformed = 0
-        self.unsupported_linktype = 0
-        self.fragments = 0
-        self.truncated = 0
-        self.udp = 0
         # frames in an encapsulation or link type we do not decode, by kind (module doc);
         # they are also in their outcome above (unsupported_linktype, non_tcp or non_ip)
         self.undecoded: dict[str, int] = {}
@@ -185,16 +167,14 @@ class DecodeStats:
         )
 
     def as_dict(self) -> dict[str, int]:
-        out = {name: getattr(self, name) for name in self._FIELDS}
+        out = super().as_dict()
+        out = {"frames": out.pop("frames"), "tcp": self.tcp, **out}
         for name, value in self.frag.as_dict().items():
             out[f"fragments_{name}"] = value
         out["undecoded"] = sum(self.undecoded.values())
         for kind, value in self.undecoded.items():
             out[f"undecoded_{kind}"] = value
         return out
-
-    def __repr__(self) -> str:
-        return f"DecodeStats({self.as_dict()})"
 
 
 class Decoder(TunnelDecoding):

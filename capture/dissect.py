@@ -47,6 +47,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from capture.counters import Counters
+
 if TYPE_CHECKING:
     from capture.entries import ConnectionEnds, Identity
 
@@ -56,7 +58,7 @@ YES = 1
 MORE = 2
 
 
-class DissectorStats:
+class DissectorStats(Counters):
     """Counters the dissectors of one protocol share in a pipeline: what each connection or
     flow dropped, cut or could not pair, summed per protocol.
 
@@ -64,13 +66,8 @@ class DissectorStats:
     dissector it makes for that protocol, which adds to an attribute where it counts: the cost
     is that int add, and nothing per connection is left to collect when it ends.
     `Pipeline.stats()` shows them as `<protocol>_<counter>` (the worker's /status and /metrics).
-    A subclass has one int attribute per counter and returns them all from `as_dict`.
+    A subclass declares its counters as capture/counters.py says.
     """
-
-    __slots__ = ()
-
-    def as_dict(self) -> dict[str, int]:
-        return {}
 
 
 class EntryMaker:

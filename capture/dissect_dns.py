@@ -64,39 +64,24 @@ class DnsStats(DissectorStats):
     """What the DNS flows and connections of a pipeline could not pair, dropped or could not
     read (one object shared by all of them: capture/dissect.py)."""
 
-    __slots__ = (
-        "bytes_skipped",
-        "flows_evicted",
-        "messages_malformed",
-        "messages_rejected",
-        "queries_evicted",
-        "queries_timeout",
-        "queries_unanswered",
-        "responses_unpaired",
-    )
+    queries_timeout: int  # no response within query_timeout_ns
+    queries_unanswered: int  # still waiting when the flow or connection ended
+    queries_evicted: int  # pushed out by max_pending
+    responses_unpaired: int  # no waiting query of its id (late, duplicate, before the capture)
+    messages_malformed: int  # damaged past the question section: kept, entry flagged
+    # not a DNS message: a datagram rejected, a TCP message that lost the framing
+    messages_rejected: int
+    bytes_skipped: int  # TCP: looking for a message boundary again
+    flows_evicted: int  # flows / connections ended early by their table's bound
 
     def __init__(self) -> None:
-        self.queries_timeout = 0  # no response within query_timeout_ns
-        self.queries_unanswered = 0  # still waiting when the flow or connection ended
-        self.queries_evicted = 0  # pushed out by max_pending
-        self.responses_unpaired = 0  # no waiting query of its id (late, duplicate, before capture)
-        self.messages_malformed = 0  # damaged past the question section: kept, entry flagged
-        # not a DNS message: a datagram rejected, a TCP message that lost the framing
-        self.messages_rejected = 0
-        self.bytes_skipped = 0  # TCP: looking for a message boundary again
-        self.flows_evicted = 0  # flows / connections ended early by their table's bound
+        super().__init__(_DNS_COUNTERS)
 
-    def as_dict(self) -> dict[str, int]:
-        return {
-            "queries_timeout": self.queries_timeout,
-            "queries_unanswered": self.queries_unanswered,
-            "queries_evicted": self.queries_evicted,
-            "responses_unpaired": self.responses_unpaired,
-            "messages_malformed": self.messages_malformed,
-            "messages_rejected": self.messages_rejected,
-            "bytes_skipped": self.bytes_skipped,
-            "flows_evicted": self.flows_evicted,
-        }
+
+_DNS_COUNTERS = (
+    "queries_timeout queries_unanswered queries_evicted responses_unpaired messages_malformed "
+    "messages_rejected bytes_skipped flows_evicted"
+)
 
 
 class DnsExchange(NamedTuple):

@@ -81,28 +81,17 @@ class Message(NamedTuple):
 class HttpStats(DissectorStats):
     """Counters shared by the connections of one pipeline (pass the same object to each)."""
 
-    __slots__ = (
-        "bytes_discarded",
-        "exchanges_evicted",
-        "waiting_bodies_cut",
-        "waiting_body_bytes_dropped",
-    )
+    # messages whose body was cut because waiting bodies reached max_pending_body
+    waiting_bodies_cut: int
+    waiting_body_bytes_dropped: int  # ... and the bytes not kept
+    exchanges_evicted: int  # pushed out early as pair-not-found by max_pending
+    bytes_discarded: int  # skipped while probing or resynchronising (capture gaps not included)
 
     def __init__(self) -> None:
-        # messages whose body was cut because waiting bodies reached max_pending_body
-        self.waiting_bodies_cut = 0
-        self.waiting_body_bytes_dropped = 0  # ... and the bytes not kept
-        self.exchanges_evicted = 0  # pushed out early as pair-not-found by max_pending
-        # bytes skipped while probing or resynchronising (capture gaps not included)
-        self.bytes_discarded = 0
+        super().__init__(_HTTP_COUNTERS)
 
-    def as_dict(self) -> dict[str, int]:
-        return {
-            "waiting_bodies_cut": self.waiting_bodies_cut,
-            "waiting_body_bytes_dropped": self.waiting_body_bytes_dropped,
-            "exchanges_evicted": self.exchanges_evicted,
-            "bytes_discarded": self.bytes_discarded,
-        }
+
+_HTTP_COUNTERS = "waiting_bodies_cut waiting_body_bytes_dropped exchanges_evicted bytes_discarded"
 
 
 class Exchange(NamedTuple):

@@ -55,39 +55,24 @@ class Http2Stats(DissectorStats):
     """What the HTTP/2 connections of a pipeline dropped, cut or could not read (one object
     shared by all of them: capture/dissect.py)."""
 
-    __slots__ = (
-        "body_bytes_dropped",
-        "bytes_skipped",
-        "frames_oversized",
-        "goaways",
-        "header_blocks_lost",
-        "hpack_unknown_fields",
-        "resets",
-        "streams_evicted",
-    )
+    streams_evicted: int  # emitted early as pair-not-found by max_streams
+    bytes_skipped: int  # looking for a frame boundary (mid-stream start, lost framing)
+    # header fields that referenced HPACK entries we do not have (their names are unknown)
+    hpack_unknown_fields: int
+    header_blocks_lost: int  # not decoded: cut by a gap, over max_header_block, malformed
+    frames_oversized: int  # longer than max_header_block / MAX_CONTROL_FRAME: skipped
+    body_bytes_dropped: int  # DATA not kept by max_body / max_body_total (counted)
+    resets: int  # RST_STREAM frames
+    goaways: int  # GOAWAY frames
 
     def __init__(self) -> None:
-        self.streams_evicted = 0  # emitted early as pair-not-found by max_streams
-        self.bytes_skipped = 0  # looking for a frame boundary (mid-stream start, lost framing)
-        # header fields that referenced HPACK entries we do not have (their names are unknown)
-        self.hpack_unknown_fields = 0
-        self.header_blocks_lost = 0  # not decoded: cut by a gap, over max_header_block, malformed
-        self.frames_oversized = 0  # longer than max_header_block / MAX_CONTROL_FRAME: skipped
-        self.body_bytes_dropped = 0  # DATA not kept by max_body / max_body_total (counted)
-        self.resets = 0  # RST_STREAM frames
-        self.goaways = 0  # GOAWAY frames
+        super().__init__(_HTTP2_COUNTERS)
 
-    def as_dict(self) -> dict[str, int]:
-        return {
-            "streams_evicted": self.streams_evicted,
-            "bytes_skipped": self.bytes_skipped,
-            "hpack_unknown_fields": self.hpack_unknown_fields,
-            "header_blocks_lost": self.header_blocks_lost,
-            "frames_oversized": self.frames_oversized,
-            "body_bytes_dropped": self.body_bytes_dropped,
-            "resets": self.resets,
-            "goaways": self.goaways,
-        }
+
+_HTTP2_COUNTERS = (
+    "streams_evicted bytes_skipped hpack_unknown_fields header_blocks_lost frames_oversized "
+    "body_bytes_dropped resets goaways"
+)
 
 
 CLOSED_REMEMBERED = 1024  # stream ids of ended streams whose late frames are ignored

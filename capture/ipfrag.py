@@ -57,6 +57,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from capture.counters import Counters
+
 _SECOND_NS = 1_000_000_000
 IP_MAX_DATAGRAM = 65_535
 
@@ -89,48 +91,27 @@ class FragmentLimits:
             raise ValueError("max_buffered_bytes must be at least max_datagram_bytes")
 
 
-class FragmentStats:
+_FRAGMENT_COUNTERS = "reassembled dropped duplicate timeout overlap too_large evicted invalid"
+
+
+class FragmentStats(Counters):
     """Counters. ``reassembled`` and the discard reasons (``timeout``, ``overlap``,
     ``too_large``, ``evicted``, ``invalid``) count datagrams; ``dropped`` counts the fragments
     (calls to `add`) whose bytes were discarded, for any reason; ``duplicate`` counts fragments
     that brought no new bytes (kept for their tag, then reassembled or dropped with the rest)."""
 
-    __slots__ = (
-        "dropped",
-        "duplicate",
-        "evicted",
-        "invalid",
-        "overlap",
-        "reassembled",
-        "timeout",
-        "too_large",
-    )
-    FIELDS: ClassVar[tuple[str, ...]] = (
-        "reassembled",
-        "dropped",
-        "duplicate",
-        "timeout",
-        "overlap",
-        "too_large",
-        "evicted",
-        "invalid",
-    )
+    FIELDS: ClassVar[tuple[str, ...]] = tuple(_FRAGMENT_COUNTERS.split())
+    reassembled: int
+    dropped: int
+    duplicate: int
+    timeout: int
+    overlap: int
+    too_large: int
+    evicted: int
+    invalid: int
 
     def __init__(self) -> None:
-        self.reassembled = 0
-        self.dropped = 0
-        self.duplicate = 0
-        self.timeout = 0
-        self.overlap = 0
-        self.too_large = 0
-        self.evicted = 0
-        self.invalid = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.FIELDS}
-
-    def __repr__(self) -> str:
-        return f"FragmentStats({self.as_dict()})"
+        super().__init__(_FRAGMENT_COUNTERS)
 
 
 class _Datagram:

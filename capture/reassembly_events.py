@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
+from capture.counters import Counters
+
 _MiB = 1 << 20
 _SECOND_NS = 1_000_000_000
 
@@ -129,72 +131,42 @@ def _new_data(conn_id: int, side: int, data: bytes, ts_ns: int) -> Data:
 # --- stats --------------------------------------------------------------------------------------
 
 
-# ReassemblyStats' counters, in the order as_dict reports them. A module constant rather than
-# read back from __slots__: classes compiled by mypyc (capture/__init__.py) have no __slots__.
-_STAT_NAMES = (  # grouped by meaning; as_dict keeps this order
-    "connections",  # connections opened
-    "open_connections",  # gauge
-    "lingering",  # gauge: closed connections still remembered
-    "closed_fin",
-    "closed_rst",
-    "closed_timeout",
-    "closed_eof",
-    "evicted",  # closed because max_connections was reached
-    "reused",  # a SYN started a new connection on a known 4-tuple
-    "ignored",  # segments attributed to no connection (RST for an unknown 4-tuple)
-    "out_of_order",  # segments buffered ahead of a hole
-    "retrans_bytes",  # bytes dropped because they were delivered already
-    "overlap_bytes",  # bytes dropped because buffered bytes already covered them
-    "after_fin_bytes",  # bytes at or after their side's FIN, dropped
-    "gaps",  # Gap events
-    "gap_bytes",  # bytes reported lost
-    "ack_gaps",  # gaps found because the peer ACKed bytes we never saw
-    "keepalives",  # one-byte keep-alive probes found at a stream's start and dropped
-    "overflow_flushes",  # holes given up because a buffer limit was hit (both kinds)
-    "conn_limit_flushes",
-    "total_limit_flushes",
-    "buffered_bytes",  # gauge: out-of-order bytes held now
-    "buffered_peak",
-    "linger_dropped",  # closed connections forgotten early because of max_lingering
-)
-
-
-class ReassemblyStats:
+class ReassemblyStats(Counters):
     """Counters (and three gauges: open_connections, lingering, buffered_bytes)."""
 
-    __slots__ = _STAT_NAMES
-
-    def __init__(self) -> None:
-        for name in _STAT_NAMES:
-            setattr(self, name, 0)
-
-    def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in _STAT_NAMES}
-
-    def __repr__(self) -> str:
-        return f"ReassemblyStats({self.as_dict()})"
-
-    connections: int
-    open_connections: int
-    lingering: int
+    connections: int  # connections opened
+    open_connections: int  # gauge
+    lingering: int  # gauge: closed connections still remembered
     closed_fin: int
     closed_rst: int
     closed_timeout: int
     closed_eof: int
-    evicted: int
-    reused: int
-    ignored: int
-    out_of_order: int
-    retrans_bytes: int
-    overlap_bytes: int
-    after_fin_bytes: int
-    gaps: int
-    gap_bytes: int
-    ack_gaps: int
-    keepalives: int
-    overflow_flushes: int
+    evicted: int  # closed because max_connections was reached
+    reused: int  # a SYN started a new connection on a known 4-tuple
+    ignored: int  # segments attributed to no connection (RST for an unknown 4-tuple)
+    out_of_order: int  # segments buffered ahead of a hole
+    retrans_bytes: int  # bytes dropped because they were delivered already
+    overlap_bytes: int  # bytes dropped because buffered bytes already covered them
+    after_fin_bytes: int  # bytes at or after their side's FIN, dropped
+    gaps: int  # Gap events
+    gap_bytes: int  # bytes reported lost
+    ack_gaps: int  # gaps found because the peer ACKed bytes we never saw
+    keepalives: int  # one-byte keep-alive probes found at a stream's start and dropped
+    overflow_flushes: int  # holes given up because a buffer limit was hit (both kinds)
     conn_limit_flushes: int
     total_limit_flushes: int
-    buffered_bytes: int
+    buffered_bytes: int  # gauge: out-of-order bytes held now
     buffered_peak: int
-    linger_dropped: int
+    linger_dropped: int  # closed connections forgotten early because of max_lingering
+
+    def __init__(self) -> None:
+        super().__init__(_REASSEMBLY_COUNTERS)
+
+
+# In the order as_dict reports them, grouped by meaning.
+_REASSEMBLY_COUNTERS = (
+    "connections open_connections lingering closed_fin closed_rst closed_timeout closed_eof "
+    "evicted reused ignored out_of_order retrans_bytes overlap_bytes after_fin_bytes gaps "
+    "gap_bytes ack_gaps keepalives overflow_flushes conn_limit_flushes total_limit_flushes "
+    "buffered_bytes buffered_peak linger_dropped"
+)
