@@ -1,4 +1,5 @@
-"""What the decoder (capture/decode.py) finds inside frames: tunnels and encapsulations.
+"""What the decoder (capture/decode.py) finds inside frames: tunnels and encapsulations, and the
+Ethernet header (VLAN tags, PPPoE) that a captured frame and a tunnel's inner frame both start with.
 
 The tunnels Kubernetes overlays and mirroring use: VXLAN (UDP 4789, and 8472, the Linux
 kernel's default that Flannel and Cilium use), Geneve (UDP 6081) and GRE (IP 47: IPv4, IPv6,
@@ -31,6 +32,9 @@ MAX_ENCAPSULATION = 4
 
 _ETH_IPV4 = 0x0800
 _ETH_IPV6 = 0x86DD
+_ETH_PPPOE_SESSION = 0x8864
+_VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)  # 802.1Q, 802.1ad (QinQ outer), legacy QinQ
+_MPLS = (0x8847, 0x8848)
 _PPP_IPV4 = 0x0021
 _PPP_IPV6 = 0x0057
 _L2TP_PORT = 1701
@@ -47,6 +51,7 @@ _AF_INET6_LINUX = 10
 
 _U16 = struct.Struct("!H").unpack_from
 _UDP_PORTS = struct.Struct("!HH").unpack_from
+_PPPOE_LEN = struct.Struct("!4xH").unpack_from
 _new_segment = tuple.__new__
 
 
@@ -63,8 +68,6 @@ class TunnelDecoding:
         self.udp_ports = udp_ports
         self.datagrams: list[Datagram] = []
 
-    # What a tunnel carries goes back to the decoder (capture/decode.py).
-
     def _ether(
         self,
         ts_ns: int,
@@ -74,7 +77,29 @@ class TunnelDecoding:
         depth: int = 0,
         limit: int = -1,
     ) -> Segment | None:
-        raise NotImplementedError
+        """EtherType at ``type_at``; network header at ``payload_at`` (default: right after it),
+        after any number of VLAN tags (each tag is TPID+TCI: the next type sits 4 bytes on).
+        ``limit``: where the frame's data ends (an Ethernet frame inside a tunnel), else its end."""
+        off = type_at + 2 if payload_at < 0 else payload_at
+        end = len(frame) if limit < 0 else limit
+        etype = _U16(frame, type_at)[0]
+        while etype in _VLAN_TPIDS:
+            etype = _U16(frame, off + 2)[0]
+            off += 4
+        if etype == _ETH_IPV4:
+            return self._ipv4(ts_ns, frame, off, end, depth)
+        if etype == _ETH_IPV6:
+            return self._ipv6(ts_ns, frame, off, end, depth)
+        if etype == _ETH_PPPOE_SESSION:
+            # PPPoE session header: ver/type, code, session id, payload length; then PPP.
+            stop = off + 6 + _PPPOE_LEN(frame, off)[0]
+            return self._ppp(ts_ns, frame, off + 6, min(stop, end), depth)
+        if etype in _MPLS:
+            self.stats.count_undecoded("mpls")
+        self.stats.non_ip += 1
+        return None
+
+    # What a tunnel carries goes back to the decoder's IP layers (capture/decode.py).
 
     def _ipv4(self, ts_ns: int, frame: bytes, off: int, limit: int, depth: int) -> Segment | None:
         raise NotImplementedError

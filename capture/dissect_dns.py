@@ -130,20 +130,20 @@ class _Pairing:
     """The queries of one flow or connection waiting for their response, in arrival (= time)
     order. One list, scanned: a flow has one or two queries waiting (a lookup's A and AAAA),
     and the scan is bounded by max_pending. Few objects per flow matter more than lookups
-    here: a node has a flow per lookup, and each object kept is work for the collector."""
+    here: a node has a flow per lookup, and each object kept is work for the collector.
+    What comes out is appended to `out`: the dissector's `exchanges`."""
 
-    __slots__ = ("limits", "out", "pending", "stats")
+    __slots__ = ("limits", "pending", "stats")
 
-    def __init__(self, limits: DnsLimits, out: list[Any], stats: DnsStats) -> None:
+    def __init__(self, limits: DnsLimits, stats: DnsStats) -> None:
         self.limits = limits
-        self.out = out  # the dissector's exchanges list (appended to in place)
         self.stats = stats
         self.pending: list[_Waiting] = []
 
-    def message(self, msg: DnsMessage, side: int, ts: int) -> None:
+    def message(self, msg: DnsMessage, side: int, ts: int, out: list[Any]) -> None:
         pending = self.pending
         if pending and pending[0][2] <= ts - self.limits.query_timeout_ns:
-            self.expire(ts)
+            self.expire(ts, out)
         if msg.error is not None:
             self.stats.messages_malformed += 1
         if not msg.qr:
@@ -151,7 +151,7 @@ class _Pairing:
             if len(pending) > self.limits.max_pending:
                 self.stats.queries_evicted += 1
                 why = f"evicted: more than max_pending={self.limits.max_pending} queries waiting"
-                self._drop(pending.pop(0), "pair-not-found", why)
+                self._drop(pending.pop(0), "pair-not-found", why, out)
             return
         ident = msg.id
         for i, waiting in enumerate(pending):
@@ -162,13 +162,13 @@ class _Pairing:
                 if query.error is not None or msg.error is not None:
                     texts = [m.error for m in (query, msg) if m.error is not None]
                     error = ("dissection", "; ".join(texts))
-                self.out.append(_new(DnsExchange, (query, qts, msg, ts, qside, error)))
+                out.append(_new(DnsExchange, (query, qts, msg, ts, qside, error)))
                 return
         self.stats.responses_unpaired += 1
         why = f"no query seen for this response (id {ident})"
-        self.out.append(_new(DnsExchange, (None, 0, msg, ts, 1 - side, ("pair-not-found", why))))
+        out.append(_new(DnsExchange, (None, 0, msg, ts, 1 - side, ("pair-not-found", why))))
 
-    def expire(self, now: int) -> None:
+    def expire(self, now: int, out: list[Any]) -> None:
         """Reports the queries that waited `query_timeout_ns` or more by `now`."""
         pending = self.pending
         limit = now - self.limits.query_timeout_ns
@@ -181,23 +181,24 @@ class _Pairing:
             secs = self.limits.query_timeout_ns / _SECOND_NS
             self.stats.queries_timeout += n
             for q in expired:
-                self._drop(q, "timeout", f"no response within {secs:g} s (id {q[0].id})")
+                self._drop(q, "timeout", f"no response within {secs:g} s (id {q[0].id})", out)
 
-    def end(self, reason: str, ts: int) -> None:
-        self.expire(ts)
+    def end(self, reason: str, ts: int, out: list[Any]) -> None:
+        self.expire(ts, out)
         if reason == "evicted":
             self.stats.flows_evicted += 1
         rest, self.pending = self.pending, []
         self.stats.queries_unanswered += len(rest)
         for q in rest:
             why = f"no response seen for this query (id {q[0].id}; {_ENDED[reason]})"
-            self._drop(q, "pair-not-found", why)
+            self._drop(q, "pair-not-found", why, out)
 
-    def _drop(self, q: _Waiting, kind: str, why: str) -> None:
+    @staticmethod
+    def _drop(q: _Waiting, kind: str, why: str, out: list[Any]) -> None:
         query, side, ts = q
         if query.error is not None:
             why = f"{why}; {query.error}"
-        self.out.append(_new(DnsExchange, (query, ts, None, 0, side, (kind, why))))
+        out.append(_new(DnsExchange, (query, ts, None, 0, side, (kind, why))))
 
 
 _ENDED = {
@@ -215,26 +216,18 @@ class DnsUdp(UdpDissector):
     def __init__(self, limits: DnsLimits, stats: DnsStats | None = None) -> None:
         super().__init__("dns")
         self.stats = DnsStats() if stats is None else stats  # shared by a pipeline's
-        self._pairing = _Pairing(limits, self.exchanges, self.stats)
+        self._pairing = _Pairing(limits, self.stats)
 
     def datagram(self, side: int, payload: bytes, ts_ns: int) -> bool:
         msg = parse(payload)
         if msg is None or not _plausible(msg):
             self.stats.messages_rejected += 1
             return False
-        self._pairing.message(msg, side, ts_ns)
+        self._pairing.message(msg, side, ts_ns, self.exchanges)
         return True
 
     def end(self, reason: str, ts_ns: int) -> None:
-        self._pairing.end(reason, ts_ns)
-
-    def pop_exchanges(self) -> list[Any]:
-        out = self.exchanges
-        if not out:
-            return []
-        self.exchanges = []
-        self._pairing.out = self.exchanges
-        return out
+        self._pairing.end(reason, ts_ns, self.exchanges)
 
     def entry_maker(
         self, flow: ConnectionEnds, identity: Identity, stream: int, max_decoded: int
@@ -248,7 +241,7 @@ class DnsTcp(TcpDissector):
     def __init__(self, limits: DnsLimits, stats: DnsStats | None = None) -> None:
         super().__init__("dns")
         self.stats = DnsStats() if stats is None else stats  # shared by a pipeline's
-        self._pairing = _Pairing(limits, self.exchanges, self.stats)
+        self._pairing = _Pairing(limits, self.stats)
         self._bufs = (bytearray(), bytearray())
         self._ts = [0, 0]  # time of the data that carried the first buffered byte, per side
         self._lost = [False, False]  # framing lost: looking for a message boundary again
@@ -288,7 +281,9 @@ class DnsTcp(TcpDissector):
                 return
             if self.client_side is None:
                 self.client_side = side if not msg.qr else 1 - side
-            self._pairing.message(msg, side, self._ts[side] if start < old else ts_ns)
+            self._pairing.message(
+                msg, side, self._ts[side] if start < old else ts_ns, self.exchanges
+            )
         if pos:
             del buf[:pos]
             if buf and pos >= old:
@@ -301,7 +296,7 @@ class DnsTcp(TcpDissector):
     def end(self, reason: str, ts_ns: int) -> None:
         if not self.active:
             return
-        self._pairing.end(reason, ts_ns)
+        self._pairing.end(reason, ts_ns, self.exchanges)
         self.active = False
 
     def _lose(self, side: int) -> None:
@@ -316,14 +311,6 @@ class DnsTcp(TcpDissector):
         if self.client_side is None and self.skipped > MAX_PROBE:
             self.active = False  # no DNS message in sight: not DNS
             self._bufs = (bytearray(), bytearray())
-
-    def pop_exchanges(self) -> list[Any]:
-        out = self.exchanges
-        if not out:
-            return []
-        self.exchanges = []
-        self._pairing.out = self.exchanges
-        return out
 
     def entry_maker(
         self, conn: ConnectionEnds, identity: Identity, stream: int, max_decoded: int

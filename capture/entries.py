@@ -58,7 +58,7 @@ from __future__ import annotations
 
 from binascii import b2a_base64
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from capture.content import decode_content
 from capture.dissect import EntryMaker
@@ -74,9 +74,7 @@ from capture.entry_fields import (
     rfc3339_ns,
 )
 from capture.entry_summary import summarize
-
-if TYPE_CHECKING:
-    from capture.http1 import Exchange
+from capture.http1_messages import Exchange
 
 __all__ = ["ConnectionEnds", "EntryBuilder", "Identity", "Resolver", "build_entry", "summarize"]
 

@@ -112,32 +112,8 @@ class HttpFraming(HttpPairing):
                             self._finish(s, m)
                         else:
                             s.state = _CEND
-            elif st == _CSIZE:
-                r = self._chunk_size(s, buf, pos, cur, ts)
-                if r < 0:
-                    break
-                pos = r
-            elif st == _CEND:
-                m = s.msg
-                assert m is not None
-                c = buf[pos]
-                if c == 13:
-                    if pos + 1 >= n:
-                        break
-                    if buf[pos + 1] == 10:
-                        pos += 2
-                        m.wire += 2
-                    else:
-                        _anomaly(m, "chunk data not followed by CRLF")
-                elif c == 10:
-                    pos += 1
-                    m.wire += 1
-                    _anomaly(m, "bare LF in chunked framing")
-                else:
-                    _anomaly(m, "chunk data not followed by CRLF")
-                s.state = _CSIZE
-            elif st == _TRAILER:
-                r = self._trailer(s, buf, pos, cur, ts)
+            elif st in (_CSIZE, _CEND, _TRAILER):
+                r = self._chunked(s, st, buf, pos, cur, ts)
                 if r < 0:
                     break
                 pos = r
@@ -413,6 +389,35 @@ class HttpFraming(HttpPairing):
             self._finish(s, m)
         else:
             s.state = _CLOSE
+
+    def _chunked(
+        self, s: _Side, st: int, buf: bytes | bytearray, pos: int, cur: int, ts: int
+    ) -> int:
+        """The chunked framing between chunk data: a size line, the CRLF after a chunk, the
+        trailer lines. The offset to go on from, or -1 to wait for more bytes."""
+        if st == _CSIZE:
+            return self._chunk_size(s, buf, pos, cur, ts)
+        if st == _TRAILER:
+            return self._trailer(s, buf, pos, cur, ts)
+        m = s.msg
+        assert m is not None
+        c = buf[pos]
+        if c == 13:
+            if pos + 1 >= len(buf):
+                return -1
+            if buf[pos + 1] == 10:
+                pos += 2
+                m.wire += 2
+            else:
+                _anomaly(m, "chunk data not followed by CRLF")
+        elif c == 10:
+            pos += 1
+            m.wire += 1
+            _anomaly(m, "bare LF in chunked framing")
+        else:
+            _anomaly(m, "chunk data not followed by CRLF")
+        s.state = _CSIZE
+        return pos
 
     def _chunk_size(self, s: _Side, buf: bytes | bytearray, pos: int, cur: int, ts: int) -> int:
         m = s.msg

@@ -89,6 +89,9 @@ class _Parsed(Generic[_K, _V]):
 _QuickHead = tuple[
     str | None, str | None, int | None, str | None, str, tuple[tuple[str, str], ...], int
 ]
+# Its first five: what a start line says (a request's method and target, or a response's
+# status and reason; the version).
+_StartLine = tuple[str | None, str | None, int | None, str | None, str]
 
 
 # The caches' bounds (see _Parsed): a few MB in all, whatever the traffic.
@@ -100,10 +103,11 @@ LINE_CACHE_KEY = 256  # characters: a longer line is parsed every time
 # Whole heads (the bytes before the blank line) → _quick_head()'s result.
 _REQUEST_HEADS: _Parsed[bytes, _QuickHead] = _Parsed(HEAD_CACHE_SIZE, HEAD_CACHE_KEY)
 _RESPONSE_HEADS: _Parsed[bytes, _QuickHead] = _Parsed(HEAD_CACHE_SIZE, HEAD_CACHE_KEY)
-# Lines, for heads not seen whole before. "GET / HTTP/1.1" → ("GET", "/", "HTTP/1.1")
-_REQUEST_LINES: _Parsed[str, tuple[str, str, str]] = _Parsed(LINE_CACHE_SIZE, LINE_CACHE_KEY)
-# "HTTP/1.1 200 OK" → ("HTTP/1.1", 200, "OK")
-_STATUS_LINES: _Parsed[str, tuple[str, int, str]] = _Parsed(LINE_CACHE_SIZE, LINE_CACHE_KEY)
+# Start lines, for heads not seen whole before, as the first five of _QuickHead:
+# "GET / HTTP/1.1" → ("GET", "/", None, None, "HTTP/1.1")
+_REQUEST_LINES: _Parsed[str, _StartLine] = _Parsed(LINE_CACHE_SIZE, LINE_CACHE_KEY)
+# "HTTP/1.1 200 OK" → (None, None, 200, "OK", "HTTP/1.1")
+_STATUS_LINES: _Parsed[str, _StartLine] = _Parsed(LINE_CACHE_SIZE, LINE_CACHE_KEY)
 # "Host: a" → ("Host", "a"); never Content-Length, Transfer-Encoding or Upgrade lines (framing
 # reads those, so their lines are always parsed).
 _FIELD_LINES: _Parsed[str, tuple[str, str]] = _Parsed(LINE_CACHE_SIZE, LINE_CACHE_KEY)
@@ -113,7 +117,7 @@ def _clean_start_line(line: str) -> bool:
     return "\n" not in line and "\t" not in line and " :" not in line
 
 
-def _quick_request_line(line: str) -> tuple[str, str, str] | None:
+def _quick_request_line(line: str) -> _StartLine | None:
     """A request line `_quick` may take: a known method (not CONNECT), HTTP/1.1 or 1.0."""
     parts = line.split(" ", 2)
     if len(parts) != 3 or not _clean_start_line(line):
@@ -123,12 +127,12 @@ def _quick_request_line(line: str) -> tuple[str, str, str] | None:
         return None
     if version != "HTTP/1.1" and version != "HTTP/1.0":
         return None
-    parsed = (method, target, version)
+    parsed: _StartLine = (method, target, None, None, version)
     _REQUEST_LINES.put(line, parsed)
     return parsed
 
 
-def _quick_status_line(line: str) -> tuple[str, int, str] | None:
+def _quick_status_line(line: str) -> _StartLine | None:
     """A status line `_quick` may take: HTTP/1.1 or 1.0, a final status (not 1xx)."""
     parts = line.split(" ", 2)
     if len(parts) != 3 or not _clean_start_line(line):
@@ -138,7 +142,7 @@ def _quick_status_line(line: str) -> tuple[str, int, str] | None:
         return None  # interim and 101 responses take the general path
     if version != "HTTP/1.1" and version != "HTTP/1.0":
         return None
-    parsed = (version, int(code), reason)
+    parsed: _StartLine = (None, None, int(code), reason, version)
     _STATUS_LINES.put(line, parsed)
     return parsed
 
@@ -155,18 +159,11 @@ def _quick_head(head: bytes | bytearray, is_req: bool) -> _QuickHead | None:
     first = lines[0]
     if is_req:
         start = _REQUEST_LINES.get(first) or _quick_request_line(first)
-        if start is None:
-            return None
-        method, target, version = start
-        status = None
-        reason = None
     else:
-        response = _STATUS_LINES.get(first) or _quick_status_line(first)
-        if response is None:
-            return None
-        version, status, reason = response
-        method = None
-        target = None
+        start = _STATUS_LINES.get(first) or _quick_status_line(first)
+    if start is None:
+        return None
+    method, target, status, reason, version = start
     fields: list[tuple[str, str]] = []
     append = fields.append
     cl: str | None = None
@@ -215,12 +212,13 @@ def _fields(
     m: _Msg, lines: list[str], anomalies: list[str] | None, text: str
 ) -> tuple[list[str] | None, str | None]:
     """Parse field lines into m.headers; returns (Content-Length values, Transfer-Encoding)."""
-    cl: list[str] | None = None
-    te: str | None = None
     if len(lines) < 2:
         m.headers = []
         m.anomalies = anomalies
-        return cl, te
+        return None, None
+    # The fields framing reads: Content-Length (14 letters), Transfer-Encoding (17), Upgrade
+    # (7). Only names of those lengths are looked at again (_framing).
+    framing: list[tuple[str, str]] | None = None
     if anomalies is None and "\n " not in text and " :" not in text and "\t" not in text:
         # Fast path: no folding, no whitespace around names (checked on the whole head).
         # One plain loop: cheaper than comprehensions here (scripts/bench_pipeline.py).
@@ -230,28 +228,16 @@ def _fields(
             name, colon, value = lines[k].partition(":")
             if not colon or not name:
                 break  # a line without a name: the careful loop below reports it
-            value = value.strip()
-            append((name, value))
+            field = (name, value.strip())
+            append(field)
             ln = len(name)
             if ln == 14 or ln == 17 or ln == 7:
-                low = name.lower()
-                if low == "content-length":
-                    if cl is None:
-                        cl = [value]
-                    else:
-                        cl.append(value)
-                elif low == "transfer-encoding":
-                    te = value if te is None else f"{te}, {value}"
-                elif low == "upgrade" and m.is_req:
-                    m.switch = True
+                framing = [field] if framing is None else [*framing, field]
         else:
             m.headers = headers
-            return cl, te
-        cl = None
-        te = None
-        m.switch = False
+            return _framing(m, framing) if framing is not None else (None, None)
+        framing = None
     headers = m.headers = []
-    unfolded = False
     for k in range(1, len(lines)):
         line = lines[k]
         i = line.find(":")
@@ -262,7 +248,6 @@ def _fields(
                 folded = line.strip()
                 headers[-1] = (name, f"{value} {folded}" if value else folded)
                 anomalies = _add(anomalies, "obs-fold continuation line")
-                unfolded = True
             elif line.strip():
                 anomalies = _add(anomalies, f"field line without a name: {line[:64]!r}")
             continue
@@ -272,31 +257,29 @@ def _fields(
             name = name.rstrip()
             anomalies = _add(anomalies, f"whitespace before the colon of {name!r}")
         headers.append((name, value))
-        ln = len(name)
-        if ln == 14 or ln == 17 or ln == 7:
-            low = name.lower()
-            if low == "content-length":
-                if cl is None:
-                    cl = [value]
-                else:
-                    cl.append(value)
-            elif low == "transfer-encoding":
-                te = value if te is None else f"{te}, {value}"
-            elif low == "upgrade" and m.is_req:
-                m.switch = True
-    if unfolded:
-        # RFC 9112 5.2: obs-fold is replaced by a space before the value is interpreted
-        # (what a server that accepts it, and Zeek, do): framing reads the unfolded values,
-        # so `Transfer-Encoding:\r\n chunked` is chunked.
-        cl = None
-        te = None
-        for name, value in headers:
-            low = name.lower()
-            if low == "content-length":
-                cl = [value] if cl is None else [*cl, value]
-            elif low == "transfer-encoding":
-                te = value if te is None else f"{te}, {value}"
     m.anomalies = anomalies
+    # RFC 9112 5.2: obs-fold is replaced by a space before the value is interpreted (what a
+    # server that accepts it, and Zeek, do): framing reads the unfolded values, so
+    # `Transfer-Encoding:\r\n chunked` is chunked.
+    return _framing(m, headers)
+
+
+def _framing(m: _Msg, fields: list[tuple[str, str]]) -> tuple[list[str] | None, str | None]:
+    """The Content-Length values and the Transfer-Encoding among fields; an Upgrade on a
+    request marks it as a switch (the client side pauses after it)."""
+    cl: list[str] | None = None
+    te: str | None = None
+    for name, value in fields:
+        ln = len(name)
+        if ln != 14 and ln != 17 and ln != 7:
+            continue
+        low = name.lower()
+        if low == "content-length":
+            cl = [value] if cl is None else [*cl, value]
+        elif low == "transfer-encoding":
+            te = value if te is None else f"{te}, {value}"
+        elif low == "upgrade" and m.is_req:
+            m.switch = True
     return cl, te
 
 

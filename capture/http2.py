@@ -80,9 +80,18 @@ from capture.http2_frames import (
     error_code_name,
     looks_like_http2,
 )
-from capture.http2_framing import _DEAD, _FRAMES, _SYNC, Http2Framing
+from capture.http2_framing import Http2Framing
 from capture.http2_hpack import HpackDecoder
-from capture.http2_streams import Http2Exchange, Http2Limits, Http2Stats, _Half, _Stream
+from capture.http2_streams import (
+    _DEAD,
+    _FRAMES,
+    _SYNC,
+    Http2Exchange,
+    Http2Limits,
+    Http2Stats,
+    _Half,
+    _Stream,
+)
 
 if TYPE_CHECKING:
     from capture.dissect import EntryMaker

@@ -9,8 +9,6 @@ searching for a frame boundary (capture/http2.py's docstring has the rules).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from capture.carry import consume, ts_at
 from capture.http2_frames import (
     _CONTINUATION,
@@ -34,79 +32,11 @@ from capture.http2_frames import (
     _unpad,
 )
 from capture.http2_hpack import HpackDecoder
-from capture.http2_streams import _DEFAULT_LIMITS, Http2Limits, Http2Stats, Http2Streams, _Half
-
-if TYPE_CHECKING:
-    from capture.protobuf import ProtoDecoder
-
-# side states
-_START = 0  # nothing parsed yet: the preface, a frame, or a search for a frame boundary
-_FRAMES = 1  # in sync: a frame header is expected at the buffer's start
-_SYNC = 2  # framing lost or not found yet: searching for a frame boundary
-_DEAD = 3
-
-
-class _Side:
-    __slots__ = (
-        "block",
-        "block_end_stream",
-        "block_over",
-        "block_promised",
-        "block_sid",
-        "block_ts",
-        "block_type",
-        "block_wire",
-        "buf",
-        "hpack",
-        "marks",
-        "max_frame",
-        "pad",
-        "skip",
-        "skip_end",
-        "skip_half",
-        "skip_sid",
-        "state",
-    )
-
-    def __init__(self, max_table_bytes: int) -> None:
-        self.state = _START
-        self.buf = bytearray()
-        # (offset in buf, time) of each data() that added to buf: a frame's time is that of
-        # the data carrying its first byte.
-        self.marks: list[tuple[int, int]] = []
-        self.hpack = HpackDecoder(max_table_bytes, partial=True)
-        # Frames this side may send: the peer's SETTINGS_MAX_FRAME_SIZE (realignment only).
-        self.max_frame = _DEFAULT_MAX_FRAME
-        # The frame whose payload is passing now (DATA streamed into its half; others skipped)
-        self.skip = 0  # payload bytes left (data + padding)
-        self.pad = 0  # of which padding, at the end
-        self.skip_half: _Half | None = None  # DATA: the half its bytes go to (None: discard)
-        self.skip_sid = 0
-        self.skip_end = False  # DATA with END_STREAM: end the half when the payload is done
-        # A header block waiting for CONTINUATION frames
-        self.block: bytearray | None = None
-        self.block_sid = 0
-        self.block_type = _HEADERS
-        self.block_end_stream = False
-        self.block_promised = 0
-        self.block_over = False  # longer than max_header_block: being skipped
-        self.block_ts = 0
-        self.block_wire = 0
+from capture.http2_streams import _DEAD, _FRAMES, _START, _SYNC, Http2Streams, _Side
 
 
 class Http2Framing(Http2Streams):
     """Both directions' framing for one connection (see the module docstring)."""
-
-    def __init__(
-        self,
-        limits: Http2Limits = _DEFAULT_LIMITS,
-        protos: ProtoDecoder | None = None,
-        stats: Http2Stats | None = None,
-    ) -> None:
-        super().__init__(limits, protos, stats)
-        self.frames = 0  # frames parsed
-        self._sides = (_Side(limits.max_table_bytes), _Side(limits.max_table_bytes))
-        self._probe_budget = limits.max_probe
 
     def _take_final(self, s: _Side, side: int, ts_ns: int) -> None:
         """Frames held back for want of a next frame header to confirm the alignment, when no
@@ -307,14 +237,7 @@ class Http2Framing(Http2Streams):
                     s, side, _HEADERS, sid, 0, frag, bool(flags & _END_STREAM), ts, 9 + len(payload)
                 )
             else:
-                s.block = bytearray(frag)
-                s.block_sid = sid
-                s.block_type = _HEADERS
-                s.block_end_stream = bool(flags & _END_STREAM)
-                s.block_promised = 0
-                s.block_over = False
-                s.block_ts = ts
-                s.block_wire = 9 + len(payload)
+                s.start_block(_HEADERS, sid, 0, frag, bool(flags & _END_STREAM), ts, len(payload))
         elif ftype == _CONTINUATION:
             block = s.block
             if block is None or sid != s.block_sid:
@@ -367,14 +290,7 @@ class Http2Framing(Http2Streams):
                     s, side, _PUSH_PROMISE, sid, promised, frag[4:], False, ts, 9 + len(payload)
                 )
             else:
-                s.block = bytearray(frag[4:])
-                s.block_sid = sid
-                s.block_type = _PUSH_PROMISE
-                s.block_end_stream = False
-                s.block_promised = promised
-                s.block_over = False
-                s.block_ts = ts
-                s.block_wire = 9 + len(payload)
+                s.start_block(_PUSH_PROMISE, sid, promised, frag[4:], False, ts, len(payload))
         elif ftype == _GOAWAY and len(payload) >= 8:
             self.stats.goaways += 1
             last = _U32.unpack_from(payload, 0)[0] & 0x7FFFFFFF

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, NamedTuple
 from capture.dissect import DissectorStats, TcpDissector
 from capture.grpc import MessageTally, is_grpc_content_type
 from capture.http1_messages import Message
-from capture.http2_frames import _PUSH_PROMISE, error_code_name
+from capture.http2_frames import _DEFAULT_MAX_FRAME, _HEADERS, _PUSH_PROMISE, error_code_name
+from capture.http2_hpack import HpackDecoder
 
 if TYPE_CHECKING:
     from capture.http2_hpack import HpackResult
@@ -149,6 +150,75 @@ class _Stream:
         self.pushed = False  # opened by PUSH_PROMISE
 
 
+# side states
+_START = 0  # nothing parsed yet: the preface, a frame, or a search for a frame boundary
+_FRAMES = 1  # in sync: a frame header is expected at the buffer's start
+_SYNC = 2  # framing lost or not found yet: searching for a frame boundary
+_DEAD = 3
+
+
+class _Side:
+    __slots__ = (
+        "block",
+        "block_end_stream",
+        "block_over",
+        "block_promised",
+        "block_sid",
+        "block_ts",
+        "block_type",
+        "block_wire",
+        "buf",
+        "hpack",
+        "marks",
+        "max_frame",
+        "pad",
+        "skip",
+        "skip_end",
+        "skip_half",
+        "skip_sid",
+        "state",
+    )
+
+    def __init__(self, max_table_bytes: int) -> None:
+        self.state = _START
+        self.buf = bytearray()
+        # (offset in buf, time) of each data() that added to buf: a frame's time is that of
+        # the data carrying its first byte.
+        self.marks: list[tuple[int, int]] = []
+        self.hpack = HpackDecoder(max_table_bytes, partial=True)
+        # Frames this side may send: the peer's SETTINGS_MAX_FRAME_SIZE (realignment only).
+        self.max_frame = _DEFAULT_MAX_FRAME
+        # The frame whose payload is passing now (DATA streamed into its half; others skipped)
+        self.skip = 0  # payload bytes left (data + padding)
+        self.pad = 0  # of which padding, at the end
+        self.skip_half: _Half | None = None  # DATA: the half its bytes go to (None: discard)
+        self.skip_sid = 0
+        self.skip_end = False  # DATA with END_STREAM: end the half when the payload is done
+        # A header block waiting for CONTINUATION frames
+        self.block: bytearray | None = None
+        self.block_sid = 0
+        self.block_type = _HEADERS
+        self.block_end_stream = False
+        self.block_promised = 0
+        self.block_over = False  # longer than max_header_block: being skipped
+        self.block_ts = 0
+        self.block_wire = 0
+
+    def start_block(
+        self, btype: int, sid: int, promised: int, frag: bytes, end_stream: bool, ts: int, n: int
+    ) -> None:
+        """A HEADERS or PUSH_PROMISE frame (`n` payload bytes) whose block CONTINUATION
+        frames go on: `frag` is its first fragment."""
+        self.block = bytearray(frag)
+        self.block_sid = sid
+        self.block_type = btype
+        self.block_end_stream = end_stream
+        self.block_promised = promised
+        self.block_over = False
+        self.block_ts = ts
+        self.block_wire = 9 + n
+
+
 _DEFAULT_LIMITS = Http2Limits()
 
 
@@ -173,6 +243,10 @@ class Http2Streams(TcpDissector):
         self._max_body = limits.max_body
         self._max_body_total = limits.max_body_total
         self.body_bytes = 0  # body bytes kept by the streams in progress (max_body_total)
+        # the framing's (capture/http2_framing.py)
+        self.frames = 0  # frames parsed
+        self._sides = (_Side(limits.max_table_bytes), _Side(limits.max_table_bytes))
+        self._probe_budget = limits.max_probe
 
     def _learn_roles(self, client_side: int) -> None:
         if self.client_side is None:
@@ -270,19 +344,11 @@ class Http2Streams(TcpDissector):
             half.wire = wire
             self._note_block(half, res.unknown, res.error, sid)
             return
-        pseudo_method = pseudo_status = False
-        status = ""
-        for name, value in fields:
-            if name[:1] != ":":
-                break
-            if name == ":method":
-                pseudo_method = True
-            elif name == ":status":
-                pseudo_status = True
-                status = value
-        if pseudo_method:
+        pseudo = _pseudo(fields)
+        status = pseudo.get(":status")
+        if ":method" in pseudo:
             self._learn_roles(side)
-        elif pseudo_status:
+        elif status is not None:
             self._learn_roles(1 - side)
         self.recognised = True
         st = self._stream(sid, ts)
@@ -295,7 +361,7 @@ class Http2Streams(TcpDissector):
         half.wire += wire
         half.ts_last = ts
         if not half.started:
-            if pseudo_status and status[:1] == "1" and len(status) == 3 and not end_stream:
+            if status is not None and status[:1] == "1" and len(status) == 3 and not end_stream:
                 half.interim += 1  # 1xx: skipped, the final response follows
             else:
                 half.started = True
@@ -432,40 +498,34 @@ def _count(half: _Half | None) -> int:
     return half.tally.count
 
 
-def _message(half: _Half, is_request: bool) -> Message:
-    method = target = None
-    status: int | None = None
-    reason: str | None = None
-    authority = None
-    errors = half.errors
-    for name, value in half.fields:
+def _pseudo(fields: list[tuple[str, str]]) -> dict[str, str]:
+    """The pseudo-header fields (":method", ":status", ...) a header block starts with."""
+    out: dict[str, str] = {}
+    for name, value in fields:
         if name[:1] != ":":
             break
-        if name == ":method":
-            method = value
-        elif name == ":path":
-            target = value
-        elif name == ":authority":
-            authority = value
-        elif name == ":status" and len(value) == 3 and value.isdigit():
-            status = int(value)
-            try:
-                reason = HTTPStatus(status).phrase
-            except ValueError:
-                reason = ""
+        out[name] = value
+    return out
+
+
+def _message(half: _Half, is_request: bool) -> Message:
+    method: str | None = None
+    target: str | None = None
+    status: int | None = None
+    reason: str | None = None
+    errors = half.errors
+    pseudo = _pseudo(half.fields)
     if is_request:
-        if target is None and method == "CONNECT":
-            target = authority
-        if method is None:
-            method = ""
+        method = pseudo.get(":method", "")
+        target = pseudo.get(":path")
         if target is None:
-            target = ""
-        status = None
-        reason = None
+            target = pseudo.get(":authority", "") if method == "CONNECT" else ""
     else:
-        method = target = None
-        if status is None:
-            status = 0
+        code = pseudo.get(":status", "")
+        status = int(code) if len(code) == 3 and code.isdigit() else 0
+        try:
+            reason = HTTPStatus(status).phrase if status else ""
+        except ValueError:
             reason = ""
     body = bytes(half.body)
     return Message(

@@ -184,13 +184,13 @@ class FragmentReassembler:
         buf: bytes,
         start: int,
         stop: int,
-        header_len: int,
+        ihl: int,
         tag: Any = None,
         cut: bool = False,
     ) -> Reassembled | None:
         """An IPv4 fragment: its data is ``buf[start:stop]``; ``flags_offset`` is the header's
-        16-bit flags/fragment-offset field; ``header_len`` its IHL in bytes (it counts in the
-        65,535-byte bound). ``cut``: the capture cut the fragment short."""
+        16-bit flags/fragment-offset field; ``ihl`` the header's length in bytes (it counts in
+        the 65,535-byte bound). ``cut``: the capture cut the fragment short."""
         more = bool(flags_offset & 0x2000)
         if more and (stop - start) & 7:
             stop -= (stop - start) & 7  # RFC 791: non-last fragments are 8-byte multiples
@@ -202,7 +202,7 @@ class FragmentReassembler:
             buf,
             start,
             stop,
-            header_len,
+            ihl,
             tag=tag,
             cut=cut,
         )
@@ -218,14 +218,15 @@ class FragmentReassembler:
         buf: bytes,
         start: int,
         stop: int,
-        header_len: int,
+        ext_len: int,
         tag: Any = None,
         cut: bool = False,
     ) -> Reassembled | None:
         """An IPv6 fragment: ``nxt`` and ``offset_flags`` are the fragment header's next header
         and 16-bit offset/M field, ``ident`` its identification; the data is ``buf[start:stop]``
-        (what follows the fragment header); ``header_len`` the extension headers before the
-        fragment header, which count in the reassembled payload length (RFC 8200 4.5)."""
+        (what follows the fragment header); ``ext_len`` the bytes of the extension headers
+        before the fragment header, which count in the reassembled payload length (RFC 8200
+        4.5)."""
         more = bool(offset_flags & 1)
         if more and (stop - start) & 7:
             # RFC 8200 4.5: a non-last fragment whose length is not a multiple of 8 is an error
@@ -240,7 +241,7 @@ class FragmentReassembler:
             buf,
             start,
             stop,
-            header_len,
+            ext_len,
             nxt=nxt,
             tag=tag,
             cut=cut,
