@@ -4,7 +4,8 @@ it is evicted, or when the connection ends (capture/http2.py's docstring has the
 
 `Http2Streams` is the base of `capture.http2.Http2Connection`: one object per connection, its
 code split by concern as a chain of classes (streams, then framing in capture/http2_framing.py,
-then the public methods), as capture/http1_pairing.py explains for HTTP/1.
+then the public methods), as capture/http1_pairing.py explains for HTTP/1. It makes all of the
+connection's state, the framing's per-direction `_Side` too.
 """
 
 from __future__ import annotations
