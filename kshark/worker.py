@@ -171,12 +171,12 @@ class Worker:
             "pipeline": pipeline,
             "live": dict(live),
             "store": self.store.stats,
+            "writer": dict(self.writer_stats),
             "resolver": (
                 self.resolver.status()
                 if self.resolver is not None
                 else {"enabled": False, "reason": self.cfg.resolve_off}
             ),
-            "writer": dict(self.writer_stats),
         }
 
     def summary_line(self) -> str:
@@ -640,7 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--proto-descriptor",
         metavar="FILE",
-        type=Path,
+        type=cliargs.nonempty("--proto-descriptor"),
         help="a protobuf FileDescriptorSet (protoc --include_imports --descriptor_set_out=FILE): "
         "gRPC messages of its services are decoded to JSON in entries",
     )
@@ -663,6 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--kubeconfig",
         metavar="PATH",
+        type=cliargs.nonempty("--kubeconfig"),
         help="resolve pod/service/node names from this cluster (default: $KUBECONFIG, else the "
         "in-cluster service account when running in a pod)",
     )
@@ -681,14 +682,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> WorkerConfig:
     """The checked flags → WorkerConfig; CliError for what only makes sense together (or
-    needs the file system: the captures, the data directory, the token file)."""
+    needs the file system: the captures, the data directory, the token file, a descriptor
+    set, a kubeconfig)."""
     if not args.pcap and not args.iface:
         raise CliError("nothing to capture: give --pcap FILE or --iface IFACE")
     if args.once and args.iface:
         raise CliError("--once is for --pcap replay only")
     if args.bpf is not None and not args.iface:
         raise CliError("--filter applies to live capture (--iface) only")
-    token = cliargs.token_from(args.token, args.token_file, TOKEN_ENV)
     decode_as: dict[int, str] = {}
     for text in args.decode_as:
         try:
@@ -696,14 +697,26 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         except ValueError as exc:
             raise CliError(f"--decode-as {exc}") from None
         decode_as[port] = proto
+    token = cliargs.token_from(args.token, args.token_file, TOKEN_ENV)
     protobuf = None
     if args.proto_descriptor is not None:
+        descriptor = Path(args.proto_descriptor)
         try:
-            protobuf = ProtoDecoder(args.proto_descriptor.read_bytes(), str(args.proto_descriptor))
+            protobuf = ProtoDecoder(descriptor.read_bytes(), str(descriptor))
         except OSError as exc:
-            raise CliError(f"{args.proto_descriptor}: {exc.strerror or exc}") from None
+            raise CliError(f"{descriptor}: {exc.strerror or exc}") from None
         except ProtoDescriptorError as exc:
             raise CliError(str(exc)) from None
+    cluster = None
+    resolve_off = "--no-resolve"
+    if not args.no_resolve:
+        from kshark.k8s.config import KubeConfigError, find_cluster_config
+
+        try:
+            cluster = find_cluster_config(args.kubeconfig, os.environ)
+        except KubeConfigError as exc:
+            raise CliError(str(exc)) from None
+        resolve_off = WorkerConfig.resolve_off
     for path in args.pcap:
         try:
             CaptureFile(path)  # opens and checks the header: fail before anything starts
@@ -718,16 +731,6 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
             raise PermissionError(f"{data_dir}: not writable")
     except OSError as exc:
         raise CliError(f"data directory {data_dir}: {exc.strerror or exc}") from None
-    cluster = None
-    resolve_off = "--no-resolve"
-    if not args.no_resolve:
-        from kshark.k8s.config import KubeConfigError, find_cluster_config
-
-        try:
-            cluster = find_cluster_config(args.kubeconfig, os.environ)
-        except KubeConfigError as exc:
-            raise CliError(str(exc)) from None
-        resolve_off = WorkerConfig.resolve_off
     return WorkerConfig(
         pcaps=list(args.pcap),
         ifaces=list(args.iface),
@@ -741,10 +744,10 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         once=args.once,
         storage_limit=args.storage_limit,
         max_body=args.max_body,
-        cluster=cluster,
-        resolve_off=resolve_off,
         protobuf=protobuf,
         decode_as=decode_as,
+        cluster=cluster,
+        resolve_off=resolve_off,
     )
 
 
