@@ -1,4 +1,4 @@
-"""The hub's own websocket I/O: a lean client for worker streams, and batched sends to clients.
+"""The hub's own websocket client for worker streams (its batched sends to clients: wsbatch).
 
 Why not trio-websocket for these two legs (the server side still uses it for the handshake and
 to watch the client): the hub's work per entry is only moving bytes, and trio-websocket's
@@ -9,10 +9,7 @@ what a worker spends to stream it (scripts/bench_hub.py). Here:
 - `WorkerSocket` reads a worker's stream in large chunks and hands back every complete message
   of a chunk at once, as the payload bytes the worker sent: they go to the client unchanged
   (never decoded to str and encoded again).
-- `send_frames(ws, frames)` writes many messages to a client in one `send_all`, framed here.
-  Server-to-client frames are unmasked and no extension is ever negotiated by our server, so a
-  text frame is a 2–10 byte header and the payload. It takes trio-websocket's own send lock,
-  so pings and the closing handshake never interleave with it.
+- Sends to the hub's clients are batched by `kshark.api.wsbatch`, as the worker's are.
 
 Only what the hub needs of RFC 6455 is here: client handshake (with Sec-WebSocket-Accept
 check), masked text frames out, text/continuation/ping/pong/close in, a size bound per message,
@@ -33,16 +30,11 @@ import contextlib
 import hashlib
 import os
 import struct
-from typing import TYPE_CHECKING, Any
 
 import trio
-from trio_websocket import ConnectionClosed
 
 from kshark import __version__
 from kshark.hub.httpclient import describe_oserror
-
-if TYPE_CHECKING:
-    from trio_websocket import WebSocketConnection
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 # Bounds of the opening handshake's response head.
@@ -68,16 +60,6 @@ class WsClosed(Exception):
         super().__init__(f"closed with {code} {reason}".strip())
         self.code = code
         self.reason = reason
-
-
-def frame_header(length: int, opcode: int = OP_TEXT) -> bytes:
-    """The header of one final, unmasked frame (server → client) of `length` payload bytes."""
-    first = 0x80 | opcode
-    if length < 126:
-        return bytes((first, length))
-    if length < 65536:
-        return struct.pack("!BBH", first, 126, length)
-    return struct.pack("!BBQ", first, 127, length)
 
 
 def _masked(payload: bytes, opcode: int) -> bytes:
@@ -330,32 +312,3 @@ def _local(stream: trio.SocketStream) -> str:
     except (OSError, ValueError):
         return "?"
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-
-
-# ---- sending to a client -------------------------------------------------------------------------
-
-
-async def send_frames(ws: WebSocketConnection, data: bytes) -> None:
-    """Write already framed messages (`frame_header(len(p)) + p`, …) to a client in one write.
-
-    Uses trio-websocket's lock and stream, so its own sends (pings, pongs, the close) stay whole;
-    raises ConnectionClosed like `send_message`.
-    """
-    impl: Any = ws
-    if impl._close_reason:
-        raise ConnectionClosed(impl._close_reason)
-    async with impl._stream_lock:
-        try:
-            await impl._stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            await impl._abort_web_socket()
-            raise ConnectionClosed(impl._close_reason) from None
-
-
-def can_send_frames(ws: object) -> bool:
-    """Whether this trio-websocket connection has what `send_frames` uses (else fall back to
-    one `send_message` per message)."""
-    return all(
-        hasattr(ws, name)
-        for name in ("_close_reason", "_stream_lock", "_stream", "_abort_web_socket")
-    )
