@@ -3,36 +3,18 @@ and what it says when a worker answers something else."""
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import trio
+from hub_support import scripted_server
 
 from kshark.hub.httpclient import MAX_HEAD, UpstreamError, http_get
 
 BUDGET = 10
 
 
-async def _answering(answer: bytes, requests: list[bytes], task_status=trio.TASK_STATUS_IGNORED):
-    """Serve on 127.0.0.1: read the request head, send `answer`, close."""
-
-    async def one(stream: trio.SocketStream) -> None:
-        async with stream:
-            buf = b""
-            while b"\r\n\r\n" not in buf:
-                buf += await stream.receive_some(65536)
-            requests.append(buf)
-            with contextlib.suppress(trio.BrokenResourceError):
-                await stream.send_all(answer)
-
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    task_status.started(listeners[0].socket.getsockname()[1])
-    await trio.serve_listeners(one, listeners)
-
-
 async def _get(nursery, answer: bytes, **kwargs) -> tuple[int, dict[str, str], bytes, bytes]:
     requests: list[bytes] = []
-    port = await nursery.start(_answering, answer, requests)
+    port = await nursery.start(scripted_server, lambda head: answer, requests)
     response = await http_get(f"127.0.0.1:{port}", "/status?x=1", **kwargs)
     body = await response.read(1 << 20)
     return response.status, response.headers, body, requests[0]

@@ -3,11 +3,10 @@ handshake and its answers (pongs, the close) as a worker sees them."""
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import trio
 import trio.testing
+from hub_support import scripted_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionType
@@ -135,27 +134,6 @@ async def test_a_message_over_the_bound_ends_the_stream_with_1009():
     assert closed.value.code == 1009
 
 
-async def _handshake_server(answer, seen: list[bytes], task_status=trio.TASK_STATUS_IGNORED):
-    """Serve on 127.0.0.1: read a handshake, send answer(request head) and stay, or close when
-    there is no answer."""
-
-    async def one(stream: trio.SocketStream) -> None:
-        async with stream:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += await stream.receive_some(65536)
-            seen.append(head)
-            reply = answer(head)
-            if reply:
-                with contextlib.suppress(trio.BrokenResourceError):
-                    await stream.send_all(reply)
-                    await trio.sleep_forever()
-
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    task_status.started(listeners[0].socket.getsockname()[1])
-    await trio.serve_listeners(one, listeners)
-
-
 def _accept(head: bytes, token: bytes | None = None) -> bytes:
     from wsproto.utilities import generate_accept_token
 
@@ -173,7 +151,7 @@ def _accept(head: bytes, token: bytes | None = None) -> bytes:
 async def test_the_handshake_and_what_the_worker_sent_right_after_it(nursery):
     first = Connection(ConnectionType.SERVER).send(TextMessage("right after the 101"))
     seen: list[bytes] = []
-    port = await nursery.start(_handshake_server, lambda head: _accept(head) + first, seen)
+    port = await nursery.start(scripted_server, lambda head: _accept(head) + first, seen, True)
     with trio.fail_after(10):
         sock = await WorkerSocket.connect(
             "127.0.0.1", port, "/api/wsFull?position=1", headers=[("Authorization", "Bearer t")]
@@ -198,7 +176,7 @@ async def test_the_handshake_and_what_the_worker_sent_right_after_it(nursery):
     ],
 )
 async def test_a_handshake_that_fails_says_why(nursery, answer, message, status):
-    port = await nursery.start(_handshake_server, answer, [])
+    port = await nursery.start(scripted_server, answer, [], True)
     with trio.fail_after(10), pytest.raises(WsError, match=message) as failed:
         await WorkerSocket.connect("127.0.0.1", port, "/api/wsFull")
     assert failed.value.status == status
