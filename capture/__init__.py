@@ -1,8 +1,8 @@
 """Packets to entries: pure, synchronous, sans-IO (see docs/internals.md).
 
 The hot modules are also compiled to C with mypyc (scripts/build_native.py): the same source,
-type-checked strictly already, runs ~1.4× faster compiled, which is what lets a Python worker
-write entries faster than tshark lists two fields. The build goes to `.native/<digest>/` beside
+type-checked strictly already, runs markedly faster compiled (BENCHMARKS.md), which is what
+lets a Python worker write entries faster than tshark lists two fields. The build goes to `.native/<digest>/` beside
 the package, named by a digest of the sources it was built from, and is used only when that
 digest matches the sources here now: an edited module can never run as stale machine code, it
 just runs as Python until the next build. `KSHARK_PURE=1` in the environment forces pure Python
@@ -22,18 +22,32 @@ from pathlib import Path
 NATIVE_MODULES = (
     "segment",
     "ipfrag",
+    "decode_tunnels",
     "decode",
+    "reassembly_events",
+    "reassembly_buffers",
     "reassembly",
     "dissect",
+    "carry",
+    "http1_messages",
+    "http1_heads",
+    "http1_pairing",
+    "http1_framing",
     "http1",
     "content",
+    "entry_fields",
+    "entry_summary",
     "entries",
     "dns",
     "dissect_dns",
     "dissectors",
+    "limits",
     "pipeline",
     "pcapwrite",
     "http2_hpack",
+    "http2_frames",
+    "http2_streams",
+    "http2_framing",
     "http2",
     "grpc",
     "protobuf",
