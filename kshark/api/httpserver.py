@@ -1,18 +1,18 @@
 """One TCP port for plain HTTP/1.1 and websockets, shared by the worker and the hub.
 
 Why not two servers: users and proxies expect one address (`ws://host:30001/api/wsFull` beside
-`http://host:30001/status`), and Kubeshark serves both on one port. Why not h11 for the plain side:
-a websocket upgrade has to hand trio-websocket the exact bytes of the request head (wsproto parses
-the handshake itself), so we must own the buffer the head was read into; parsing a GET head is a
-few lines once the buffer is ours.
+`http://host:30001/status`), and Kubeshark serves both on one port. The codecs are libraries:
+h11 parses requests and frames responses, wsproto (inside trio-websocket) speaks websocket. h11
+pauses after an `Upgrade` request's head; the parsed head goes to wsproto
+(`initiate_upgrade_connection`) and the bytes the client sent after it are replayed.
 
 Per connection (one Trio task each): read a request head (bounded by `ServerLimits.max_head`,
 timed by cancel scopes), check the optional token, then either
 
-- a websocket upgrade to one of `app.ws_paths`: replay the bytes already read through
-  `PrefixedStream` into a trio-websocket connection (`ServerWebSocket`), accept, and run
-  `app.handle_ws(request, ws)` until it returns; after a close the server began, linger a
-  moment before closing the socket (ServerLimits.ws_close_linger); or
+- a websocket upgrade to one of `app.ws_paths`: hand the connection to trio-websocket
+  (`ServerWebSocket`, in `ws_upgrade`), accept, and run `app.handle_ws(request, ws)` until it returns; after a
+  close the server began, linger a moment before closing the socket
+  (ServerLimits.ws_close_linger); or
 - anything else: `app.handle_http(request)` → a `Response`, written with Content-Length (or
   chunked when the length is unknown); keep-alive unless the client or an error says otherwise.
 
@@ -23,30 +23,30 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import email.utils
 import hmac
 import logging
-import re
 from collections.abc import AsyncIterable, Set
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import h11
 import orjson
 import trio
-from trio_websocket import WebSocketConnection, WebSocketRequest
-from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
-from wsproto.events import Ping
+from trio_websocket import WebSocketConnection
+from wsproto.events import RejectConnection
+from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
 from kshark import __version__
+from kshark.api.h11io import HeadTooLarge, next_event
+from kshark.api.ws_upgrade import PrefixedStream, ServerWebSocket, linger, wrap_server_stream
 from kshark.web.paths import is_public
 
 log = logging.getLogger("kshark.api")
 
 SERVER_HEADER = f"kshark/{__version__}"
-# Bytes asked of the socket per receive while reading a request head.
-_RECV_CHUNK = 16384
 # Chunk size for streamed response bodies (pcap downloads): one chunk in memory per connection.
 STREAM_CHUNK = 65536
 
@@ -54,8 +54,6 @@ STREAM_CHUNK = 65536
 # any subprotocol they offer); `kshark.bearer.<base64url of the token>` carries the token.
 WS_SUBPROTOCOL = "kshark"
 WS_TOKEN_PREFIX = "kshark.bearer."
-
-_TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 REASONS = {
     101: "Switching Protocols",
@@ -171,129 +169,16 @@ class App(Protocol):
     async def handle_ws(self, request: Request, ws: WebSocketConnection) -> None: ...
 
 
-class PrefixedStream(trio.abc.Stream):
-    """A stream that first returns bytes already read off the socket, then reads on.
-
-    trio-websocket wants the whole handshake from the stream; we have already consumed the head
-    to route it, so we give it back through this wrapper instead of re-parsing it ourselves.
-    Bytes that came after the head (a client that sends its first frame without waiting for
-    the 101) are held until `release()`: wsproto drops anything it receives before the
-    handshake is accepted, so they must reach it after `accept()`.
-
-    `aclose()` closes the socket, unless `keep_socket` was set (by ServerWebSocket, once a
-    closing handshake the server began has completed): then only this wrapper is closed (later
-    calls raise ClosedResourceError, as on a closed socket) and the connection's task closes the
-    socket after lingering (ServerLimits.ws_close_linger). trio-websocket closes its stream the
-    moment a closing handshake completes, which is too soon for some clients.
-    """
-
-    def __init__(self, stream: trio.abc.Stream, head: bytes, after: bytes = b"") -> None:
-        self.transport_stream = stream
-        self._pending = [part for part in (head, after) if part]
-        self._after_pending = bool(after)
-        self._released = trio.Event()
-        self._closed = False
-        self.keep_socket = False
-
-    def release(self) -> None:
-        """The handshake is accepted: bytes after the head may be delivered now."""
-        self._released.set()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if self._closed:
-            raise trio.ClosedResourceError("the websocket's stream is closed")
-        if self._pending:
-            if self._after_pending and len(self._pending) == 1:
-                await self._released.wait()
-            else:
-                await trio.lowlevel.checkpoint()
-            part = self._pending[0]
-            if max_bytes is None or max_bytes >= len(part):
-                del self._pending[0]
-                return part
-            self._pending[0] = part[max_bytes:]
-            return part[:max_bytes]
-        return await self.transport_stream.receive_some(max_bytes)
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("the websocket's stream is closed")
-        await self.transport_stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.transport_stream.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        self._closed = True
-        if self.keep_socket:
-            await trio.lowlevel.checkpoint()
-        else:
-            await self.transport_stream.aclose()
-
-
-class ServerWebSocket(WebSocketConnection):
-    """trio-websocket's server connection, with what a streaming server needs besides.
-
-    - A ping that arrives while our close frame is out (the closing handshake) is not
-      answered: wsproto refuses to send a pong in that state, and trio-websocket (0.12, its
-      issue #184) lets that error end the reader task, which logged a traceback and tore the
-      connection down before the client had read the end of its stream. RFC 6455 §5.5.2
-      requires a pong only "unless it already received a Close frame"; once we sent ours,
-      the client learns all it needs from it.
-    - `closed_by_server` records that our side began the closing handshake. Once that
-      handshake completes, the socket is left open (PrefixedStream.keep_socket) for the
-      server to linger on (ServerLimits.ws_close_linger); every other end (the client closed
-      first, a protocol error, a timeout) closes it at once, as trio-websocket does.
-    """
-
-    closed_by_server = False
-
-    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
-        if self._wsproto.state == ConnectionState.OPEN:
-            self.closed_by_server = True
-        await super().aclose(code, reason)
-
-    async def _handle_ping_event(self, event: Ping) -> None:
-        if self._wsproto.state == ConnectionState.OPEN:
-            await super()._handle_ping_event(event)
-
-    async def _close_stream(self) -> None:
-        stream = self._stream
-        if (
-            self.closed_by_server
-            and self._wsproto.state == ConnectionState.CLOSED
-            and isinstance(stream, PrefixedStream)
-        ):
-            stream.keep_socket = True
-        await super()._close_stream()
-
-
-async def wrap_server_stream(
-    nursery: trio.Nursery,
-    stream: trio.abc.Stream,
-    *,
-    message_queue_size: int,
-    max_message_size: int,
-) -> WebSocketRequest:
-    """trio_websocket.wrap_server_stream, making a ServerWebSocket (its four lines, with our
-    class: the library takes no connection class)."""
-    connection = ServerWebSocket(
-        stream,
-        WSConnection(ConnectionType.SERVER),
-        message_queue_size=message_queue_size,
-        max_message_size=max_message_size,
-    )
-    nursery.start_soon(connection._reader_task)
-    return await connection._get_request()
-
-
 class _HttpError(Exception):
     """A request we answer with `status` and then close the connection."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(
+        self, status: int, message: str, headers: list[tuple[str, str]] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or []
 
 
 async def serve(
@@ -329,13 +214,16 @@ class _Server:
         self.limits = limits
         self.connections = 0
 
+    def _h11(self) -> h11.Connection:
+        return h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_head)
+
     async def handle_connection(self, stream: trio.SocketStream) -> None:
         remote = _peer(stream)
         self.connections += 1
         try:
             if self.connections > self.limits.max_connections:
                 busy = error_response(503, "too many connections")
-                await self._send_response(stream, busy, None, close=True)
+                await self._send_response(self._h11(), stream, busy, None, close=True)
                 return
             await self._serve_requests(stream, remote)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -349,26 +237,34 @@ class _Server:
 
     async def _serve_requests(self, stream: trio.SocketStream, remote: str) -> None:
         limits = self.limits
-        buf = bytearray()
+        conn = self._h11()
         first = True
         while True:
-            head_end: int | None = None
+            event: h11.Event | type[h11.PAUSED] | None = None
             with trio.move_on_after(limits.head_timeout if first else limits.idle_timeout):
                 try:
-                    head_end = await _read_head(stream, buf, limits.max_head)
-                except _HttpError as exc:
-                    await self._send_error(stream, exc)
+                    event = await next_event(
+                        conn, stream, max_head=limits.max_head, skip_blank_lines=True
+                    )
+                except h11.RemoteProtocolError as exc:
+                    error = _HttpError(exc.error_status_hint, str(exc))
+                    await self._send_error(conn, stream, error)
                     return
-            if head_end is None:
+                except HeadTooLarge:
+                    error = _HttpError(431, f"request head over {limits.max_head} bytes")
+                    await self._send_error(conn, stream, error)
+                    return
+            if not isinstance(event, h11.Request):
                 return  # timeout or end of stream between requests
             first = False
-            head = bytes(buf[:head_end])
-            del buf[:head_end]
             try:
-                request, keep_alive = _parse_head(head, remote)
+                request = _request_of(event, remote)
             except _HttpError as exc:
-                await self._send_error(stream, exc)
+                await self._send_error(conn, stream, exc)
                 return
+            # The client's own `Connection: close` and HTTP/1.0 are h11's to honour (our_state
+            # MUST_CLOSE after the response); this is the server's choice to close after it.
+            keep_alive = True
 
             if not self._authorized(request):
                 # A refused upgrade is never left half-done, and an unread body would be taken
@@ -378,15 +274,13 @@ class _Server:
                 refusal = error_response(
                     401, "missing or wrong token", [("WWW-Authenticate", "Bearer")]
                 )
-                ok = await self._send_response(stream, refusal, request, close=not keep_alive)
-                if not ok or not keep_alive:
+                ok = await self._send_response(conn, stream, refusal, request, close=not keep_alive)
+                if not (ok and keep_alive and _next_cycle(conn)):
                     return
                 continue
 
             if request.path in self.app.ws_paths and _is_websocket_upgrade(request):
-                # The replay holds the head and anything the client sent after it (a first
-                # frame may follow the handshake without waiting for our 101).
-                await self._serve_websocket(stream, head, bytes(buf), request)
+                await self._serve_websocket(conn, stream, event, request)
                 return
             if request.path in self.app.ws_paths and request.method in ("GET", "HEAD"):
                 response = error_response(
@@ -395,9 +289,9 @@ class _Server:
                 keep_alive = keep_alive and not _has_body(request)
             else:
                 try:
-                    request = await self._read_body(stream, buf, request)
+                    request = await self._read_body(conn, stream, request)
                 except _HttpError as exc:
-                    await self._send_error(stream, exc)
+                    await self._send_error(conn, stream, exc)
                     return
                 try:
                     response = await self.app.handle_http(request)
@@ -405,12 +299,15 @@ class _Server:
                     log.exception("%s %s from %s failed", request.method, request.target, remote)
                     response = error_response(500, "internal error")
                     keep_alive = False
-            ok = await self._send_response(stream, response, request, close=not keep_alive)
-            if not ok or not keep_alive:
+            ok = await self._send_response(conn, stream, response, request, close=not keep_alive)
+            if not (ok and keep_alive and _next_cycle(conn)):
                 return
 
-    async def _send_error(self, stream: trio.abc.Stream, exc: _HttpError) -> None:
-        await self._send_response(stream, error_response(exc.status, exc.message), None, close=True)
+    async def _send_error(
+        self, conn: h11.Connection, stream: trio.abc.Stream, exc: _HttpError
+    ) -> None:
+        response = error_response(exc.status, exc.message, exc.headers)
+        await self._send_response(conn, stream, response, None, close=True)
 
     def _authorized(self, request: Request) -> bool:
         if self.token is None or is_public(request.path):
@@ -423,53 +320,67 @@ class _Server:
         return given is not None and hmac.compare_digest(given.encode(), self.token)
 
     async def _read_body(
-        self, stream: trio.SocketStream, buf: bytearray, request: Request
+        self, conn: h11.Connection, stream: trio.SocketStream, request: Request
     ) -> Request:
         if "transfer-encoding" in request.headers:
             raise _HttpError(501, "chunked request bodies are not supported")
         length_text = request.headers.get("content-length")
         if length_text is None:
             return request
-        if not length_text.isascii() or not length_text.isdigit():
-            raise _HttpError(400, "bad Content-Length")
-        length = int(length_text)
-        if length > self.limits.max_body:
+        # h11 has checked the value (digits, one length); what is left is our bound.
+        if int(length_text) > self.limits.max_body:
             raise _HttpError(413, f"request body over {self.limits.max_body} bytes")
+        body = bytearray()
         with trio.move_on_after(self.limits.head_timeout) as scope:
-            while len(buf) < length:
-                data = await stream.receive_some(_RECV_CHUNK)
-                if not data:
-                    raise trio.BrokenResourceError("end of stream inside a request body")
-                buf += data
+            while True:
+                try:
+                    event = await next_event(conn, stream, max_head=self.limits.max_head)
+                except h11.RemoteProtocolError:
+                    raise trio.BrokenResourceError("end of stream inside a request body") from None
+                if isinstance(event, h11.Data):
+                    body += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    break
         if scope.cancelled_caught:
             raise _HttpError(408, "request body too slow")
-        body = bytes(buf[:length])
-        del buf[:length]
-        return Request(
-            request.method,
-            request.target,
-            request.path,
-            request.query,
-            request.headers,
-            request.version,
-            request.remote,
-            body,
-        )
+        return dataclasses.replace(request, body=bytes(body))
 
     async def _serve_websocket(
-        self, stream: trio.SocketStream, head: bytes, after: bytes, request: Request
+        self, conn: h11.Connection, stream: trio.SocketStream, head: h11.Request, request: Request
     ) -> None:
         limits = self.limits
+        # A handshake has no body: h11 has the request's end and pauses for the switch; what
+        # the client sent after the head (a first frame may follow it without waiting for our
+        # 101) is h11's trailing data.
+        while (event := conn.next_event()) is not h11.PAUSED:
+            if not isinstance(event, h11.EndOfMessage):
+                await self._send_error(
+                    conn, stream, _HttpError(400, "a websocket handshake has no body")
+                )
+                return
+        replay = PrefixedStream(stream, conn.trailing_data[0])
         ws: ServerWebSocket | None = None
         async with trio.open_nursery() as nursery:
-            replay = PrefixedStream(stream, head, after)
             with trio.move_on_after(limits.ws_handshake_timeout):
-                ws_request = await wrap_server_stream(
-                    nursery,
-                    replay,
-                    message_queue_size=limits.ws_message_queue,
-                    max_message_size=limits.ws_max_message,
-                )
+                try:
+                    ws_request = await wrap_server_stream(
+                        nursery,
+                        replay,
+                        head,
+                        message_queue_size=limits.ws_message_queue,
+                        max_message_size=limits.ws_max_message,
+                    )
+                except WsRemoteProtocolError as err:
+                    # wsproto's refusal (400, or 426 with the versions it speaks), in our shape.
+                    hint = err.event_hint
+                    status = hint.status_code if isinstance(hint, RejectConnection) else 400
+                    headers = (
+                        [(k.decode("latin-1"), v.decode("latin-1")) for k, v in hint.headers]
+                        if isinstance(hint, RejectConnection)
+                        else []
+                    )
+                    await self._send_error(conn, stream, _HttpError(status, str(err), headers))
+                    return
                 chosen = (
                     WS_SUBPROTOCOL if WS_SUBPROTOCOL in ws_request.proposed_subprotocols else None
                 )
@@ -492,42 +403,53 @@ class _Server:
                     await ws.aclose()
                 nursery.cancel_scope.cancel()
         if replay.keep_socket and limits.ws_close_linger > 0:
-            await _linger(stream, limits.ws_close_linger)
+            await linger(stream, limits.ws_close_linger)
 
     async def _send_response(
-        self, stream: trio.abc.Stream, response: Response, request: Request | None, *, close: bool
+        self,
+        conn: h11.Connection,
+        stream: trio.abc.Stream,
+        response: Response,
+        request: Request | None,
+        *,
+        close: bool,
     ) -> bool:
-        """Write one response; False when the connection can no longer be reused.
+        """Write one response through h11; False when it could not be sent whole.
 
         A body of unknown length is sent chunked to HTTP/1.1 clients and delimited by closing
-        the connection for HTTP/1.0 ones. HEAD gets the head only.
+        the connection for HTTP/1.0 ones (h11's choice, from the request). HEAD gets the head.
         """
         streamed = response.stream is not None
-        unknown_length = streamed and response.content_length is None
-        http10 = request is not None and request.version == "HTTP/1.0"
-        chunked = unknown_length and not http10
-        close = close or (unknown_length and http10)
         head_only = request is not None and request.method == "HEAD"
-        lines = [
-            f"HTTP/1.1 {response.status} {REASONS.get(response.status, '')}",
-            f"Date: {email.utils.formatdate(usegmt=True)}",
-            f"Server: {SERVER_HEADER}",
-            f"Content-Type: {response.content_type}",
+        headers = [
+            ("Date", email.utils.formatdate(usegmt=True)),
+            ("Server", SERVER_HEADER),
+            ("Content-Type", response.content_type),
         ]
-        if chunked:
-            lines.append("Transfer-Encoding: chunked")
-        elif not unknown_length:
-            length = response.content_length if streamed else len(response.body)
-            lines.append(f"Content-Length: {length}")
-        lines.extend(f"{name}: {value}" for name, value in response.headers)
+        if not streamed:
+            headers.append(("Content-Length", str(len(response.body))))
+        elif response.content_length is not None:
+            headers.append(("Content-Length", str(response.content_length)))
+        headers.extend(response.headers)
         if close:
-            lines.append("Connection: close")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+            headers.append(("Connection", "close"))
+        head = conn.send(
+            h11.Response(
+                status_code=response.status,
+                headers=[(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers],
+                reason=REASONS.get(response.status, "").encode("latin-1"),
+            )
+        )
         body = response.stream
         try:
             with trio.move_on_after(self.limits.send_timeout) as scope:
                 if head_only or body is None:
-                    await stream.send_all(head if head_only else head + response.body)
+                    if head_only or not response.body:
+                        data = head + conn.send(h11.EndOfMessage())
+                    else:
+                        data = head + conn.send(h11.Data(data=response.body))
+                        data += conn.send(h11.EndOfMessage())
+                    await stream.send_all(data)
                     return True
                 await stream.send_all(head)
                 sent = 0
@@ -537,15 +459,10 @@ class _Server:
                     # The stall budget is per chunk, not per download.
                     scope.deadline = trio.current_time() + self.limits.send_timeout
                     sent += len(chunk)
-                    if chunked:
-                        await stream.send_all(b"%x\r\n%b\r\n" % (len(chunk), chunk))
-                    elif response.content_length is not None and sent > response.content_length:
+                    if response.content_length is not None and sent > response.content_length:
                         raise RuntimeError("response stream longer than its Content-Length")
-                    else:
-                        await stream.send_all(chunk)
-                if chunked:
-                    await stream.send_all(b"0\r\n\r\n")
-                elif response.content_length is not None and sent != response.content_length:
+                    await stream.send_all(conn.send(h11.Data(data=chunk)))
+                if response.content_length is not None and sent != response.content_length:
                     # We cannot honour the length we promised; closing tells the client.
                     log.warning(
                         "response body ended at %d of %d bytes; closing",
@@ -553,7 +470,8 @@ class _Server:
                         response.content_length,
                     )
                     return False
-                return not close
+                await stream.send_all(conn.send(h11.EndOfMessage()))
+                return True
             return not scope.cancelled_caught
         finally:
             # A body not sent to the end (HEAD, a stalled client, an error) still releases
@@ -564,85 +482,46 @@ class _Server:
                     await aclose()
 
 
-async def _linger(stream: trio.SocketStream, seconds: float) -> None:
-    """Keep a connection open for `seconds`, reading and discarding what the peer sends (data
-    left unread when a socket is closed makes the kernel reset the connection). The peer's
-    end of stream does not end the wait: wscat half-closes right after the closing handshake
-    and still exits only when we close."""
-    with trio.move_on_after(seconds):
-        try:
-            while await stream.receive_some(_RECV_CHUNK):
-                pass
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return  # reset by the peer: nothing left to wait for
-        await trio.sleep_forever()
+def _next_cycle(conn: h11.Connection) -> bool:
+    """After a response: ready h11 for the next request on this connection, or say it must
+    close (the client asked to, HTTP/1.0, or a body we did not read is still coming)."""
+    while conn.their_state is h11.SEND_BODY:
+        # A request without a body: its end is already in h11, no read needed.
+        if conn.next_event() is h11.NEED_DATA:
+            return False
+    if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+        conn.start_next_cycle()
+        return True
+    return False
 
 
-async def _read_head(stream: trio.abc.Stream, buf: bytearray, max_head: int) -> int | None:
-    """Read into `buf` until it holds a whole head; return the index just past its blank line,
-    or None at end of stream. Leading blank lines before a request line are dropped."""
-    start = 0
-    while True:
-        while buf[:2] == b"\r\n":
-            del buf[:2]
-        end = buf.find(b"\r\n\r\n", start)
-        if end >= 0:
-            if end + 4 > max_head:
-                raise _HttpError(431, f"request head over {max_head} bytes")
-            return end + 4
-        if len(buf) > max_head:
-            raise _HttpError(431, f"request head over {max_head} bytes")
-        start = max(0, len(buf) - 3)
-        data = await stream.receive_some(_RECV_CHUNK)
-        if not data:
-            return None
-        buf += data
-
-
-def _parse_head(head: bytes, remote: str) -> tuple[Request, bool]:
-    """Request line and headers → (Request, keep_alive). Raises _HttpError(400/505)."""
-    lines = head[:-4].split(b"\r\n")
-    parts = lines[0].split(b" ")
-    if len(parts) != 3 or not _TOKEN_RE.fullmatch(parts[0]):
-        raise _HttpError(400, "bad request line")
-    method_b, target_b, version_b = parts
-    if version_b not in (b"HTTP/1.1", b"HTTP/1.0"):
-        if version_b.startswith(b"HTTP/"):
-            raise _HttpError(505, "only HTTP/1.0 and HTTP/1.1 are served")
-        raise _HttpError(400, "bad request line")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not _TOKEN_RE.fullmatch(name):
-            # Includes obsolete line folding and a space before the colon (RFC 9112 §5.1).
-            raise _HttpError(400, "bad header line")
-        key = name.decode("ascii").lower()
-        text = value.strip(b" \t").decode("latin-1")
-        headers[key] = f"{headers[key]}, {text}" if key in headers else text
-    target = target_b.decode("latin-1")
-    if target.startswith("/"):
-        split = urlsplit(target)
-    elif target.startswith(("http://", "https://")):
-        split = urlsplit(target)  # absolute-form, as proxies send it
-    else:
+def _request_of(event: h11.Request, remote: str) -> Request:
+    """h11's request head → Request. Raises _HttpError(400/505) for what h11 lets through and
+    we do not serve: other HTTP versions, a target that is neither a path nor a URL."""
+    if event.http_version not in (b"1.0", b"1.1"):
+        raise _HttpError(505, "only HTTP/1.0 and HTTP/1.1 are served")
+    target = event.target.decode("latin-1")
+    # origin-form ("/path?q") or absolute-form, as proxies send it
+    if not target.startswith(("/", "http://", "https://")):
         raise _HttpError(400, "bad request target")
+    split = urlsplit(target)
+    headers: dict[str, str] = {}
+    for name, value in event.headers:
+        key = name.decode("ascii")
+        text = value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
     query: dict[str, str] = {}
     for qname, qvalue in parse_qsl(split.query, keep_blank_values=True):
         query.setdefault(qname, qvalue)
-    version = version_b.decode("ascii")
-    connection = headers.get("connection", "").lower()
-    # HTTP/1.1 keeps the connection unless told to close; HTTP/1.0 closes unless told to keep it.
-    keep_alive = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
-    request = Request(
-        method=method_b.decode("ascii"),
+    return Request(
+        method=event.method.decode("ascii"),
         target=target,
         path=unquote(split.path or "/"),
         query=query,
         headers=headers,
-        version=version,
+        version="HTTP/" + event.http_version.decode("ascii"),
         remote=remote,
     )
-    return request, keep_alive
 
 
 def _subprotocol_token(request: Request) -> str | None:

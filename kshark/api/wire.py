@@ -17,14 +17,13 @@ projection); the I/O helpers at the bottom are the only part that touches a webs
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 import trio
 from trio_websocket import ConnectionClosed
-from wsproto.events import TextMessage
 
 from kshark.api.kfl_thread import off_loop
 from kshark.kfl import KflError, compile_query
@@ -247,46 +246,6 @@ class Shaper:
         if self._project is not None:
             entry = self._project(entry)
         return orjson.dumps(entry, option=orjson.OPT_SORT_KEYS).decode()
-
-
-def can_batch(ws: WebSocketConnection) -> bool:
-    """Whether `send_texts` can write several messages at once on this connection.
-
-    It relies on trio-websocket internals that have been stable for years (`_wsproto`,
-    `_stream`, `_stream_lock`, `_abort_web_socket`); if a release changes them, sends fall back
-    to one `send_message` per text (correct, only slower), and the test suite says so.
-    """
-    return (
-        hasattr(ws, "_wsproto")
-        and hasattr(ws, "_stream")
-        and hasattr(ws, "_stream_lock")
-        and hasattr(ws, "_abort_web_socket")
-    )
-
-
-async def send_texts(ws: WebSocketConnection, texts: Sequence[str]) -> None:
-    """Send each text as one websocket text message, all in one write to the socket.
-
-    Why: one `send_message` per entry costs a socket write and a scheduler round trip per entry,
-    which dominated the stream's CPU (≈ 47 µs an entry at 20 clients); framing a batch and
-    writing it once is several times cheaper. Framing stays wsproto's (so its state machine
-    sees every message) and the write holds trio-websocket's send lock, as its own sends do.
-    Raises ConnectionClosed like `send_message`.
-    """
-    if len(texts) == 1 or not can_batch(ws):
-        for text in texts:
-            await ws.send_message(text)
-        return
-    if ws.closed is not None:
-        raise ConnectionClosed(ws.closed)
-    frame = ws._wsproto.send
-    data = b"".join([frame(TextMessage(text)) for text in texts])
-    async with ws._stream_lock:
-        try:
-            await ws._stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            await ws._abort_web_socket()
-            raise ConnectionClosed(ws.closed) from None
 
 
 async def refuse(ws: WebSocketConnection, err: StreamError, code: int = CLOSE_POLICY) -> None:

@@ -59,8 +59,8 @@ from kshark.api.wire import (
     gap_frame,
     open_stream,
     refuse,
-    send_texts,
 )
+from kshark.api.wsbatch import send_texts
 from kshark.kfl import validate as validate_query
 from kshark.store.identity import StoreIdentity, read_identity
 from kshark.web import routes as web_routes

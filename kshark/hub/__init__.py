@@ -6,7 +6,8 @@
 - merge: ordered merge by timestamp in a bounded window; limit across workers (pure)
 - frames: entry metadata, cursors, the hub's own frames (pure)
 - monitor: /status probes of every worker
-- httpclient: the small HTTP client for /status, /item and /pcaps
+- httpclient: the small HTTP client (h11) for /status, /item, /pcaps and the exports
+- wsio: the websocket client to workers (h11 handshake, wsproto frames out, a fast reader in)
 - app: the routes; cli: `kshark-hub`
 
 User-facing contract: docs/hub.md.

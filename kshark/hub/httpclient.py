@@ -1,9 +1,15 @@
-"""A tiny HTTP/1.1 GET client on Trio, for the REST calls the hub makes to workers.
+"""A small HTTP/1.1 GET client on Trio and h11, for the REST calls the hub makes to workers.
 
-The hub asks workers for three things over plain HTTP: `/status` (the monitor), `/item/…` and
-`/pcaps/…` (proxied for clients). One request per connection (`Connection: close`), so there is
-no pool to bound or keep healthy; bodies are streamed in chunks (a pcap download passes through
-the hub without being held), and every wait has a timeout.
+The hub asks workers for plain HTTP: `/status` (the monitor), `/item/…` and `/pcaps/…` (proxied
+for clients), the exports. One request per connection (`Connection: close`), so there is no pool
+to bound or keep healthy; bodies are streamed in chunks (a pcap download passes through the hub
+without being held), and every wait has a timeout.
+
+Why h11 here and not httpx (which kshark.k8s uses): the bounds are the point of this client. The
+monitor's probe caps the response head (MAX_HEAD, exact: `kshark.api.h11io`), each read
+(`io_timeout`) and, around it, the whole answer and its size (`kshark.hub.monitor`); here they
+are cancel scopes and counts on one Trio stream, where httpx would put its own timeouts, pool
+and TLS setup between us and the socket, for a plain-HTTP GET that needs none of them.
 """
 
 from __future__ import annotations
@@ -11,15 +17,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import h11
 import trio
 
 from kshark import __version__
+from kshark.api.h11io import HeadTooLarge, next_event
 from kshark.hub.workers import split_address
 
 # Largest response head accepted from a worker. Past it: UpstreamError.
 MAX_HEAD = 64 * 1024
-# Bytes read from the socket per receive (also the size of streamed chunks).
-READ_CHUNK = 65536
 
 
 def describe_oserror(exc: BaseException) -> str:
@@ -55,36 +61,19 @@ class UpstreamResponse:
     headers: dict[str, str]  # lower-case names
     content_length: int | None
     _stream: trio.SocketStream
-    _buf: bytearray
+    _conn: h11.Connection
     _timeout: float
     _closed: bool = field(default=False)
 
     async def body(self) -> AsyncIterator[bytes]:
-        """The body in chunks (de-chunked if the worker sent it chunked); closes at the end."""
+        """The body in chunks (h11 de-chunks what the worker sent chunked); closes at the end."""
         try:
-            if "chunked" in self.headers.get("transfer-encoding", "").lower():
-                async for part in self._chunked():
-                    yield part
-            elif self.content_length is not None:
-                left = self.content_length
-                if self._buf:
-                    first = bytes(self._buf[:left])
-                    del self._buf[:left]
-                    left -= len(first)
-                    yield first
-                while left > 0:
-                    data = await self._receive()
-                    if not data:
-                        raise UpstreamError("the worker closed the connection mid-body")
-                    data = data[:left]
-                    left -= len(data)
-                    yield data
-            else:
-                if self._buf:
-                    yield bytes(self._buf)
-                    self._buf.clear()
-                while data := await self._receive():
-                    yield data
+            while True:
+                event = await self._next_event()
+                if isinstance(event, h11.Data):
+                    yield bytes(event.data)
+                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                    return
         finally:
             await self.aclose()
 
@@ -100,43 +89,19 @@ class UpstreamResponse:
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
-            with trio.CancelScope(shield=True):
-                await self._stream.aclose()
+            await _close(self._stream)
 
-    async def _receive(self) -> bytes:
-        with trio.move_on_after(self._timeout) as scope:
+    async def _next_event(self) -> h11.Event | type[h11.PAUSED]:
+        with trio.move_on_after(self._timeout):
             try:
-                return bytes(await self._stream.receive_some(READ_CHUNK))
+                return await next_event(self._conn, self._stream, max_head=MAX_HEAD)
             except (OSError, trio.BrokenResourceError) as exc:
                 raise UpstreamError(f"reading from the worker failed: {exc}") from None
-        assert scope.cancelled_caught
+            except h11.RemoteProtocolError as exc:
+                if self._conn.trailing_data[1]:
+                    raise UpstreamError("the worker closed the connection mid-body") from None
+                raise UpstreamError(f"malformed body from the worker: {exc}") from None
         raise UpstreamError(f"the worker sent nothing for {self._timeout:g} s")
-
-    async def _chunked(self) -> AsyncIterator[bytes]:
-        buf = self._buf
-        while True:
-            while b"\r\n" not in buf:
-                await self._fill(buf)
-            line, _, _ = bytes(buf[: buf.index(b"\r\n")]).partition(b";")
-            del buf[: buf.index(b"\r\n") + 2]
-            try:
-                size = int(line.strip(), 16)
-            except ValueError:
-                raise UpstreamError("bad chunk size from the worker") from None
-            if size == 0:
-                return
-            while len(buf) < size + 2:
-                await self._fill(buf)
-            yield bytes(buf[:size])
-            del buf[: size + 2]
-
-    async def _fill(self, buf: bytearray) -> None:
-        data = await self._receive()
-        if not data:
-            raise UpstreamError("the worker closed the connection mid-body")
-        buf += data
-        if len(buf) > MAX_HEAD + READ_CHUNK * 4:
-            raise UpstreamError("malformed chunked body from the worker")
 
 
 async def http_get(
@@ -154,53 +119,44 @@ async def http_get(
         raise UpstreamError(f"connecting to {address} timed out") from None
     except OSError as exc:
         raise UpstreamError(f"cannot connect to {address}: {describe_oserror(exc)}") from None
+    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
     try:
-        lines = [
-            f"GET {target} HTTP/1.1",
-            f"Host: {address}",
-            f"User-Agent: kshark-hub/{__version__}",
-            "Connection: close",
+        headers = [
+            ("Host", address),
+            ("User-Agent", f"kshark-hub/{__version__}"),
+            ("Connection", "close"),
         ]
         if token:
-            lines.append(f"Authorization: Bearer {token}")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        buf = bytearray()
+            headers.append(("Authorization", f"Bearer {token}"))
+        request = conn.send(h11.Request(method="GET", target=target, headers=headers))
         with trio.fail_after(io_timeout):
-            await stream.send_all(head)
-            while (end := buf.find(b"\r\n\r\n")) < 0:
-                if len(buf) > MAX_HEAD:
-                    raise UpstreamError(f"{address}: response head larger than {MAX_HEAD} bytes")
-                data = await stream.receive_some(READ_CHUNK)
-                if not data:
-                    raise UpstreamError(f"{address} closed the connection without answering")
-                buf += data
-        status, headers = _parse_head(bytes(buf[:end]), address)
-        del buf[: end + 4]
-        length_text = headers.get("content-length")
+            await stream.send_all(request + conn.send(h11.EndOfMessage()))
+            event = await next_event(conn, stream, max_head=MAX_HEAD)
+            while isinstance(event, h11.InformationalResponse):  # 1xx: the answer follows
+                event = await next_event(conn, stream, max_head=MAX_HEAD)
+        if not isinstance(event, h11.Response):
+            raise UpstreamError(f"{address} did not answer in HTTP/1.x")
+        fields = {name.decode("ascii"): value.decode("latin-1") for name, value in event.headers}
+        length_text = fields.get("content-length")
         length = int(length_text) if length_text and length_text.isdigit() else None
-        return UpstreamResponse(status, headers, length, stream, buf, io_timeout)
+        return UpstreamResponse(event.status_code, fields, length, stream, conn, io_timeout)
     except trio.TooSlowError:
         await _close(stream)
         raise UpstreamError(f"{address} did not answer within {io_timeout:g} s") from None
+    except HeadTooLarge:
+        await _close(stream)
+        raise UpstreamError(f"{address}: response head larger than {MAX_HEAD} bytes") from None
+    except h11.RemoteProtocolError:
+        await _close(stream)
+        if conn.trailing_data == (b"", True):
+            raise UpstreamError(f"{address} closed the connection without answering") from None
+        raise UpstreamError(f"{address} did not answer in HTTP/1.x") from None
     except (OSError, trio.BrokenResourceError) as exc:
         await _close(stream)
         raise UpstreamError(f"{address}: {exc}") from None
     except BaseException:
         await _close(stream)
         raise
-
-
-def _parse_head(head: bytes, address: str) -> tuple[int, dict[str, str]]:
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-        raise UpstreamError(f"{address} did not answer in HTTP/1.x")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
-    return int(parts[1]), headers
 
 
 async def _close(stream: trio.SocketStream) -> None:

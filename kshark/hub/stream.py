@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 import trio
 from trio_websocket import ConnectionClosed
 
+from kshark.api.wsbatch import send_texts
 from kshark.hub.frames import worker_frame
 from kshark.hub.merge import Quota, ReorderBuffer
 from kshark.hub.relay import Frame, Relay, RelayPlan, control
-from kshark.hub.wsio import can_send_frames, frame_header, send_frames
 
 if TYPE_CHECKING:
     from trio_websocket import WebSocketConnection
@@ -121,7 +121,6 @@ class HubStream:
         self._reorder: ReorderBuffer[Frame] | None = None
         self._ping_pending = False
         self.budget = ByteBudget(limits.client_buffer_bytes)
-        self._batched = can_send_frames(ws)
 
     async def run(self) -> bool:
         if self.quota.exhausted:
@@ -256,14 +255,13 @@ class HubStream:
         """Send frames in one write; True when limit(n) was reached (frames after it dropped)."""
         quota = self.quota
         info = self.workers.info
-        parts: list[bytes] = []
+        texts: list[bytes] = []
         entry_bytes = 0
         sent = 0
         finished = False
         for f in frames:
             data = f.data
-            parts.append(frame_header(len(data)))
-            parts.append(data)
+            texts.append(data)
             if not f.entry:
                 continue
             entry_bytes += len(data)
@@ -274,11 +272,7 @@ class HubStream:
             if quota.take():
                 finished = True
                 break
-        if self._batched:
-            await send_frames(self.ws, b"".join(parts))
-        else:
-            for data in parts[1::2]:
-                await self.ws.send_message(data.decode())
+        await send_texts(self.ws, texts)
         self.budget.release(entry_bytes)
         self.sent += sent
         self.counters.entries_sent_total += sent

@@ -1,24 +1,29 @@
-"""The hub's own websocket I/O: a lean client for worker streams, and batched sends to clients.
+"""The hub's websocket client for worker streams (its batched sends to clients: wsbatch).
 
-Why not trio-websocket for these two legs (the server side still uses it for the handshake and
-to watch the client): the hub's work per entry is only moving bytes, and trio-websocket's
-per-message path (a reader task, a memory channel hop and wsproto events per message, one
-`send` syscall per message) cost the hub ~190 µs of CPU per entry relayed, about nine times
-what a worker spends to stream it (scripts/bench_hub.py). Here:
+Why not trio-websocket here: the hub's work per entry is only moving bytes, and trio-websocket's
+per-message path (a reader task, a memory channel hop and wsproto events per message) cost the
+hub several times what a worker spends to stream the entry (scripts/bench_hub.py).
+`WorkerSocket` reads a worker's stream in large chunks and hands back every complete message of
+a chunk at once, as the payload bytes the worker sent: they go to the client unchanged (never
+decoded to str and encoded again).
 
-- `WorkerSocket` reads a worker's stream in large chunks and hands back every complete message
-  of a chunk at once, as the payload bytes the worker sent: they go to the client unchanged
-  (never decoded to str and encoded again).
-- `send_frames(ws, frames)` writes many messages to a client in one `send_all`, framed here.
-  Server-to-client frames are unmasked and no extension is ever negotiated by our server, so a
-  text frame is a 2–10 byte header and the payload. It takes trio-websocket's own send lock,
-  so pings and the closing handshake never interleave with it.
+The libraries do the protocol around that: h11 the opening handshake (kshark.api.h11io, with
+wsproto's nonce and Sec-WebSocket-Accept check), wsproto the frames to the worker (masked: the
+first frame, pongs, pings, the close).
 
-Only what the hub needs of RFC 6455 is here: client handshake (with Sec-WebSocket-Accept
-check), masked text frames out, text/continuation/ping/pong/close in, a size bound per message,
-and a ping out (`WorkerSocket.ping`) for the relay's hung-worker check. A worker sends text
-only: binary messages are read and dropped, counted in `binary_dropped` (the relay checks what
-the text messages hold, see frames.check_entry).
+The frames from the worker are read by the hand-written `_parse`, a deliberate fast path, for
+two reasons:
+- cost: wsproto's `receive_data`/`events` keeps the one-read-many-messages batching, but walks
+  each frame through several Python layers and decodes it to str, which we would encode again:
+  several times `_parse`'s cost per entry, and the hub's whole per-entry budget is a few of
+  those (BENCHMARKS.md, hub fan-in);
+- the trust boundary: a worker's frame that is not UTF-8, or binary, is dropped and counted
+  (`binary_dropped` here, the relay's `frames.read_entry` for text), and the stream goes on;
+  wsproto, as RFC 6455 §8.1 asks of a client, fails the whole connection on it, so a bad
+  worker would be reconnected to, and fail, again and again.
+It handles what a worker may send (text, continuation, binary, ping, pong, close) with a size
+bound per message; a test checks it against wsproto on every well-formed stream hypothesis
+finds (tests/hub/test_hub_wsio.py).
 
 `WorkerSocket.receive_batch` may be cancelled at any point (the relay bounds its waits with
 cancel scopes) without losing a message: messages parsed but not yet returned are kept for the
@@ -28,24 +33,20 @@ next call, and control frames to the worker are sent shielded, within `control_t
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import os
-import struct
-from typing import TYPE_CHECKING, Any
 
+import h11
 import trio
-from trio_websocket import ConnectionClosed
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import CloseConnection, Event, Ping, Pong, TextMessage
+from wsproto.frame_protocol import CloseReason
+from wsproto.utilities import generate_accept_token, generate_nonce
 
 from kshark import __version__
+from kshark.api.h11io import HeadTooLarge, next_event
 from kshark.hub.httpclient import describe_oserror
 
-if TYPE_CHECKING:
-    from trio_websocket import WebSocketConnection
-
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
-# Bounds of the opening handshake's response head.
+# Bound of the opening handshake's response head.
 MAX_HANDSHAKE_HEAD = 16 * 1024
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
@@ -70,39 +71,12 @@ class WsClosed(Exception):
         self.reason = reason
 
 
-def frame_header(length: int, opcode: int = OP_TEXT) -> bytes:
-    """The header of one final, unmasked frame (server → client) of `length` payload bytes."""
-    first = 0x80 | opcode
-    if length < 126:
-        return bytes((first, length))
-    if length < 65536:
-        return struct.pack("!BBH", first, 126, length)
-    return struct.pack("!BBQ", first, 127, length)
-
-
-def _masked(payload: bytes, opcode: int) -> bytes:
-    """One final masked frame (client → server)."""
-    mask = os.urandom(4)
-    n = len(payload)
-    first = 0x80 | opcode
-    if n < 126:
-        head = bytes((first, 0x80 | n))
-    elif n < 65536:
-        head = struct.pack("!BBH", first, 0xFE, n)
-    else:
-        head = struct.pack("!BBQ", first, 0xFF, n)
-    # XOR with the repeated mask through big integers: one C operation, not a loop per byte.
-    key = (mask * (n // 4 + 1))[:n]
-    body = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
-    return head + mask + body
-
-
 class WorkerSocket:
     """A client websocket to a worker, read in chunks of `read_size` bytes."""
 
     def __init__(
         self,
-        stream: trio.SocketStream,
+        stream: trio.abc.Stream,
         buf: bytearray,
         *,
         read_size: int,
@@ -114,6 +88,7 @@ class WorkerSocket:
         self._read_size = read_size
         self._max_message = max_message
         self._control_timeout = control_timeout
+        self._out = Connection(ConnectionType.CLIENT)  # frames to the worker
         self._fragments: bytearray | None = None
         self._fragments_binary = False  # the message being reassembled is a binary one
         self.binary_dropped = 0  # binary messages read and dropped
@@ -139,45 +114,11 @@ class WorkerSocket:
         control_timeout: float = 10.0,
     ) -> WorkerSocket:
         """TCP connect and the opening handshake, within `connect_timeout` seconds."""
-        key = base64.b64encode(os.urandom(16)).decode()
-        host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        lines = [
-            f"GET {path} HTTP/1.1",
-            f"Host: {host_header}",
-            "Upgrade: websocket",
-            "Connection: Upgrade",
-            f"Sec-WebSocket-Key: {key}",
-            "Sec-WebSocket-Version: 13",
-            f"User-Agent: kshark-hub/{__version__}",
-            *(f"{name}: {value}" for name, value in headers or ()),
-        ]
-        request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         stream: trio.SocketStream | None = None
         try:
             with trio.fail_after(connect_timeout):
                 stream = await trio.open_tcp_stream(host, port)
-                await stream.send_all(request)
-                buf = bytearray()
-                while (end := buf.find(b"\r\n\r\n")) < 0:
-                    if len(buf) > MAX_HANDSHAKE_HEAD:
-                        raise WsError("the worker's handshake answer is too large")
-                    data = await stream.receive_some(16384)
-                    if not data:
-                        raise WsError("the worker closed the connection during the handshake")
-                    buf += data
-            head = bytes(buf[:end]).decode("latin-1").split("\r\n")
-            del buf[: end + 4]
-            parts = head[0].split(" ", 2)
-            status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-            if status != 101:
-                raise WsError(f"the worker refused the websocket (HTTP {status})", status=status)
-            fields = {}
-            for line in head[1:]:
-                name, _, value = line.partition(":")
-                fields[name.strip().lower()] = value.strip()
-            expected = base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
-            if fields.get("sec-websocket-accept") != expected:
-                raise WsError("the worker's handshake answer is not a websocket accept")
+                after = await _handshake(stream, host, port, path, headers or [])
         except trio.TooSlowError:
             await _close(stream)
             raise WsError(f"connecting timed out after {connect_timeout:g} s") from None
@@ -195,7 +136,7 @@ class WorkerSocket:
         assert stream is not None
         return cls(
             stream,
-            buf,
+            bytearray(after),
             read_size=read_size,
             max_message=max_message,
             control_timeout=control_timeout,
@@ -203,7 +144,7 @@ class WorkerSocket:
 
     async def send_text(self, text: str) -> None:
         try:
-            await self.stream.send_all(_masked(text.encode(), OP_TEXT))
+            await self.stream.send_all(self._out.send(TextMessage(text)))
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             raise WsClosed(1006, "the connection was lost") from None
 
@@ -230,9 +171,11 @@ class WorkerSocket:
 
     async def ping(self) -> None:
         """Send a ping; the answer (a pong, or anything else) shows in `reads`/`heard_at`."""
-        await self._send_control(OP_PING, b"kshark-hub")
+        await self._send_control(Ping(b"kshark-hub"))
 
     async def _parse(self, out: list[bytes]) -> None:
+        # The fast path this module exists for (see the module docstring): frames are read off
+        # the buffer in place, every complete one of a chunk in one pass.
         buf = self._buf
         pos = 0
         size = len(buf)
@@ -282,7 +225,7 @@ class WorkerSocket:
                             out.append(bytes(self._fragments))
                         self._fragments = None
                 elif opcode == OP_PING:
-                    await self._send_control(OP_PONG, bytes(buf[start:pos]))
+                    await self._send_control(Pong(bytes(buf[start:pos])))
                 elif opcode == OP_CLOSE:
                     payload = bytes(buf[start:pos])
                     code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
@@ -291,7 +234,10 @@ class WorkerSocket:
                         # Deliver what came before the close first; the close is seen next time.
                         pos = start - hdr
                         break
-                    await self._send_control(OP_CLOSE, payload[:2])
+                    # Our close echoes the worker's code (none when it gave none).
+                    await self._send_control(
+                        CloseConnection(CloseReason.NO_STATUS_RCVD if code == 1005 else code)
+                    )
                     raise WsClosed(code, reason)
                 elif opcode != OP_PONG:
                     raise WsClosed(1002, f"unexpected opcode {opcode}")
@@ -299,17 +245,20 @@ class WorkerSocket:
             if pos:
                 del buf[:pos]
 
-    async def _send_control(self, opcode: int, payload: bytes) -> None:
+    async def _send_control(self, event: Event) -> None:
         # Shielded: a frame cut by a cancellation would leave the worker reading garbage. It is
         # a few bytes and only waits if the worker stopped reading; past control_timeout the
         # connection is given up (the next receive_batch says so). A send error is seen by the
-        # next read.
+        # next read. Once our close is out nothing more is sent (wsproto would refuse it).
+        if self._out.state is not ConnectionState.OPEN:
+            return
+        data = self._out.send(event)
         with trio.CancelScope(shield=True):
             with trio.move_on_after(self._control_timeout) as scope:
                 with contextlib.suppress(
                     OSError, trio.BrokenResourceError, trio.ClosedResourceError
                 ):
-                    await self.stream.send_all(_masked(payload, opcode))
+                    await self.stream.send_all(data)
             if scope.cancelled_caught:
                 self._broken = True
 
@@ -317,45 +266,55 @@ class WorkerSocket:
         await _close(self.stream)
 
 
-async def _close(stream: trio.SocketStream | None) -> None:
+async def _handshake(
+    stream: trio.SocketStream, host: str, port: int, path: str, headers: list[tuple[str, str]]
+) -> bytes:
+    """The opening handshake (RFC 6455 §4.1) on h11; returns what the worker sent after it."""
+    key = generate_nonce()
+    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HANDSHAKE_HEAD)
+    request = h11.Request(
+        method="GET",
+        target=path,
+        headers=[
+            (b"Host", (f"[{host}]:{port}" if ":" in host else f"{host}:{port}").encode()),
+            (b"Upgrade", b"websocket"),
+            (b"Connection", b"Upgrade"),
+            (b"Sec-WebSocket-Key", key),
+            (b"Sec-WebSocket-Version", b"13"),
+            (b"User-Agent", f"kshark-hub/{__version__}".encode()),
+            *((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers),
+        ],
+    )
+    await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
+    try:
+        event = await next_event(conn, stream, max_head=MAX_HANDSHAKE_HEAD)
+        while isinstance(event, h11.InformationalResponse) and event.status_code != 101:
+            event = await next_event(conn, stream, max_head=MAX_HANDSHAKE_HEAD)
+    except HeadTooLarge:
+        raise WsError("the worker's handshake answer is too large") from None
+    except h11.RemoteProtocolError:
+        if conn.trailing_data[1]:
+            raise WsError("the worker closed the connection during the handshake") from None
+        raise WsError("the worker's handshake answer is not HTTP/1.1") from None
+    if not isinstance(event, h11.InformationalResponse):
+        status = event.status_code if isinstance(event, h11.Response) else 0
+        raise WsError(f"the worker refused the websocket (HTTP {status})", status=status)
+    accept = dict(event.headers).get(b"sec-websocket-accept")
+    if accept != generate_accept_token(key):
+        raise WsError("the worker's handshake answer is not a websocket accept")
+    return conn.trailing_data[0]
+
+
+async def _close(stream: trio.abc.Stream | None) -> None:
     if stream is not None:
         with trio.CancelScope(shield=True):
             await stream.aclose()
 
 
-def _local(stream: trio.SocketStream) -> str:
+def _local(stream: trio.abc.Stream) -> str:
     """Our end of the connection as the worker's /status shows its clients ("ip:port")."""
     try:
-        host, port = stream.socket.getsockname()[:2]
-    except (OSError, ValueError):
+        host, port = stream.socket.getsockname()[:2]  # type: ignore[attr-defined]
+    except (OSError, ValueError, AttributeError):
         return "?"
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-
-
-# ---- sending to a client -------------------------------------------------------------------------
-
-
-async def send_frames(ws: WebSocketConnection, data: bytes) -> None:
-    """Write already framed messages (`frame_header(len(p)) + p`, …) to a client in one write.
-
-    Uses trio-websocket's lock and stream, so its own sends (pings, pongs, the close) stay whole;
-    raises ConnectionClosed like `send_message`.
-    """
-    impl: Any = ws
-    if impl._close_reason:
-        raise ConnectionClosed(impl._close_reason)
-    async with impl._stream_lock:
-        try:
-            await impl._stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            await impl._abort_web_socket()
-            raise ConnectionClosed(impl._close_reason) from None
-
-
-def can_send_frames(ws: object) -> bool:
-    """Whether this trio-websocket connection has what `send_frames` uses (else fall back to
-    one `send_message` per message)."""
-    return all(
-        hasattr(ws, name)
-        for name in ("_close_reason", "_stream_lock", "_stream", "_abort_web_socket")
-    )

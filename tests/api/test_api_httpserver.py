@@ -28,6 +28,8 @@ class EchoApp:
             raise RuntimeError("handler bug")
         if request.path == "/body":
             return text_response(f"got {len(request.body)} bytes")
+        if request.path == "/stream":
+            return Response(stream=_pieces(b"one,", b"two"))
         return text_response("not here", 404)
 
     async def handle_ws(self, request, ws) -> None:
@@ -35,6 +37,11 @@ class EchoApp:
             raise RuntimeError("ws handler bug")
         message = await ws.get_message()
         await ws.send_message(f"echo {message}")
+
+
+async def _pieces(*parts: bytes):
+    for part in parts:
+        yield part
 
 
 async def start(nursery, app=None, **kwargs):
@@ -122,7 +129,10 @@ async def test_head_over_16_kib_is_431_and_closed(nursery):
         b"GET /hello HTTP/1.1 extra\r\n\r\n",
         b"GET hello HTTP/1.1\r\nHost: x\r\n\r\n",
         b"GET /hello HTTP/1.1\r\nBad Header: x\r\n\r\n",
-        b"GET /hello HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
+        b"GET /hello HTTP/1.1\r\nBad:\x01header\r\n\r\n",
+        b"GET /hello HTTP/1.1\r\n\r\n",  # HTTP/1.1 without Host (RFC 9112 §3.2: 400)
+        b"GET /hello HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+        b"POST /body HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
     ],
 )
 async def test_malformed_requests_get_400(nursery, raw):
@@ -130,6 +140,26 @@ async def test_malformed_requests_get_400(nursery, raw):
         _, port = await start(nursery)
         reply = await http_request(port, raw)
         assert reply.status == 400
+        assert reply.headers["connection"] == "close"
+
+
+async def test_other_http_versions_get_505(nursery):
+    with trio.fail_after(BUDGET):
+        _, port = await start(nursery)
+        reply = await http_request(port, b"GET /hello HTTP/2.0\r\nHost: x\r\n\r\n")
+        assert reply.status == 505
+
+
+async def test_lenient_where_rfc_9112_asks_it(nursery):
+    """Blank lines before a request line are skipped (§2.2); an obsolete folded header line is
+    joined to its header with a space (§5.2, h11's choice of the two the RFC allows)."""
+    with trio.fail_after(BUDGET):
+        app, port = await start(nursery)
+        reply = await http_request(
+            port, b"\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\nX-Long: a\r\n b\r\n\r\n"
+        )
+        assert reply.status == 200
+        assert app.requests[0].headers["x-long"] == "a b"
 
 
 async def test_silent_client_is_dropped_after_the_head_timeout(nursery):
@@ -222,3 +252,49 @@ async def test_connections_past_the_limit_get_503(nursery):
         while (reply := await get(port, "/hello")).status == 503:  # noqa: ASYNC110
             await trio.sleep(0.01)
         assert reply.status == 200
+
+
+async def test_the_head_bound_is_exact_even_when_the_head_comes_in_one_write(nursery):
+    """A head of max_head bytes is served, one byte more is 431, whatever the reads bring."""
+    with trio.fail_after(BUDGET):
+        _, port = await start(nursery, limits=ServerLimits(max_head=300))
+
+        def head(size: int) -> bytes:
+            start = b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Pad: "
+            return start + b"p" * (size - len(start) - 4) + b"\r\n\r\n"
+
+        assert len(head(300)) == 300
+        assert (await http_request(port, head(300))).status == 200
+        assert (await http_request(port, head(301))).status == 431
+
+
+async def test_a_handshake_wsproto_refuses_gets_its_answer_and_the_server_goes_on(nursery):
+    with trio.fail_after(BUDGET):
+        _, port = await start(nursery)
+        reply = await http_request(
+            port,
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+        )
+        assert reply.status == 426
+        assert reply.headers["sec-websocket-version"] == "13"
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/ws") as ws:
+            await ws.send_message("still")
+            assert await ws.get_message() == "echo still"
+
+
+async def test_a_body_of_unknown_length_is_chunked_for_1_1_and_ends_with_the_connection_for_1_0(
+    nursery,
+):
+    with trio.fail_after(BUDGET):
+        _, port = await start(nursery)
+        reply = await http_request(
+            port, b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        assert reply.headers["transfer-encoding"] == "chunked"
+        assert reply.body == b"4\r\none,\r\n3\r\ntwo\r\n0\r\n\r\n"
+        # HTTP/1.0 knows no chunks: the body is what comes before the server closes.
+        reply = await http_request(port, b"GET /stream HTTP/1.0\r\n\r\n")
+        assert "transfer-encoding" not in reply.headers
+        assert reply.headers["connection"] == "close"
+        assert reply.body == b"one,two"

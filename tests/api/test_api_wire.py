@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import orjson
 import pytest
-import trio
 from api_support import make_entry
-from trio_websocket import open_websocket_url
 
-from kshark.api.httpserver import serve
 from kshark.api.wire import (
     Projection,
     Shaper,
     StreamError,
     StreamRequest,
-    can_batch,
     compile_stream_query,
     error_frame,
     gap_frame,
     parse_first_frame,
-    send_texts,
 )
 
 
@@ -135,33 +130,3 @@ def test_shaper_redacts_before_summarising_and_projecting():
     assert Shaper(compile_stream_query("http"), None).passthrough
     assert not Shaper(compile_stream_query("http"), ("id",)).passthrough
     assert not Shaper(query, None).passthrough
-
-
-class BatchApp:
-    ws_paths = frozenset({"/batch"})
-
-    def __init__(self) -> None:
-        self.batched: bool | None = None
-
-    async def handle_http(self, request):
-        raise AssertionError("not used")
-
-    async def handle_ws(self, request, ws) -> None:
-        self.batched = can_batch(ws)
-        await send_texts(ws, ["one", "two", "x" * 70_000, "four"])
-        await ws.get_message()
-
-
-async def test_send_texts_writes_separate_messages_in_one_go(nursery):
-    """The installed trio-websocket still has what batched sends need (else they fall back to
-    one write per message: correct but slower, and this test says so)."""
-    app = BatchApp()
-    with trio.fail_after(10):
-        port = await nursery.start(
-            lambda task_status: serve(app, "127.0.0.1", 0, task_status=task_status)
-        )
-        async with open_websocket_url(f"ws://127.0.0.1:{port}/batch") as ws:
-            got = [await ws.get_message() for _ in range(4)]
-            await ws.send_message("done")
-    assert got == ["one", "two", "x" * 70_000, "four"]
-    assert app.batched is True

@@ -9,6 +9,7 @@ as when the process dies) and start it again on the same port and data directory
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
 import socket
@@ -472,3 +473,30 @@ class WorkerProcess:
             stream, _, rest = name.partition("_pcap-")
             ids.add(f"{self.address}/{stream}.pcap-{rest.removesuffix('_entry.json')}")
         return ids
+
+
+async def scripted_server(
+    answer: Any,
+    seen: list[bytes],
+    hold_open: bool = False,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """A plain TCP server on 127.0.0.1 for the hub's HTTP and websocket clients: reads a request
+    head into `seen`, sends `answer(head)`, then closes (with `hold_open`, stays open after a
+    non-empty answer)."""
+
+    async def one(stream: trio.SocketStream) -> None:
+        async with stream:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += await stream.receive_some(65536)
+            seen.append(head)
+            reply = answer(head)
+            with contextlib.suppress(trio.BrokenResourceError):
+                await stream.send_all(reply)
+                if reply and hold_open:
+                    await trio.sleep_forever()
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(one, listeners)
