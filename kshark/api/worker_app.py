@@ -49,6 +49,7 @@ from kshark.api.httpserver import (
     text_response,
 )
 from kshark.api.kfl_thread import EVAL_SLICE_SECONDS, off_loop
+from kshark.api.paths import POSITION_ON, POSITION_PARAM, STREAM_PATHS, SUMMARY_PATHS
 from kshark.api.rest import no_such_path, route_of
 from kshark.api.status_caps import listed_clients
 from kshark.api.wire import (
@@ -75,17 +76,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kshark.api")
 
-FULL_PATHS = frozenset({"/api/wsFull", "/wsFull"})
-SUMMARY_PATHS = frozenset({"/api/ws", "/ws"})
-
 # /item/000000000007.pcap-3, /item/000000000007-3, /item/7-3; ASCII digits only (\d would also
 # take other scripts' digits).
 _ITEM_RE = re.compile(r"([0-9]{1,12})(?:\.pcap)?-([0-9]{1,9})")
 _PCAP_RE = re.compile(r"([0-9]{1,12})(?:\.pcap)?")
-
-# `/api/wsFull?position=1`: a JSON-frame client asks for the position frame (module docstring).
-POSITION_PARAM = "position"
-_POSITION_ON = frozenset({"1", "true"})
 
 
 # Entry frames are written to the socket in pieces of about this size (one write per piece,
@@ -150,7 +144,7 @@ class WorkerApp:
     capture.entries.summarize).
     """
 
-    ws_paths = FULL_PATHS | SUMMARY_PATHS
+    ws_paths = STREAM_PATHS
 
     def __init__(
         self,
@@ -201,7 +195,7 @@ class WorkerApp:
             await refuse(ws, StreamError("unavailable", "the worker is starting"), CLOSE_TRY_AGAIN)
             return
         wants_position = (
-            stream_request.json_frame and request.query.get(POSITION_PARAM) in _POSITION_ON
+            stream_request.json_frame and request.query.get(POSITION_PARAM) in POSITION_ON
         )
         try:
             start = self._start_seq(store, stream_request)

@@ -27,6 +27,7 @@ from trio_websocket import ConnectionClosed
 from kshark import __version__
 from kshark.api.httpserver import Response, error_response, json_response, text_response
 from kshark.api.kfl_thread import off_loop
+from kshark.api.paths import FULL_PATHS, STREAM_PATHS
 from kshark.api.rest import no_such_path, route_of
 from kshark.api.status_caps import listed_clients
 from kshark.api.wire import (
@@ -36,7 +37,6 @@ from kshark.api.wire import (
     open_stream,
     refuse,
 )
-from kshark.api.worker_app import FULL_PATHS, SUMMARY_PATHS
 from kshark.hub.frames import META_FIELDS, parse_cursor
 from kshark.hub.httpclient import UpstreamError, http_get
 from kshark.hub.limits import HubLimits
@@ -88,7 +88,7 @@ def relay_plan(path: str, request: StreamRequest, limit: int | None) -> RelayPla
 class HubApp:
     """The hub's `App` (see kshark.api.httpserver) over a WorkerSet."""
 
-    ws_paths: Set[str] = FULL_PATHS | SUMMARY_PATHS
+    ws_paths: Set[str] = STREAM_PATHS
 
     def __init__(
         self,
