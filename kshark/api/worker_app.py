@@ -3,11 +3,8 @@
 Streams (`/api/wsFull`, `/wsFull` full entries; `/api/ws`, `/ws` summary form): after the first
 frame (kshark.api.wire), each client walks the store's write order from its own position with
 `store.read_after(seq, n)`, then sleeps in `store.wait_for_seq(seq)` until the pipeline writes
-more. Every client reads the entry files at its own pace, so there is no shared queue that a slow
-client could fill: a client that stops reading blocks in its own websocket send, holding one
-batch, while capture and the other clients go on. Entries retention deletes before a slow client
-reaches them are counted (`clients_missed_total` in /status) and, for JSON-frame clients, told
-in a gap frame.
+more (kshark.api.entry_stream). Entries retention deletes before a slow client reaches them are
+counted (`clients_missed_total` in /status) and, for JSON-frame clients, told in a gap frame.
 
 A JSON-frame client that opens `/api/wsFull?position=1` (the hub does) first gets a position
 frame, `{"position": {"since": <id> | null, "store_age": s, "store_id": "…"}}`: the entry the
@@ -31,7 +28,6 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -40,6 +36,14 @@ from trio_websocket import ConnectionClosed
 
 from capture.entries import summarize as summarize_entry
 from kshark import __version__
+from kshark.api.entry_stream import (
+    ClientState,
+    StreamLimits,
+    StreamTotals,
+    cancel_when_closed,
+    entry_frames,
+    send_stream,
+)
 from kshark.api.httpserver import (
     STREAM_CHUNK,
     Request,
@@ -48,19 +52,16 @@ from kshark.api.httpserver import (
     json_response,
     text_response,
 )
-from kshark.api.kfl_thread import EVAL_SLICE_SECONDS, off_loop
+from kshark.api.kfl_thread import off_loop
 from kshark.api.paths import POSITION_ON, POSITION_PARAM, STREAM_PATHS, SUMMARY_PATHS
 from kshark.api.rest import no_such_path, route_of
 from kshark.api.status_caps import listed_clients
 from kshark.api.wire import (
     CLOSE_NORMAL,
     CLOSE_TRY_AGAIN,
-    Shaper,
     StreamError,
-    gap_frame,
     open_stream,
     refuse,
-    send_texts,
 )
 from kshark.kfl import validate as validate_query
 from kshark.store.identity import StoreIdentity, read_identity
@@ -71,7 +72,7 @@ if TYPE_CHECKING:
 
     from trio_websocket import WebSocketConnection
 
-    from kshark.api.wire import CompiledQuery, StreamRequest
+    from kshark.api.wire import StreamRequest
     from kshark.store import Store
 
 log = logging.getLogger("kshark.api")
@@ -82,56 +83,8 @@ _ITEM_RE = re.compile(r"([0-9]{1,12})(?:\.pcap)?-([0-9]{1,9})")
 _PCAP_RE = re.compile(r"([0-9]{1,12})(?:\.pcap)?")
 
 
-# Entry frames are written to the socket in pieces of about this size (one write per piece,
-# not per entry); the frames of a piece are the only copy of the batch made for sending.
-SEND_CHUNK_BYTES = 256 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class StreamLimits:
-    """Per-client bounds on a streaming websocket.
-
-    batch_entries: most entries read from the store in one `read_after` call.
-    batch_bytes: most bytes of entries in one batch: a read stops before the entry that would
-        pass it, unless that entry is the batch's first. So a batch is at most
-        max(batch_bytes, one entry). Each read also asks for only as many entries as should
-        fit, judged by the previous batch's average entry size (the first read takes one).
-
-    What one client costs in memory, whatever its pace (a client that never reads included):
-    its batch as read, and the piece of it being written, as text and as websocket frames (a
-    piece is SEND_CHUNK_BYTES, or one entry if larger). At most
-    3 × max(batch_bytes, largest entry) + 2 × SEND_CHUNK_BYTES; nothing is dropped to keep
-    it so: a client that does not read holds its batch and waits (`/status`: its `lag`).
-    first_frame_timeout: seconds a new client has to send its query. Past it: error frame, 1008.
-    ping_interval: a websocket ping goes out after this many seconds without a frame, so idle
-        streams (quiet filters) survive proxies that cut silent connections (nginx: 60 s).
-    """
-
-    batch_entries: int = 64
-    batch_bytes: int = 1 << 20
-    first_frame_timeout: float = 120.0
-    ping_interval: float = 20.0
-
-
 class _StoreUnavailable(Exception):
     """The worker has not built its store yet (the API starts first to learn its port)."""
-
-
-@dataclass(slots=True)
-class ClientState:
-    """One connected streaming client, as /status shows it."""
-
-    id: int
-    remote: str
-    path: str
-    query: str
-    json_frame: bool
-    connected_at: float
-    seq: int = 0  # the last store seq this client has been through (sent or filtered out)
-    sent: int = 0  # frames of entries sent
-    missed: int = 0  # entries deleted by retention before this client reached them
-    buffered_bytes: int = 0  # entry bytes of the batch in hand (the client's memory footprint)
-    ping_pending: bool = False
 
 
 class WorkerApp:
@@ -163,12 +116,19 @@ class WorkerApp:
         self.clients: dict[int, ClientState] = {}
         self._client_ids = itertools.count(1)
         self.clients_total = 0
-        self.clients_missed_total = 0
-        self.entries_sent_total = 0
+        self.totals = StreamTotals()
         # /status's newest_id for (store, last_seq): decoding the newest entry once per new
         # entry, not once per /status request.
         self._newest: tuple[object, int, str | None] | None = None
         self._identity: tuple[object, StoreIdentity | None] | None = None
+
+    @property
+    def clients_missed_total(self) -> int:
+        return self.totals.missed
+
+    @property
+    def entries_sent_total(self) -> int:
+        return self.totals.sent
 
     @property
     def store(self) -> Store:
@@ -235,11 +195,12 @@ class WorkerApp:
         finished = False
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_cancel_when_closed, ws, nursery.cancel_scope)
+                nursery.start_soon(cancel_when_closed, ws, nursery.cancel_scope)
                 if position is not None:
                     await ws.send_message(position)
-                finished = await self._pump(
-                    ws, nursery, store, client, stream_request, query, summarize
+                steps = entry_frames(store, client, stream_request, query, summarize, self.limits)
+                finished = await send_stream(
+                    ws, nursery, store, client, steps, self.limits, self.totals
                 )
                 nursery.cancel_scope.cancel()
             if finished:
@@ -306,138 +267,6 @@ class WorkerApp:
         newest = entry_id_at(store, seq)
         self._newest = (store, seq, newest)
         return newest
-
-    async def _pump(
-        self,
-        ws: WebSocketConnection,
-        nursery: trio.Nursery,
-        store: Store,
-        client: ClientState,
-        req: StreamRequest,
-        query: CompiledQuery,
-        summarize: Callable[[dict[str, Any]], dict[str, Any]] | None,
-    ) -> bool:
-        """Send matching entries until `limit(n)` is reached (True) or the client leaves
-        (cancelled by the close watcher)."""
-        limits = self.limits
-        shaper = Shaper(query, req.fields, summarize)
-        # Blank KFL matches every entry (KFL.md); with nothing to reshape either, the stored text
-        # goes out untouched and is never even parsed.
-        must_parse = bool(req.query.strip()) or not shaper.passthrough
-        match = query.match
-        passthrough = shaper.passthrough
-
-        def render(data: bytes) -> str | None:
-            # A function, so that the parsed entry is let go before a send that may wait long.
-            entry = orjson.loads(data)
-            if not match(entry):
-                return None
-            return data.decode() if passthrough else shaper.render(entry)
-
-        remaining = query.limit
-        if remaining is not None and remaining <= 0:
-            return True
-        # Entries that retention removed before a history client started are not "missed": the
-        # client never could have had them. From a cursor, or once streaming, they are.
-        count_missed = req.since is not None or not req.history
-        # Entry sizes are unknown until one is read: the first read takes one, later reads are
-        # sized from what was seen.
-        want = 1
-        last_frame = trio.current_time()
-        while True:
-            items, missed = store.read_after(client.seq, want, limits.batch_bytes)
-            # Items and missed together cover the seqs right after ours (Store.read_after), so
-            # this is where the next read starts even when the batch ends in deleted entries.
-            end = client.seq + len(items) + missed
-            if missed and count_missed:
-                client.missed += missed
-                self.clients_missed_total += missed
-                if req.json_frame:
-                    await ws.send_message(gap_frame(missed))
-                    last_frame = trio.current_time()
-            count_missed = True
-            if items:
-                size = 0
-                for _, data in items:
-                    size += len(data)
-                client.buffered_bytes = size
-                texts: list[str] = []
-                text_bytes = 0
-                sent_before = client.sent
-                limit_seq = 0  # the seq at which limit(n) was reached, if it was
-                yield_at = time.perf_counter() + EVAL_SLICE_SECONDS
-                for seq, data in items:
-                    if time.perf_counter() >= yield_at:
-                        # Filtering a batch never holds the event loop long (kfl_thread).
-                        await trio.lowlevel.checkpoint()
-                        yield_at = time.perf_counter() + EVAL_SLICE_SECONDS
-                    text = render(data) if must_parse else data.decode()
-                    if text is None:
-                        continue
-                    texts.append(text)
-                    text_bytes += len(text)
-                    if remaining is not None:
-                        remaining -= 1
-                        if remaining == 0:
-                            limit_seq = seq
-                            break
-                    if text_bytes >= SEND_CHUNK_BYTES:
-                        # Bounded write size: frames of one batch are never all copied at once.
-                        client.seq = seq
-                        await self._send(ws, client, texts)
-                        texts = []
-                        text_bytes = 0
-                if texts:
-                    await self._send(ws, client, texts)
-                if client.sent != sent_before:
-                    last_frame = trio.current_time()
-                client.buffered_bytes = 0
-                if limit_seq:
-                    client.seq = limit_seq
-                    return True
-                client.seq = end
-                # Size the next read so that one batch stays near batch_bytes.
-                want = max(
-                    1, min(limits.batch_entries, limits.batch_bytes * len(items) // max(size, 1))
-                )
-                # A selective filter scanning history may send nothing for many batches: yield
-                # so that capture and the other clients run.
-                await trio.lowlevel.checkpoint()
-            elif missed:
-                client.seq = end
-                await trio.lowlevel.checkpoint()
-                continue
-            else:
-                wait = last_frame + limits.ping_interval - trio.current_time()
-                if wait > 0:
-                    with trio.move_on_after(wait):
-                        await store.wait_for_seq(client.seq)
-                    continue
-            if trio.current_time() - last_frame >= limits.ping_interval:
-                # Quiet for a while (nothing new, or nothing matching): keep proxies from
-                # cutting the stream.
-                self._ping(ws, nursery, client)
-                last_frame = trio.current_time()
-
-    async def _send(self, ws: WebSocketConnection, client: ClientState, texts: list[str]) -> None:
-        await send_texts(ws, texts)
-        client.sent += len(texts)
-        self.entries_sent_total += len(texts)
-
-    def _ping(self, ws: WebSocketConnection, nursery: trio.Nursery, client: ClientState) -> None:
-        if client.ping_pending:
-            return  # the last one is unanswered; a second would not tell us more
-        client.ping_pending = True
-
-        async def ping() -> None:
-            try:
-                await ws.ping()
-            except ConnectionClosed:
-                pass
-            finally:
-                client.ping_pending = False
-
-        nursery.start_soon(ping)
 
     # ---- REST ------------------------------------------------------------------------------
 
@@ -562,15 +391,6 @@ class WorkerApp:
                 f'kshark_client_lag_entries{{client="{c["id"]}",path="{c["path"]}"}} {c["lag"]}'
             )
         return "\n".join(lines) + "\n"
-
-
-async def _cancel_when_closed(ws: WebSocketConnection, scope: trio.CancelScope) -> None:
-    """Drain (and ignore) client frames; when the client closes, stop its stream."""
-    try:
-        while True:
-            await ws.get_message()
-    except ConnectionClosed:
-        scope.cancel()
 
 
 async def _file_chunks(path: Path, size: int) -> AsyncIterator[bytes]:

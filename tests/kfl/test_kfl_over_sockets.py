@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
 from api_support import drain, get, start_worker_api, wait_until, write_entries
 
 from kshark.api import wire, worker_app
-from kshark.api.worker_app import StreamLimits
+from kshark.api.entry_stream import StreamLimits
 
 BUDGET = 30  # seconds: a bound on a hang, not a measure of speed
 
