@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import os
 import re
 import time
@@ -35,7 +34,6 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from capture.entries import summarize as summarize_entry
-from kshark import __version__
 from kshark.api.entry_stream import (
     ClientState,
     StreamLimits,
@@ -49,12 +47,10 @@ from kshark.api.httpserver import (
     Request,
     Response,
     error_response,
-    json_response,
-    text_response,
 )
-from kshark.api.kfl_thread import off_loop
+from kshark.api.metrics import Metric, render, status_metrics
 from kshark.api.paths import POSITION_ON, POSITION_PARAM, STREAM_PATHS, SUMMARY_PATHS
-from kshark.api.rest import no_such_path, route_of
+from kshark.api.routes import Routes, add_common_routes
 from kshark.api.status_caps import listed_clients
 from kshark.api.wire import (
     CLOSE_NORMAL,
@@ -63,7 +59,6 @@ from kshark.api.wire import (
     open_stream,
     refuse,
 )
-from kshark.kfl import validate as validate_query
 from kshark.store.identity import StoreIdentity, read_identity
 from kshark.web import routes as web_routes
 
@@ -121,6 +116,7 @@ class WorkerApp:
         # entry, not once per /status request.
         self._newest: tuple[object, int, str | None] | None = None
         self._identity: tuple[object, StoreIdentity | None] | None = None
+        self.routes = self._routes()
 
     @property
     def clients_missed_total(self) -> int:
@@ -270,38 +266,35 @@ class WorkerApp:
 
     # ---- REST ------------------------------------------------------------------------------
 
+    def _routes(self) -> Routes:
+        routes = Routes()
+        add_common_routes(
+            routes, role="worker", status=self.status, metrics=self.metrics, macros=self._macros
+        )
+        routes.prefix("/item/", self._item)
+        routes.prefix("/pcaps/", self._pcap)
+        web_routes.add_dashboard(routes, self._export)
+        return routes
+
     async def handle_http(self, request: Request) -> Response:
-        path, refused = route_of(request)
-        if refused is not None:
-            return refused
         try:
-            if path == "/echo":
-                return text_response("It's running.")
-            if path == "/version":
-                return json_response({"name": "kshark", "role": "worker", "version": __version__})
-            if path == "/query/validate":
-                return await self._validate(request.query.get("q", ""))
-            if path == "/status":
-                return json_response(self.status())
-            if path == "/metrics":
-                return Response(
-                    200, self.metrics().encode(), "text/plain; version=0.0.4; charset=utf-8"
-                )
-            if path.startswith("/item/"):
-                return self._item(path[len("/item/") :])
-            if path.startswith("/pcaps/"):
-                return await self._pcap(path[len("/pcaps/") :])
-            if (web := await web_routes.worker_routes(self, request, path)) is not None:
-                return web  # the dashboard and the exports (kshark.web)
+            return await self.routes.dispatch(request)
         except _StoreUnavailable:
             return error_response(503, "the worker is starting")
-        return no_such_path(request)
 
-    async def _validate(self, text: str) -> Response:
-        valid, message = await off_loop(validate_query, text, self._macros)
-        return json_response({"valid": valid, "message": message})
+    async def _export(self, request: Request, route: str) -> Response:
+        from kshark.api.export import worker_export
 
-    def _item(self, rest: str) -> Response:
+        worker_id = self.status().get("worker")
+        return await worker_export(
+            self.store,  # raises _StoreUnavailable before the store exists
+            request,
+            route,
+            interface_name=worker_id if isinstance(worker_id, str) else "kshark-worker",
+            macros=self._macros,
+        )
+
+    async def _item(self, request: Request, rest: str) -> Response:
         m = _ITEM_RE.fullmatch(rest)
         if m is None:
             return error_response(404, "no such entry (want /item/<stream>-<index>)")
@@ -310,7 +303,7 @@ class WorkerApp:
             return error_response(404, f"no such entry: {rest}")
         return Response(200, data, "application/json")
 
-    async def _pcap(self, rest: str) -> Response:
+    async def _pcap(self, request: Request, rest: str) -> Response:
         m = _PCAP_RE.fullmatch(rest)
         if m is None:
             return error_response(404, "no such pcap (want /pcaps/<stream>)")
@@ -350,7 +343,7 @@ class WorkerApp:
         out["clients_missed_total"] = self.clients_missed_total
         out["entries_sent_total"] = self.entries_sent_total
         # The most lagging first, at most MAX_STATUS_CLIENTS, queries shortened (status_caps).
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "id": c.id,
                 "remote": c.remote,
@@ -371,26 +364,22 @@ class WorkerApp:
         return out
 
     def metrics(self) -> str:
-        """Prometheus text exposition (format 0.0.4) of /status's numbers, `kshark_` prefixed."""
+        """Prometheus text exposition (kshark.api.metrics) of /status's numbers, `kshark_`
+        prefixed, and each client's lag."""
         status = self.status()
         clients = status.pop("clients")
-        lines: list[str] = []
-        for name, value in _numeric_leaves(status, ()):
-            metric = "kshark_" + "_".join(name)
-            known = _METRIC_INFO.get(name[0]) if len(name) == 1 else None
-            kind, help_text = known or ("gauge", " ".join(name))
-            if kind == "counter" and not metric.endswith("_total"):
-                metric += "_total"
-            lines.append(f"# HELP {metric} {help_text}")
-            lines.append(f"# TYPE {metric} {kind}")
-            lines.append(f"{metric} {_number(value)}")
-        lines.append("# HELP kshark_client_lag_entries entries a connected client is behind")
-        lines.append("# TYPE kshark_client_lag_entries gauge")
-        for c in clients:
-            lines.append(
-                f'kshark_client_lag_entries{{client="{c["id"]}",path="{c["path"]}"}} {c["lag"]}'
-            )
-        return "\n".join(lines) + "\n"
+        lag = [({"client": str(c["id"]), "path": c["path"]}, c["lag"]) for c in clients]
+        return render(
+            [
+                *status_metrics(status, "kshark_", _METRIC_INFO),
+                Metric(
+                    "kshark_client_lag_entries",
+                    "gauge",
+                    "entries a connected client is behind",
+                    lag,
+                ),
+            ]
+        )
 
 
 async def _file_chunks(path: Path, size: int) -> AsyncIterator[bytes]:
@@ -445,28 +434,3 @@ _METRIC_INFO: dict[str, tuple[str, str]] = {
     "entries_sent_total": ("counter", "entry frames sent to streaming clients"),
     "uptime_seconds": ("gauge", "seconds since the worker started"),
 }
-
-
-def _numeric_leaves(
-    value: Mapping[str, Any], prefix: tuple[str, ...]
-) -> list[tuple[tuple[str, ...], float]]:
-    out: list[tuple[tuple[str, ...], float]] = []
-    for key, v in value.items():
-        name = (*prefix, _metric_word(str(key)))
-        if isinstance(v, bool):
-            out.append((name, int(v)))
-        elif isinstance(v, int | float):
-            out.append((name, v))
-        elif isinstance(v, Mapping):
-            out.extend(_numeric_leaves(v, name))
-    return out
-
-
-def _metric_word(key: str) -> str:
-    return re.sub(r"[^a-zA-Z0-9_]", "_", key)
-
-
-def _number(value: float) -> str:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
-    return repr(value) if isinstance(value, float) else str(value)

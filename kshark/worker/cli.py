@@ -15,8 +15,9 @@ from kshark.cliargs import CliError
 from kshark.live import LiveCaptureError
 from kshark.store import StoreError
 from kshark.tokens import TOKEN_ENV
-from kshark.worker.core import StartupError, WorkerConfig, run_worker
+from kshark.worker.core import StartupError, run_worker
 from kshark.worker.runtime import tune_runtime
+from kshark.worker.state import WorkerConfig
 
 PROG = "kshark-worker"
 

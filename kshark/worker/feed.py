@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from kshark.live import LiveCapture
-    from kshark.worker.core import Worker
+    from kshark.worker.state import Worker
 
 log = logging.getLogger("kshark.worker")
 
