@@ -26,7 +26,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -42,8 +42,8 @@ from kshark.api.entry_stream import (
     entry_frames,
     send_stream,
 )
+from kshark.api.files import file_chunks
 from kshark.api.httpserver import (
-    STREAM_CHUNK,
     Request,
     Response,
     error_response,
@@ -63,8 +63,6 @@ from kshark.store.identity import StoreIdentity, read_identity
 from kshark.web import routes as web_routes
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from trio_websocket import WebSocketConnection
 
     from kshark.api.wire import StreamRequest
@@ -322,7 +320,7 @@ class WorkerApp:
             200,
             content_type="application/vnd.tcpdump.pcap",
             headers=[("Content-Disposition", f'attachment; filename="{name}"')],
-            stream=_file_chunks(path, size),
+            stream=file_chunks(path, size),
             content_length=size,
         )
 
@@ -380,28 +378,6 @@ class WorkerApp:
                 ),
             ]
         )
-
-
-async def _file_chunks(path: Path, size: int) -> AsyncIterator[bytes]:
-    """The first `size` bytes of a file in STREAM_CHUNK pieces. The file is opened only when the
-    body is sent (never for HEAD); once open, retention deleting it does not cut the download.
-    A file gone or shorter than `size` ends the body early, and the server closes the
-    connection (the client sees fewer bytes than Content-Length)."""
-    try:
-        f = await trio.open_file(path, "rb")
-    except FileNotFoundError:
-        return
-    try:
-        left = size
-        while left > 0:
-            chunk = await f.read(min(STREAM_CHUNK, left))
-            if not chunk:
-                return
-            left -= len(chunk)
-            yield chunk
-    finally:
-        with trio.CancelScope(shield=True):
-            await f.aclose()
 
 
 def entry_id_at(store: Store, seq: int) -> str | None:
