@@ -287,7 +287,7 @@ class _Gen:
         if var is None:
             var = self.lazy[prefix] = self.tmp("d")
         self.emit(ind, f"if {var} is _U:")
-        inner = Select(None, prefix, 0, 0)
+        inner = Select(None, prefix, line=0, column=0)
         self.shared_decodes.discard(prefix)  # the prefix's own fetch must not use itself
         try:
             got = self.select(inner, ind + 1)
