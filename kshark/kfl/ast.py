@@ -78,7 +78,7 @@ class Regex(Node):
 
 @dataclass(frozen=True, slots=True)
 class ListLit(Node):
-    """``[a, b, …]``: allowed only on the right of ``in`` (the compiler says so elsewhere)."""
+    """``[a, b, …]``: allowed only on the right of ``in``."""
 
     items: tuple[Expr, ...]
 
