@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import math
 import re
-import sys
 from collections.abc import Callable
 from fractions import Fraction
 from typing import NoReturn
@@ -107,7 +106,27 @@ def nonempty(what: str) -> Callable[[str], str]:
     return parse
 
 
-def add_log_level(parser: argparse.ArgumentParser) -> None:
+def service_parser(prog: str, description: str) -> OneLineParser:
+    """A kshark service's parser: flags added to it are checked by their `type` (converters
+    above), and a bad one is one line on stderr and exit 2, before anything starts."""
+    return OneLineParser(prog=prog, description=description)
+
+
+def add_listen_flags(parser: argparse.ArgumentParser, default_port: int, what: str) -> None:
+    """`--host` (default 127.0.0.1) and `--port` (0: any free one)."""
+    parser.add_argument(
+        "--host", default="127.0.0.1", help=f"{what} listen address (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port",
+        default=default_port,
+        type=port,
+        help=f"{what} port (default {default_port}; 0: any)",
+    )
+
+
+def add_service_flags(parser: argparse.ArgumentParser, version: str) -> None:
+    """`--log-level` and `--version`, the last flags of every kshark service."""
     parser.add_argument(
         "--log-level",
         default="INFO",
@@ -115,9 +134,4 @@ def add_log_level(parser: argparse.ArgumentParser) -> None:
         choices=LOG_LEVELS,
         help="DEBUG, INFO (default), WARNING or ERROR",
     )
-
-
-def fail(prog: str, message: str) -> int:
-    """Print `prog: message` as the one line on stderr; the exit code for a refused start."""
-    print(f"{prog}: {message}", file=sys.stderr)
-    return 2
+    parser.add_argument("--version", action="version", version=f"kshark {version}")

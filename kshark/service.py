@@ -4,13 +4,16 @@ as one line each (exit 2) instead of a traceback."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
+
+from kshark.cliargs import CliError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -18,6 +21,27 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def setup_logging(level: str) -> None:
     """Log records at `level` (a name of cliargs.LOG_LEVELS) and above to stderr."""
     logging.basicConfig(level=getattr(logging, level), format=LOG_FORMAT, stream=sys.stderr)
+
+
+_Config = TypeVar("_Config")
+
+
+def configure(
+    prog: str,
+    parser: argparse.ArgumentParser,
+    config_from_args: Callable[[argparse.Namespace], _Config],
+    argv: list[str] | None,
+) -> _Config:
+    """Parse the command line, set up logging at its `--log-level`, and check what the flags
+    only mean together (`config_from_args`); a refusal (CliError) is one line on stderr and
+    exit 2, as argparse's own."""
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        return config_from_args(args)
+    except CliError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 # A service: `async def run(*, task_status)`, which calls `task_status.started(value)` once it

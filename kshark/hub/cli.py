@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kshark.hub")
 
+DESCRIPTION = (
+    "Serve the worker API for a set of kshark workers on one port: streams merge every "
+    "worker and survive workers failing and restarting."
+)
 PROG = "kshark-hub"
 
 
@@ -94,27 +98,12 @@ async def run_hub(cfg: HubConfig, *, task_status: Any = trio.TASK_STATUS_IGNORED
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The flags; each one's value is checked by its `type` (kshark.cliargs): a bad one is one
-    line on stderr and exit 2, before anything starts."""
-    p = cliargs.OneLineParser(
-        prog=PROG,
-        description="Serve the worker API for a set of kshark workers on one port: streams "
-        "merge every worker and survive workers failing and restarting.",
-    )
+    p = cliargs.service_parser(PROG, DESCRIPTION)
     add = p.add_argument
-    add(
-        "--worker",
-        action="append",
-        default=[],
-        metavar="HOST:PORT",
-        help="a worker's API address (repeatable; IPv6 as [ADDR]:PORT)",
-    )
-    add(
-        "--workers-file",
-        type=Path,
-        metavar="FILE",
-        help="one HOST:PORT per line (# comments); re-read when it changes",
-    )
+    add("--worker", action="append", default=[], metavar="HOST:PORT",
+        help="a worker's API address (repeatable; IPv6 as [ADDR]:PORT)")  # fmt: skip
+    add("--workers-file", type=Path, metavar="FILE",
+        help="one HOST:PORT per line (# comments); re-read when it changes")  # fmt: skip
     add(
         "--discover",
         metavar="NAMESPACE/LABEL_SELECTOR",
@@ -135,8 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a discovered worker's API port when its pod has no kshark.io/api-port "
         "annotation (default %(default)s)",
     )
-    add("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
-    add("--port", default=8899, type=cliargs.port, help="listen port (default 8899; 0: any)")
+    cliargs.add_listen_flags(p, 8899, "the hub's")
     tokens.add_token_flags(
         p, "--token", TOKEN_ENV, "require 'Authorization: Bearer TOKEN' (or ?token=) from clients"
     )
@@ -160,8 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):  # fmt: skip
         add(flag, type=cliargs.seconds(zero), default=default, metavar="SECONDS",
             help=f"{text} (default %(default)s)")  # fmt: skip
-    cliargs.add_log_level(p)
-    add("--version", action="version", version=f"kshark {__version__}")
+    cliargs.add_service_flags(p, __version__)
     return p
 
 
@@ -231,12 +218,7 @@ def config_from_args(args: argparse.Namespace) -> HubConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    service.setup_logging(args.log_level)
-    try:
-        cfg = config_from_args(args)
-    except CliError as exc:
-        return cliargs.fail(PROG, str(exc))
+    cfg = service.configure(PROG, build_parser(), config_from_args, argv)
 
     def cannot_serve(exc: Exception) -> str:
         # Startup failures users can act on (port in use, bad listen address).

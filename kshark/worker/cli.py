@@ -19,69 +19,43 @@ from kshark.worker.core import StartupError, run_worker
 from kshark.worker.runtime import tune_runtime
 from kshark.worker.state import WorkerConfig
 
+DESCRIPTION = (
+    "Capture HTTP/1.x traffic (live or from pcap files) into Kubeshark entries, and serve "
+    "them on a filterable websocket API."
+)
 PROG = "kshark-worker"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The flags; each one's value is checked by its `type` (kshark.cliargs): a bad one is one
-    line on stderr and exit 2, before anything starts."""
-    p = cliargs.OneLineParser(
-        prog=PROG,
-        description="Capture HTTP/1.x traffic (live or from pcap files) into Kubeshark entries, "
-        "and serve them on a filterable websocket API.",
-    )
+    p = cliargs.service_parser(PROG, DESCRIPTION)
     add = p.add_argument
-    add(
+    many = functools.partial(add, action="append", default=[])  # repeatable: a list
+    many(
         "--pcap",
-        action="append",
-        default=[],
         metavar="FILE",
         type=cliargs.nonempty("--pcap"),
         help="replay a pcap/pcapng file (gzip allowed); repeat for several, processed in order",
     )
-    add(
+    many(
         "--iface",
-        action="append",
-        default=[],
         metavar="IFACE",
         type=cliargs.word("an interface name"),
         help="capture live on this interface (repeatable, or 'any'); needs root or CAP_NET_RAW",
     )
-    add(
-        "--filter",
-        dest="bpf",
-        metavar="BPF",
-        type=cliargs.nonempty("--filter"),
-        help="kernel BPF filter for live capture",
-    )
-    add(
+    add("--filter", dest="bpf", metavar="BPF", type=cliargs.nonempty("--filter"),
+        help="kernel BPF filter for live capture")  # fmt: skip
+    many(
         "--decode-as",
-        action="append",
-        default=[],
         metavar="PORT=PROTO",
         help="dissect TCP/UDP port PORT as PROTO whatever its content, like tshark's -d "
         f"(repeatable; PROTO one of {', '.join(spec_names())})",
     )
-    add(
-        "--data-dir",
-        default="kshark-data",
-        type=cliargs.nonempty("--data-dir"),
-        help="where entries and pcaps are kept",
-    )
-    add(
-        "--storage-limit",
-        default="1GiB",
-        metavar="SIZE",
-        type=cliargs.size(minimum=1),
-        help="disk budget; oldest connections go first (default 1GiB)",
-    )
-    add(
-        "--max-body",
-        default="1MiB",
-        metavar="SIZE",
-        type=cliargs.size(),
-        help="body bytes kept per message (default 1MiB)",
-    )
+    add("--data-dir", default="kshark-data", type=cliargs.nonempty("--data-dir"),
+        help="where entries and pcaps are kept")  # fmt: skip
+    add("--storage-limit", default="1GiB", metavar="SIZE", type=cliargs.size(minimum=1),
+        help="disk budget; oldest connections go first (default 1GiB)")  # fmt: skip
+    add("--max-body", default="1MiB", metavar="SIZE", type=cliargs.size(),
+        help="body bytes kept per message (default 1MiB)")  # fmt: skip
     add(
         "--proto-descriptor",
         metavar="FILE",
@@ -89,19 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a protobuf FileDescriptorSet (protoc --include_imports --descriptor_set_out=FILE): "
         "gRPC messages of its services are decoded to JSON in entries",
     )
-    add("--host", default="127.0.0.1", help="API listen address (default 127.0.0.1)")
-    add("--port", default=30001, type=cliargs.port, help="API port (default 30001; 0: any)")
-    add(
-        "--advertise",
-        metavar="HOST",
-        type=cliargs.word("a host name or address"),
-        help="host written into entry ids (default: --host)",
-    )
-    add(
-        "--node-name",
-        type=cliargs.word("a node name"),
-        help="node.name in entries (default: this host's name)",
-    )
+    cliargs.add_listen_flags(p, 30001, "API")
+    add("--advertise", metavar="HOST", type=cliargs.word("a host name or address"),
+        help="host written into entry ids (default: --host)")  # fmt: skip
+    add("--node-name", type=cliargs.word("a node name"),
+        help="node.name in entries (default: this host's name)")  # fmt: skip
     tokens.add_token_flags(
         p, "--token", TOKEN_ENV, "require 'Authorization: Bearer TOKEN' (or ?token=) on the API"
     )
@@ -114,8 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--no-resolve", action="store_true", help="do not resolve names from Kubernetes")
     add("--once", action="store_true", help="process the captures, print a summary, exit")
-    cliargs.add_log_level(p)
-    add("--version", action="version", version=f"kshark {__version__}")
+    cliargs.add_service_flags(p, __version__)
     return p
 
 
@@ -191,12 +156,7 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    service.setup_logging(args.log_level)
-    try:
-        cfg = config_from_args(args)
-    except CliError as exc:
-        return cliargs.fail(PROG, str(exc))
+    cfg = service.configure(PROG, build_parser(), config_from_args, argv)
     tune_runtime()
     code, worker = service.run_service(
         PROG,
