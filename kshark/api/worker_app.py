@@ -24,7 +24,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -49,7 +48,14 @@ from kshark.api.httpserver import (
     error_response,
 )
 from kshark.api.metrics import Metric, render, status_metrics
-from kshark.api.paths import POSITION_ON, POSITION_PARAM, STREAM_PATHS, SUMMARY_PATHS
+from kshark.api.paths import (
+    ITEM_RE,
+    PCAP_RE,
+    POSITION_ON,
+    POSITION_PARAM,
+    STREAM_PATHS,
+    SUMMARY_PATHS,
+)
 from kshark.api.routes import Routes, add_common_routes
 from kshark.api.status_caps import listed_clients
 from kshark.api.wire import (
@@ -69,11 +75,6 @@ if TYPE_CHECKING:
     from kshark.store import Store
 
 log = logging.getLogger("kshark.api")
-
-# /item/000000000007.pcap-3, /item/000000000007-3, /item/7-3; ASCII digits only (\d would also
-# take other scripts' digits).
-_ITEM_RE = re.compile(r"([0-9]{1,12})(?:\.pcap)?-([0-9]{1,9})")
-_PCAP_RE = re.compile(r"([0-9]{1,12})(?:\.pcap)?")
 
 
 class _StoreUnavailable(Exception):
@@ -293,7 +294,7 @@ class WorkerApp:
         )
 
     async def _item(self, request: Request, rest: str) -> Response:
-        m = _ITEM_RE.fullmatch(rest)
+        m = ITEM_RE.fullmatch(rest)
         if m is None:
             return error_response(404, "no such entry (want /item/<stream>-<index>)")
         data = self.store.entry_bytes(int(m[1]), int(m[2]))
@@ -302,7 +303,7 @@ class WorkerApp:
         return Response(200, data, "application/json")
 
     async def _pcap(self, request: Request, rest: str) -> Response:
-        m = _PCAP_RE.fullmatch(rest)
+        m = PCAP_RE.fullmatch(rest)
         if m is None:
             return error_response(404, "no such pcap (want /pcaps/<stream>)")
         stream = int(m[1])

@@ -27,7 +27,7 @@ from trio_websocket import ConnectionClosed
 from kshark import __version__
 from kshark.api.httpserver import Response, error_response
 from kshark.api.metrics import Metric, render
-from kshark.api.paths import FULL_PATHS, STREAM_PATHS
+from kshark.api.paths import FULL_PATHS, ITEM_RE, PCAP_RE, STREAM_PATHS
 from kshark.api.routes import Routes, add_common_routes
 from kshark.api.status_caps import listed_clients
 from kshark.api.wire import (
@@ -53,10 +53,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kshark.hub")
 
-# What may follow /item/{worker}/ and /pcaps/{worker}/: the worker's own forms, ASCII digits
-# only, so nothing but these two routes can be reached on a worker through the hub.
-_ITEM_RE = re.compile(r"[0-9]{1,12}(?:\.pcap)?-[0-9]{1,9}")
-_PCAP_RE = re.compile(r"[0-9]{1,12}(?:\.pcap)?")
 # Response headers of a worker passed on to the client.
 _PASSED_HEADERS = ("content-disposition",)
 
@@ -149,7 +145,7 @@ class HubApp:
     def _routes(self) -> Routes:
         routes = Routes()
         add_common_routes(routes, role="hub", status=self.status, metrics=self.metrics)
-        for route, pattern in (("/item/", _ITEM_RE), ("/pcaps/", _PCAP_RE)):
+        for route, pattern in (("/item/", ITEM_RE), ("/pcaps/", PCAP_RE)):
 
             async def proxy(
                 request: Request, rest: str, route: str = route, pattern: re.Pattern[str] = pattern

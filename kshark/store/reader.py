@@ -49,6 +49,8 @@ class Reader(StoreState):
         doomed = self._doomed_entries
         while s <= last and len(items) < max_items:
             if s >= recent_low:
+                # A deliberate fast path: the newest entries, from memory, for every live
+                # follower. The byte budget below is the file loop's, inlined in both.
                 recent = self._recent
                 while s <= last and len(items) < max_items:
                     hit = recent.get(s)
