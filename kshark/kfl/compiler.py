@@ -315,7 +315,7 @@ class _Gen:
                 n = self.const(arg)
                 stmts.append(f"{target} = {target}[{n}] if type({target}) is list else _M")
             elif code in ("j", "x"):
-                # Short texts are decoded outright (a few µs at most); long ones once per
+                # Short texts are decoded outright (cheap at that size); long ones once per
                 # entry, within its budget.
                 plain, budgeted = ("_djs", "_dj") if code == "j" else ("_dxs", "_dx")
                 stmts.append(

@@ -42,7 +42,7 @@ _parser: Lark | None = None
 
 
 def _lark() -> Lark:
-    """The LALR parser, built once on first use (building it takes ~50 ms)."""
+    """The LALR parser, built once on first use (building it is not cheap)."""
     global _parser
     if _parser is None:
         with _parser_lock:

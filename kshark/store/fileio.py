@@ -88,9 +88,10 @@ def write_entry_file(tmp_dir_fd: int, dir_fd: int, name: str, data: Buffer) -> N
     The file is written as an unnamed inode in entries/ (O_TMPFILE) and then given its name
     (linkat through /proc/self/fd: AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH). That is one
     directory change instead of the two of a named temp file and a rename, so fewer file system
-    calls per entry (BENCHMARKS.md measures what a file costs). Where the kernel, the filesystem or a missing /proc
-    refuses it, or the name already exists (a batch redone after the I/O helper died), the file
-    goes through a temp file and a rename instead, which replaces."""
+    calls per entry (BENCHMARKS.md measures what a file costs). Where the kernel, the
+    filesystem or a missing /proc refuses it, or the name already exists (a batch redone after
+    the I/O helper died), the file goes through a temp file and a rename instead, which
+    replaces."""
     global _unnamed_ok
     if _unnamed_ok is not False:
         try:

@@ -5,9 +5,9 @@ close, rename), and a Python thread must take the GIL back after each one. While
 holds the GIL, every such return waits for the switch interval (5 ms), so the file thread
 crawls; a shorter interval instead costs the parser a thread handoff per call. Measured, such
 a thread took next to no load off the parser (the capture → entries rows of BENCHMARKS.md are
-measured with the helper). A helper process has its own interpreter: the store's I/O thread sends it one
-request per batch (a single write of the names and bytes through a pipe) and blocks, without
-the GIL, until the answer says which files were written.
+measured with the helper). A helper process has its own interpreter: the store's I/O thread
+sends it one request per batch (a single write of the names and bytes through a pipe) and
+blocks, without the GIL, until the answer says which files were written.
 
 The helper only makes system calls on the names it is sent, under the directory descriptors it
 was started with (the data directory's `pcaps/`, `tmp/` and `entries/`), through
