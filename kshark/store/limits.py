@@ -46,19 +46,3 @@ class StoreLimits:
     retention_streams_per_write: int = 512
     segment_lines: int = 65536
     index_cache_segments: int = 4
-
-    def __post_init__(self) -> None:
-        for name in (
-            "reservation_block",
-            "pcap_buffer_per_stream",
-            "pcap_buffer_total",
-            "retention_streams_per_write",
-            "segment_lines",
-            "index_cache_segments",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"StoreLimits.{name} must be at least 1")
-        if self.recent_entries_max < 0 or self.recent_bytes_max < 0:
-            raise ValueError("StoreLimits.recent_entries_max and recent_bytes_max must be >= 0")
-        if not 0 < self.retention_target <= 1:
-            raise ValueError("StoreLimits.retention_target must be in (0, 1]")
