@@ -4,17 +4,15 @@ Every bad value of a flag ends the program with one line on stderr and exit code
 anything starts: argparse's own errors (an unknown flag, a missing value) and the checks of the
 converters below alike. A new flag is one `add_argument` line with one of these as its `type`.
 
-Tokens are not only flags: a token on the command line shows in `ps` and in /proc/PID/cmdline,
-so `token_from` also takes a file (`--token-file`) or an environment variable.
+Tokens have their own rules (a file or the environment besides the flag): kshark.tokens.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import math
 import re
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from fractions import Fraction
 from typing import NoReturn
 
@@ -22,8 +20,7 @@ _SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECAS
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 # Sizes past this are typos, not budgets (8 EiB; also what fits an off_t).
 MAX_SIZE = (1 << 63) - 1
-# A token file larger than this is not a token file.
-MAX_TOKEN_FILE = 4096
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class CliError(Exception):
@@ -67,6 +64,23 @@ def port(text: str) -> int:
     return int(text)
 
 
+def seconds(zero: bool = False) -> Callable[[str], float]:
+    """A duration in seconds (`15`, `2.5`): more than 0, or with `zero` at least 0."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        if not (value >= 0 if zero else value > 0) or math.isinf(value):  # nan fails too
+            least = "0 or more" if zero else "more than 0"
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {least} seconds")
+        return value
+
+    parse.__name__ = "seconds"
+    return parse
+
+
 def word(what: str) -> Callable[[str], str]:
     """A non-empty value without whitespace or '/' (it goes into ids and paths). `what` reads
     after "is not": "an interface name"."""
@@ -92,70 +106,32 @@ def nonempty(what: str) -> Callable[[str], str]:
     return parse
 
 
-def token(text: str) -> str:
-    """A bearer token given on the command line."""
-    return _checked_token(text, "")
+def service_parser(prog: str, description: str) -> OneLineParser:
+    """A kshark service's parser: flags added to it are checked by their `type` (converters
+    above), and a bad one is one line on stderr and exit 2, before anything starts."""
+    return OneLineParser(prog=prog, description=description)
 
 
-def _checked_token(text: str, source: str) -> str:
-    prefix = f"{source}: " if source else ""
-    if not text:
-        raise argparse.ArgumentTypeError(f"{prefix}the token is empty")
-    # Whitespace in a token is a copy-paste slip (a header value's would be cut off, so it
-    # could never match), and control characters cannot travel in a header or a URL.
-    if not text.isprintable() or any(c.isspace() for c in text):
-        raise argparse.ArgumentTypeError(f"{prefix}a token has no spaces or control characters")
-    return text
-
-
-def add_token_flags(parser: argparse.ArgumentParser, flag: str, env: str, help_text: str) -> None:
-    """`--X` and `--X-file` (one or the other) for a token that `token_from` resolves, with
-    `env` as the fallback."""
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument(flag, type=token, metavar="TOKEN", help=f"{help_text} (shows in ps)")
-    group.add_argument(
-        f"{flag}-file",
-        metavar="PATH",
-        help=f"read the token from this file (trailing newline ignored); env {env} otherwise",
+def add_listen_flags(parser: argparse.ArgumentParser, default_port: int, what: str) -> None:
+    """`--host` (default 127.0.0.1) and `--port` (0: any free one)."""
+    parser.add_argument(
+        "--host", default="127.0.0.1", help=f"{what} listen address (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port",
+        default=default_port,
+        type=port,
+        help=f"{what} port (default {default_port}; 0: any)",
     )
 
 
-def token_from(
-    value: str | None, file: str | None, env: str, environ: Mapping[str, str] | None = None
-) -> str | None:
-    """The token: the flag's value, else the file's content (without its trailing newline),
-    else the environment variable `env` (unless empty), else None. Raises CliError for an
-    unreadable or empty file, or a token with spaces or control characters. The hub reads its
-    tokens by the same rules (kshark/hub/tokens.py)."""
-    environ = os.environ if environ is None else environ
-    try:
-        if value is not None:
-            return value
-        if file is not None:
-            return _checked_token(_read_token_file(file), f"token file {file}")
-        if environ.get(env):  # an empty variable counts as unset, as for the hub
-            return _checked_token(environ[env], f"environment variable {env}")
-    except argparse.ArgumentTypeError as exc:
-        raise CliError(str(exc)) from None
-    return None
-
-
-def _read_token_file(path: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_TOKEN_FILE + 1)
-    except OSError as exc:
-        raise CliError(f"token file {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_TOKEN_FILE:
-        raise CliError(f"token file {path}: larger than {MAX_TOKEN_FILE} bytes")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise CliError(f"token file {path}: not UTF-8 text") from None
-    return text.rstrip("\r\n")
-
-
-def fail(prog: str, message: str) -> int:
-    """Print `prog: message` as the one line on stderr; the exit code for a refused start."""
-    print(f"{prog}: {message}", file=sys.stderr)
-    return 2
+def add_service_flags(parser: argparse.ArgumentParser, version: str) -> None:
+    """`--log-level` and `--version`, the last flags of every kshark service."""
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="DEBUG, INFO (default), WARNING or ERROR",
+    )
+    parser.add_argument("--version", action="version", version=f"kshark {version}")

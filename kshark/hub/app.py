@@ -19,15 +19,16 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Set
+from collections.abc import AsyncIterator, Callable, Set
 from typing import TYPE_CHECKING, Any
 
 from trio_websocket import ConnectionClosed
 
 from kshark import __version__
-from kshark.api.httpserver import Response, error_response, json_response, text_response
-from kshark.api.kfl_thread import off_loop
-from kshark.api.rest import no_such_path, route_of
+from kshark.api.httpserver import Response, error_response
+from kshark.api.metrics import Metric, render
+from kshark.api.paths import FULL_PATHS, ITEM_RE, PCAP_RE, STREAM_PATHS
+from kshark.api.routes import Routes, add_common_routes
 from kshark.api.status_caps import listed_clients
 from kshark.api.wire import (
     CLOSE_NORMAL,
@@ -36,13 +37,11 @@ from kshark.api.wire import (
     open_stream,
     refuse,
 )
-from kshark.api.worker_app import FULL_PATHS, SUMMARY_PATHS
 from kshark.hub.frames import META_FIELDS, parse_cursor
 from kshark.hub.httpclient import UpstreamError, http_get
 from kshark.hub.limits import HubLimits
 from kshark.hub.relay import RelayPlan
 from kshark.hub.stream import HubStream, StreamCounters
-from kshark.kfl import validate as validate_query
 from kshark.web import routes as web_routes
 
 if TYPE_CHECKING:
@@ -50,14 +49,10 @@ if TYPE_CHECKING:
 
     from kshark.api.httpserver import Request
     from kshark.api.wire import StreamRequest
-    from kshark.hub.workers import WorkerSet, WorkersFileState
+    from kshark.hub.workers import WorkerInfo, WorkerSet, WorkersFileState
 
 log = logging.getLogger("kshark.hub")
 
-# What may follow /item/{worker}/ and /pcaps/{worker}/: the worker's own forms, ASCII digits
-# only, so nothing but these two routes can be reached on a worker through the hub.
-_ITEM_RE = re.compile(r"[0-9]{1,12}(?:\.pcap)?-[0-9]{1,9}")
-_PCAP_RE = re.compile(r"[0-9]{1,12}(?:\.pcap)?")
 # Response headers of a worker passed on to the client.
 _PASSED_HEADERS = ("content-disposition",)
 
@@ -88,7 +83,7 @@ def relay_plan(path: str, request: StreamRequest, limit: int | None) -> RelayPla
 class HubApp:
     """The hub's `App` (see kshark.api.httpserver) over a WorkerSet."""
 
-    ws_paths: Set[str] = FULL_PATHS | SUMMARY_PATHS
+    ws_paths: Set[str] = STREAM_PATHS
 
     def __init__(
         self,
@@ -108,6 +103,7 @@ class HubApp:
         self.started = time.time()
         self.port: int | None = None  # set by run_hub once listening
         self.discovery: Any = None  # kshark.hub.discover.Discovery with --discover
+        self.routes = self._routes()
 
     # ---- streams ----------------------------------------------------------------------------
 
@@ -146,30 +142,27 @@ class HubApp:
 
     # ---- REST -------------------------------------------------------------------------------
 
+    def _routes(self) -> Routes:
+        routes = Routes()
+        add_common_routes(routes, role="hub", status=self.status, metrics=self.metrics)
+        for route, pattern in (("/item/", ITEM_RE), ("/pcaps/", PCAP_RE)):
+
+            async def proxy(
+                request: Request, rest: str, route: str = route, pattern: re.Pattern[str] = pattern
+            ) -> Response:
+                return await self._proxy(request, rest, route, pattern)
+
+            routes.prefix(route, proxy)
+        web_routes.add_dashboard(routes, self._export)
+        return routes
+
     async def handle_http(self, request: Request) -> Response:
-        path, refused = route_of(request)
-        if refused is not None:
-            return refused
-        if path == "/echo":
-            return text_response("It's running.")
-        if path == "/version":
-            return json_response({"name": "kshark", "role": "hub", "version": __version__})
-        if path == "/query/validate":
-            valid, message = await off_loop(validate_query, request.query.get("q", ""))
-            return json_response({"valid": valid, "message": message})
-        if path == "/status":
-            return json_response(self.status())
-        if path == "/metrics":
-            return Response(
-                200, self.metrics().encode(), "text/plain; version=0.0.4; charset=utf-8"
-            )
-        if path.startswith("/item/"):
-            return await self._proxy(request, path[len("/item/") :], "/item/", _ITEM_RE)
-        if path.startswith("/pcaps/"):
-            return await self._proxy(request, path[len("/pcaps/") :], "/pcaps/", _PCAP_RE)
-        if (web := await web_routes.hub_routes(self, request, path)) is not None:
-            return web  # the dashboard and the exports (kshark.web)
-        return no_such_path(request)
+        return await self.routes.dispatch(request)
+
+    async def _export(self, request: Request, route: str) -> Response:
+        from kshark.hub.export import hub_export
+
+        return await hub_export(self.workers, request, route, worker_token=self.worker_token)
 
     async def _proxy(
         self, request: Request, rest: str, route: str, pattern: re.Pattern[str]
@@ -234,99 +227,97 @@ class HubApp:
         return out
 
     def metrics(self) -> str:
-        """Prometheus text exposition (0.0.4): the hub's totals and one series per worker."""
-        lines: list[str] = []
-
-        def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} {kind}")
-            lines.extend(f"{name}{labels} {value}" for labels, value in samples)
-
-        metric(
-            "kshark_hub_uptime_seconds",
-            "gauge",
-            "seconds since the hub started",
-            [("", round(time.time() - self.started, 3))],
-        )
-        metric(
-            "kshark_hub_clients_connected",
-            "gauge",
-            "client streams open now",
-            [("", len(self.clients))],
-        )
-        metric(
-            "kshark_hub_clients_total",
-            "counter",
-            "client streams served",
-            [("", self.clients_total)],
-        )
-        metric(
-            "kshark_hub_entries_sent_total",
-            "counter",
-            "entry frames sent to clients",
-            [("", self.counters.entries_sent_total)],
-        )
+        """Prometheus text exposition (kshark.api.metrics): the hub's totals and one series per
+        worker."""
         infos = [self.workers.info[a] for a in self.workers.addresses]
 
-        def per_worker(get: Any) -> list[tuple[str, float]]:
-            return [(f'{{worker="{_label(i.address)}"}}', get(i)) for i in infos]
+        def total(name: str, kind: str, help_text: str, value: float) -> Metric:
+            return Metric(name, kind, help_text, [({}, value)])
 
-        metric(
-            "kshark_hub_worker_up",
-            "gauge",
-            "1 if the worker was reachable at the last check",
-            per_worker(lambda i: 1 if i.state == "up" else 0),
+        def per_worker(
+            name: str, kind: str, help_text: str, get: Callable[[WorkerInfo], float]
+        ) -> Metric:
+            return Metric(name, kind, help_text, [({"worker": i.address}, get(i)) for i in infos])
+
+        return render(
+            [
+                total(
+                    "kshark_hub_uptime_seconds",
+                    "gauge",
+                    "seconds since the hub started",
+                    round(time.time() - self.started, 3),
+                ),
+                total(
+                    "kshark_hub_clients_connected",
+                    "gauge",
+                    "client streams open now",
+                    len(self.clients),
+                ),
+                total(
+                    "kshark_hub_clients_total",
+                    "counter",
+                    "client streams served",
+                    self.clients_total,
+                ),
+                total(
+                    "kshark_hub_entries_sent_total",
+                    "counter",
+                    "entry frames sent to clients",
+                    self.counters.entries_sent_total,
+                ),
+                per_worker(
+                    "kshark_hub_worker_up",
+                    "gauge",
+                    "1 if the worker was reachable at the last check",
+                    lambda i: 1 if i.state == "up" else 0,
+                ),
+                per_worker(
+                    "kshark_hub_worker_entries_relayed_total",
+                    "counter",
+                    "entries from this worker sent to clients",
+                    lambda i: i.entries_relayed,
+                ),
+                per_worker(
+                    "kshark_hub_worker_lag_entries",
+                    "gauge",
+                    "entries the hub's streams on this worker are behind its newest",
+                    lambda i: i.lag or 0,
+                ),
+                per_worker(
+                    "kshark_hub_worker_streams",
+                    "gauge",
+                    "client streams connected to this worker now",
+                    lambda i: i.relays_connected,
+                ),
+                per_worker(
+                    "kshark_hub_worker_connects_total",
+                    "counter",
+                    "websockets opened to this worker",
+                    lambda i: i.connects,
+                ),
+                per_worker(
+                    "kshark_hub_worker_drops_total",
+                    "counter",
+                    "websockets to this worker that failed",
+                    lambda i: i.drops,
+                ),
+                per_worker(
+                    "kshark_hub_worker_frames_dropped_total",
+                    "counter",
+                    "frames of this worker the hub dropped (not UTF-8, not JSON, not its entries)",
+                    lambda i: i.frames_dropped,
+                ),
+                per_worker(
+                    "kshark_hub_worker_degraded",
+                    "gauge",
+                    "1 if the hub dropped a frame of this worker in the last 60 s",
+                    lambda i: 1 if i.degraded else 0,
+                ),
+            ]
         )
-        metric(
-            "kshark_hub_worker_entries_relayed_total",
-            "counter",
-            "entries from this worker sent to clients",
-            per_worker(lambda i: i.entries_relayed),
-        )
-        metric(
-            "kshark_hub_worker_lag_entries",
-            "gauge",
-            "entries the hub's streams on this worker are behind its newest",
-            per_worker(lambda i: i.lag or 0),
-        )
-        metric(
-            "kshark_hub_worker_streams",
-            "gauge",
-            "client streams connected to this worker now",
-            per_worker(lambda i: i.relays_connected),
-        )
-        metric(
-            "kshark_hub_worker_connects_total",
-            "counter",
-            "websockets opened to this worker",
-            per_worker(lambda i: i.connects),
-        )
-        metric(
-            "kshark_hub_worker_drops_total",
-            "counter",
-            "websockets to this worker that failed",
-            per_worker(lambda i: i.drops),
-        )
-        metric(
-            "kshark_hub_worker_frames_dropped_total",
-            "counter",
-            "frames of this worker the hub dropped (not UTF-8, not JSON, not its entries)",
-            per_worker(lambda i: i.frames_dropped),
-        )
-        metric(
-            "kshark_hub_worker_degraded",
-            "gauge",
-            "1 if the hub dropped a frame of this worker in the last 60 s",
-            per_worker(lambda i: 1 if i.degraded else 0),
-        )
-        return "\n".join(lines) + "\n"
 
 
 async def _nothing() -> AsyncIterator[bytes]:
     empty: tuple[bytes, ...] = ()  # a HEAD answer: the server sends the head only
     for chunk in empty:
         yield chunk
-
-
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

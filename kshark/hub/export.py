@@ -26,23 +26,22 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from kshark.api.export import (
+from kshark.api.export_query import (
+    ExportError,
+    ExportLimits,
+    ExportRequest,
+    parse_export_request,
+)
+from kshark.api.har import har_comment_of_tail, har_head, har_response, har_tail
+from kshark.api.httpserver import Response, error_response
+from kshark.api.pcapng import (
     CONNECTIONS_HEADER,
     PCAPNG_EPB,
     PCAPNG_IDB,
     PCAPNG_SHB,
-    ExportError,
-    ExportLimits,
-    ExportRequest,
-    har_comment_of_tail,
-    har_head,
-    har_response,
-    har_tail,
-    parse_export_request,
     pcap_response,
     pcapng_section_header,
 )
-from kshark.api.httpserver import Response, error_response
 from kshark.hub.httpclient import UpstreamError, http_get
 
 if TYPE_CHECKING:

@@ -46,7 +46,7 @@ import logging
 import math
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import trio
@@ -59,6 +59,7 @@ from kshark.hub.frames import (
     worker_frame,
     worker_gap_frame,
 )
+from kshark.hub.handoff import Frame, control
 from kshark.hub.workers import split_address
 from kshark.hub.wsio import WorkerSocket, WsClosed, WsError
 
@@ -66,23 +67,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from kshark.api.wire import Projection
+    from kshark.hub.handoff import ByteBudget
     from kshark.hub.limits import HubLimits
-    from kshark.hub.stream import ByteBudget
     from kshark.hub.workers import WorkerInfo
 
 log = logging.getLogger("kshark.hub")
 
 _SORT = orjson.OPT_SORT_KEYS
-
-
-class Frame(NamedTuple):
-    """One message for a client: an entry, or (`entry` False) a worker state or gap frame, sent
-    to JSON-frame clients only."""
-
-    data: bytes  # the message payload (UTF-8 JSON), as the worker sent it for entries
-    worker: str  # the worker's address
-    timestamp: int  # the entry's timestamp: read only for "ordered" streams (0 otherwise)
-    entry: bool
 
 
 def _decode(data: bytes) -> dict[str, Any] | None:
@@ -101,10 +92,6 @@ def _text(value: Any, default: str, limit: int) -> str:
     return value[:limit] if isinstance(value, str) else default
 
 
-def control(data: str, worker: str) -> Frame:
-    return Frame(data.encode(), worker, 0, False)
-
-
 @dataclass(frozen=True, slots=True)
 class RelayPlan:
     """What one client stream asks of every worker (shared by its relays)."""
@@ -119,7 +106,7 @@ class RelayPlan:
     limit: int | None  # the query's limit(n): a worker closes with 1000 after n entries
 
 
-# Asks the worker for the position frame (kshark.api.worker_app.POSITION_PARAM).
+# Asks the worker for the position frame (kshark.api.paths.POSITION_PARAM).
 _POSITION_QUERY = "?position=1"
 _POSITION_PREFIX = b'{"position":'
 # The gap frame reason when a worker's store id changed.

@@ -30,8 +30,9 @@ from trio_websocket import ConnectionClosed
 
 from kshark.api.wsbatch import send_texts
 from kshark.hub.frames import worker_frame
+from kshark.hub.handoff import ByteBudget, Frame, control
 from kshark.hub.merge import Quota, ReorderBuffer
-from kshark.hub.relay import Frame, Relay, RelayPlan, control
+from kshark.hub.relay import Relay, RelayPlan
 
 if TYPE_CHECKING:
     from trio_websocket import WebSocketConnection
@@ -43,33 +44,6 @@ if TYPE_CHECKING:
 _stream_ids = itertools.count(1)
 # Workers whose position a client's /status row lists (the whole cursor is the client's own).
 MAX_STATUS_CURSOR = 32
-
-
-class ByteBudget:
-    """Bytes of entries held for one client between the relays and its websocket.
-
-    The channel bounds entries by count; entries can be megabytes each, so their bytes are
-    bounded too (HubLimits.client_buffer_bytes): a relay `acquire`s an entry's size before
-    handing it over and waits while the budget is spent; the sender `release`s it once the
-    entry is sent. When nothing is held any entry may go, however large (no deadlock).
-    """
-
-    __slots__ = ("_freed", "held", "limit")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.held = 0
-        self._freed = trio.Event()
-
-    async def acquire(self, n: int) -> None:
-        while self.held and self.held + n > self.limit:
-            await self._freed.wait()
-        self.held += n
-
-    def release(self, n: int) -> None:
-        self.held -= n
-        self._freed.set()
-        self._freed = trio.Event()
 
 
 class StreamCounters:

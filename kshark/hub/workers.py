@@ -206,21 +206,15 @@ class WorkerSet:
 
     def set_file_workers(self, addresses: list[str]) -> tuple[list[str], list[str]]:
         """Replace the workers-file part of the set; returns (added, removed) addresses."""
-        before = list(self.addresses)
-        self._file = list(addresses)
-        self._rebuild()
-        added = [a for a in self.addresses if a not in before]
-        removed = [a for a in before if a not in self.addresses]
-        if added or removed:
-            self.version += 1
-            self._changed.set()
-            self._changed = trio.Event()
-        return added, removed
+        return self._replace_part("_file", addresses)
 
     def set_discovered_workers(self, addresses: list[str]) -> tuple[list[str], list[str]]:
         """Replace the discovered part of the set (discover.py); returns (added, removed)."""
+        return self._replace_part("_discovered", addresses)
+
+    def _replace_part(self, part: str, addresses: list[str]) -> tuple[list[str], list[str]]:
         before = list(self.addresses)
-        self._discovered = list(addresses)
+        setattr(self, part, list(addresses))
         self._rebuild()
         added = [a for a in self.addresses if a not in before]
         removed = [a for a in before if a not in self.addresses]

@@ -54,34 +54,37 @@ Step: TypeAlias = Key | Index | Wild | Descend | Decode
 Scalar: TypeAlias = str | int | float | bool | None
 
 
-@dataclass(frozen=True, slots=True)
-class Literal:
-    value: Scalar
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Node:
+    """Where an expression starts: the 1-based ``line``/``column`` of its token (for a method,
+    a comparison or ``in``: of the helper's name or the operator), and its nesting ``depth``."""
+
     line: int
     column: int
     depth: int = 1
 
 
 @dataclass(frozen=True, slots=True)
-class Regex:
+class Literal(Node):
+    value: Scalar
+
+
+@dataclass(frozen=True, slots=True)
+class Regex(Node):
     """``r"..."``: ``source`` is the raw body as written (compiled, with RE2, by the compiler)."""
 
     source: str
-    line: int
-    column: int
-    depth: int = 1
 
 
 @dataclass(frozen=True, slots=True)
-class ListLit:
+class ListLit(Node):
+    """``[a, b, …]``: allowed only on the right of ``in``."""
+
     items: tuple[Expr, ...]
-    line: int
-    column: int
-    depth: int = 1
 
 
 @dataclass(frozen=True, slots=True)
-class Select:
+class Select(Node):
     """A selector: ``base`` (``None`` = the entry itself) followed by ``steps``.
 
     ``bare`` is true for a lone identifier (``http``): only those are macro candidates, which is
@@ -90,84 +93,69 @@ class Select:
 
     base: Expr | None
     steps: tuple[Step, ...]
-    line: int
-    column: int
-    depth: int = 1
     bare: bool = False
 
 
 @dataclass(frozen=True, slots=True)
-class Method:
+class Method(Node):
     """``receiver.name(args)`` for the predicate helpers (startsWith, endsWith, contains, matches)."""
 
     receiver: Expr
     name: str
     args: tuple[Expr, ...]
-    line: int  # of the helper's name
-    column: int
-    depth: int = 1
 
 
 @dataclass(frozen=True, slots=True)
-class Call:
+class Call(Node):
     """``name(args)``: size, datetime, now, seconds…weeks, limit, redact."""
 
     name: str
     args: tuple[Expr, ...]
-    line: int
-    column: int
-    depth: int = 1
 
 
 @dataclass(frozen=True, slots=True)
-class Not:
+class Unary(Node):
     operand: Expr
-    line: int
-    column: int
-    depth: int = 1
 
 
 @dataclass(frozen=True, slots=True)
-class Neg:
-    operand: Expr
-    line: int
-    column: int
-    depth: int = 1
+class Not(Unary):
+    """``not x``, ``!x``."""
 
 
 @dataclass(frozen=True, slots=True)
-class Compare:
+class Neg(Unary):
+    """``-x``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Compare(Node):
     op: str  # "==" "!=" "<" "<=" ">" ">="
     left: Expr
     right: Expr
-    line: int  # of the operator
-    column: int
-    depth: int = 1
 
 
 @dataclass(frozen=True, slots=True)
-class In:
+class In(Node):
+    """``x in [a, b]`` (a list literal) or ``x in sel`` (a field's value)."""
+
     left: Expr
     right: Expr
-    line: int  # of `in`
-    column: int
-    depth: int = 1
 
 
 @dataclass(frozen=True, slots=True)
-class And:
+class BoolOp(Node):
     operands: tuple[Expr, ...]
-    line: int
-    column: int
-    depth: int = 1
 
 
 @dataclass(frozen=True, slots=True)
-class Or:
-    operands: tuple[Expr, ...]
-    line: int
-    column: int
-    depth: int = 1
+class And(BoolOp):
+    """``a and b and …``: its operands flattened."""
+
+
+@dataclass(frozen=True, slots=True)
+class Or(BoolOp):
+    """``a or b or …``: its operands flattened."""
 
 
 Expr: TypeAlias = (

@@ -11,14 +11,16 @@ regex and list is passed to the factory as an argument (``k0``, ``k1``, …, clo
 source is made only of this module's own fragments and of names it numbers itself. A test
 (tests/kfl/test_kfl_codegen.py) checks this with hostile keys, strings and regexes.
 
+The parts: what generated code is made of and may call (fragments.py), the bounds of a query
+(limits.py), how selectors become walk ops (selectors.py), KFL's helpers (calls.py); here the
+generator, which translates the tree recursively, and `compile_ast`.
+
 Purity: compiling reads no clock unless the query uses ``now()``, ``seconds()`` … ``years()``;
 then it reads it exactly once (``time.time_ns()``), unless ``now_ms`` was given.
 """
 
 from __future__ import annotations
 
-import difflib
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,11 +32,8 @@ from .ast import (
     Call,
     Compare,
     Decode,
-    Descend,
     Expr,
     In,
-    Index,
-    Key,
     ListLit,
     Literal,
     Method,
@@ -44,171 +43,19 @@ from .ast import (
     Regex,
     Select,
     Step,
-    Wild,
 )
-from .budget import EntryBudget, decode_json_in, decode_xml_in
-from .decoders import decode_json, decode_xml, xml_leaf
+from .calls import Known, call, method
 from .errors import KflError
-from .helpers import DATETIME_EXAMPLE, FUNCTIONS, METHODS, UNIT_MS, parse_datetime
+from .fragments import BUDGET, FLIP, LITERAL_INLINE, ORDER_FN, PY_OP, RUNTIME
+from .limits import MAX_CODE_NODES, MAX_INDENT, MAX_QUERY_PROGRAM, MAX_REGEXES
 from .macros import BUILTIN_MACROS, MAX_MACRO_DEPTH
 from .parser import parse
-from .redact import PathError, RedactPath
+from .redact import RedactPath
 from .regex import KflRegex, compile_regex
-from .walk import Op, walk
-
-
-class _Unset:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-_UNSET: Final = _Unset()
-
-# What generated code may call: module-level helpers, reached as globals of the generated module.
-_RUNTIME: Final[dict[str, Any]] = {
-    "_M": values.MISSING,
-    "_U": _UNSET,
-    "_eq": values.eq,
-    "_ne": values.ne,
-    "_eq_str": values.eq_str,
-    "_ne_str": values.ne_str,
-    "_eq_num": values.eq_num,
-    "_ne_num": values.ne_num,
-    "_eq_nil": values.eq_nil,
-    "_ne_nil": values.ne_nil,
-    "_lt": values.lt,
-    "_le": values.le,
-    "_gt": values.gt,
-    "_ge": values.ge,
-    "_re_any": values.re_any,
-    "_re_none": values.re_none,
-    "_truthy": values.truthy,
-    "_str_pred": values.str_pred,
-    "_str_pred_dyn": values.str_pred_dyn,
-    "_size": values.size,
-    "_neg": values.neg,
-    "_in_items": values.in_items,
-    "_in_value": values.in_value,
-    "_hdr": values.header,
-    "_walk": walk,
-    "_dj": decode_json_in,
-    "_dx": decode_xml_in,
-    "_djs": decode_json,
-    "_dxs": decode_xml,
-    "_B": EntryBudget,
-    "_SHORT": values.SHORT_TEXT,
-    "_scan_re": values.scan_re,
-    "_scan_in": values.scan_in,
-    "_xleaf": xml_leaf,
-}
-_ORDER_FN: Final = {"<": "_lt", "<=": "_le", ">": "_gt", ">=": "_ge"}
-_FLIP: Final = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
-# The operator text that goes into generated source comes from this table, never from the query.
-_PY_OP: Final = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
-_STR_TESTS: Final[dict[str, Callable[[str, str], bool]]] = {
-    "startsWith": str.startswith,
-    "endsWith": str.endswith,
-    "contains": values.contains,
-}
-_STR_INLINE: Final = {
-    "startsWith": "{a}.startswith({k})",
-    "endsWith": "{a}.endswith({k})",
-    "contains": "({k} in {a})",
-}
-_LITERAL_INLINE: Final = {
-    "contains": "({k} in {a})",  # a search: long texts go to _scan_in (see _Gen.scanning)
-    "prefix": "{a}.startswith({k})",
-    "suffix": "{a}.endswith({k})",
-    "equal": "({a} == {k})",
-}
-# Distinct regexes in one query. Each is an RE2 program with matching state of up to
-# MAX_REGEX_MEM (4 MiB) and a memo of answers; without a bound a 64 KiB query could ask for
-# thousands. Real filters use a handful.
-MAX_REGEXES: Final = 16
-# RE2 instructions in all of a query's regexes. RE2 is linear in the text, but when a pattern's
-# DFA does not fit a search can cost ~15 ns per instruction per character, and compiling ~0.6 µs
-# per instruction, both on the worker's event loop: r".{1000}0" is ten characters and 8,000
-# instructions. A UUID pattern is ~70, (?i)\pL+ ~1,200. See kshark/kfl/regex.py.
-MAX_QUERY_PROGRAM: Final = 10_000
-# Python refuses more than 100 indentation levels; stay well clear once macros are expanded.
-_MAX_INDENT: Final = 90
-# The entry's budget (kshark.kfl.budget), made on first use: a query that decodes, walks or
-# searches long texts makes one per entry only when an entry needs it.
-_BUDGET: Final = "(bud or (bud := _B()))"
-# Parts of a query, macros expanded: every operator, selector step, helper call and value that
-# is not a constant is one. Each becomes a few lines of generated code and a few operations per entry, so
-# this bounds the compile (~60 µs a part: ~0.3 s at the limit, off the event loop) and the
-# query's own cost per entry (~0.1 µs a part). Without it a 64 KiB text of `x or x or …` is
-# 20,000 parts, and macros that use macros could multiply further.
-MAX_CODE_NODES: Final = 5_000
-# Paths of redact() in one query: each is applied to every entry sent (a path into a body
-# decodes and re-encodes it).
-MAX_REDACT_PATHS: Final = 64
-
+from .selectors import count_decodes, header_fold_at, is_headers_object, selector_ops
+from .walk import Op
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class _K:
-    """A value known at compile time."""
-
-    value: Any
-
-
-def _header_fold_at(base: Expr | None, steps: tuple[Step, ...]) -> int:
-    """The step naming a header under request/response.headers (case-insensitive), or -1."""
-    if (
-        base is None
-        and len(steps) >= 3
-        and steps[0] in (Key("request"), Key("response"))
-        and steps[1] == Key("headers")
-        and isinstance(steps[2], Key)
-    ):
-        return 2
-    return -1
-
-
-def _is_headers_object(node: Expr) -> bool:
-    return (
-        isinstance(node, Select)
-        and node.base is None
-        and node.steps in ((Key("request"), Key("headers")), (Key("response"), Key("headers")))
-    )
-
-
-def _ops(steps: tuple[Step, ...], fold_at: int, offset: int, xml: bool) -> tuple[list[Op], bool]:
-    """Selector steps → walk ops (see kshark.kfl.walk); returns the ops and the XML mode after."""
-    ops: list[Op] = []
-    for i, st in enumerate(steps, offset):
-        if isinstance(st, Key):
-            ops.append(("h", (st.name, st.name.lower())) if i == fold_at else ("k", st.name))
-        elif isinstance(st, Index):
-            ops.append(("i", st.index))
-        elif isinstance(st, Wild):
-            ops.append(("w", None))
-        elif isinstance(st, Descend):
-            ops.append(("d", st.name))
-        else:
-            if xml:
-                ops.append(("L", None))
-            ops.append(("j" if st.kind == "json" else "x", None))
-            xml = st.kind == "xml"
-    return ops, xml
-
-
-def _suggest(name: str, known: frozenset[str]) -> str:
-    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-    if not close:
-        lowered = [k for k in known if k.lower() == name.lower()]
-        close = lowered[:1]
-    return f' (did you mean "{close[0]}"?)' if close else ""
-
-
-def _plural(n: int) -> str:
-    return f"{n} argument" if n == 1 else f"{n} arguments"
 
 
 @dataclass
@@ -252,7 +99,7 @@ class _Gen:
     def budget(self) -> str:
         """The expression for this entry's EntryBudget (declares it in the function)."""
         self.uses_budget = True
-        return _BUDGET
+        return BUDGET
 
     def scanning(self, short: str, a: str, long: str, negate: bool) -> str:
         """``short`` (a search in the str ``a``) for short texts; for long ones ``long``, a call
@@ -341,7 +188,7 @@ class _Gen:
     # --- predicates: return a side-effect-free Python expression that is a bool ---------------
 
     def pred(self, node: Expr, ind: int) -> str:
-        if ind > _MAX_INDENT:
+        if ind > MAX_INDENT:
             raise KflError(node.line, node.column, "the query nests too deeply")
         self.count(node)
         if isinstance(node, And | Or):
@@ -359,7 +206,7 @@ class _Gen:
         if isinstance(node, In):
             return self.in_(node, ind)
         if isinstance(node, Method):
-            return self.method(node, ind)
+            return method(self, node, ind)
         if isinstance(node, Select) and self._is_macro(node):
             return self.expand(node, ind, self.pred)
         atom, known = self.value(node, ind)
@@ -369,12 +216,12 @@ class _Gen:
 
     # --- values: return (atom, known) where atom is a name or literal safe to repeat ----------
 
-    def value(self, node: Expr, ind: int) -> tuple[str, _K | None]:
+    def value(self, node: Expr, ind: int) -> tuple[str, Known | None]:
         if isinstance(node, Literal):  # a constant: no code, not a part (long `in` lists are)
             v = node.value
             if v is None or type(v) is bool:
-                return repr(v), _K(v)  # None/True/False: Python keywords, not query text
-            return self.const(v), _K(v)
+                return repr(v), Known(v)  # None/True/False: Python keywords, not query text
+            return self.const(v), Known(v)
         self.count(node)
         if isinstance(node, Regex):
             raise KflError(
@@ -389,14 +236,14 @@ class _Gen:
                 return self.expand(node, ind, self.value)
             return self.select(node, ind), None
         if isinstance(node, Call):
-            return self.call(node, ind)
+            return call(self, node, ind)
         if isinstance(node, Neg):
             atom, known = self.value(node.operand, ind)
             if known is not None:
                 v = values.neg(known.value)
                 if v is values.MISSING:
                     raise KflError(node.line, node.column, "unary minus needs a number")
-                return self.const(v), _K(v)
+                return self.const(v), Known(v)
             t = self.tmp()
             self.emit(ind, f"{t} = _neg({atom})")
             return t, None
@@ -410,7 +257,7 @@ class _Gen:
 
     def select(self, node: Select, ind: int) -> str:
         self.count(node, len(node.steps))
-        fold_at = _header_fold_at(node.base, node.steps)
+        fold_at = header_fold_at(node.base, node.steps)
         steps = node.steps
         start = 0
         src = "e"
@@ -428,7 +275,7 @@ class _Gen:
             if known is not None:  # `true.x`: through a name, or Python warns at True[...]
                 src, const = self.tmp(), src
                 self.emit(ind, f"{src} = {const}")
-        ops, xml = _ops(steps[start:], fold_at, start, xml)
+        ops, xml = selector_ops(steps[start:], fold_at, start, xml)
         if xml:
             ops.append(("L", None))
         target = self.tmp()
@@ -440,7 +287,7 @@ class _Gen:
         if var is None:
             var = self.lazy[prefix] = self.tmp("d")
         self.emit(ind, f"if {var} is _U:")
-        inner = Select(None, prefix, 0, 0)
+        inner = Select(None, prefix, line=0, column=0)
         self.shared_decodes.discard(prefix)  # the prefix's own fetch must not use itself
         try:
             got = self.select(inner, ind + 1)
@@ -468,7 +315,7 @@ class _Gen:
                 n = self.const(arg)
                 stmts.append(f"{target} = {target}[{n}] if type({target}) is list else _M")
             elif code in ("j", "x"):
-                # Short texts are decoded outright (a few µs at most); long ones once per
+                # Short texts are decoded outright (cheap at that size); long ones once per
                 # entry, within its budget.
                 plain, budgeted = ("_djs", "_dj") if code == "j" else ("_dxs", "_dx")
                 stmts.append(
@@ -543,22 +390,22 @@ class _Gen:
             fn = {"==": values.eq, "!=": values.ne}.get(op) or values.ORDER[op]
             return "True" if fn(ka.value, kb.value) else "False"
         if ka is not None:
-            a, b, kb, op = b, a, ka, _FLIP[op]
+            a, b, kb, op = b, a, ka, FLIP[op]
         if kb is None:
-            fn_name = {"==": "_eq", "!=": "_ne"}.get(op) or _ORDER_FN[op]
+            fn_name = {"==": "_eq", "!=": "_ne"}.get(op) or ORDER_FN[op]
             return f"{fn_name}({a}, {b})"
         k = kb.value
         n = values.num(k)
         if n is not None:  # a number, or a string that spells one: numeric compare
             kn = self.const(n)
-            slow = {"==": "_eq_num", "!=": "_ne_num"}.get(op) or _ORDER_FN[op]
-            return f"(({a} {_PY_OP[op]} {kn}) if type({a}) is int else {slow}({a}, {kn}))"
+            slow = {"==": "_eq_num", "!=": "_ne_num"}.get(op) or ORDER_FN[op]
+            return f"(({a} {PY_OP[op]} {kn}) if type({a}) is int else {slow}({a}, {kn}))"
         if type(k) is str and op in ("==", "!="):
             slow = "_eq_str" if op == "==" else "_ne_str"
-            return f"(({a} {_PY_OP[op]} {b}) if type({a}) is str else {slow}({a}, {b}))"
+            return f"(({a} {PY_OP[op]} {b}) if type({a}) is str else {slow}({a}, {b}))"
         if k is None and op in ("==", "!="):
             return f"{'_eq_nil' if op == '==' else '_ne_nil'}({a})"
-        fn_name = {"==": "_eq", "!=": "_ne"}.get(op) or _ORDER_FN[op]
+        fn_name = {"==": "_eq", "!=": "_ne"}.get(op) or ORDER_FN[op]
         return f"{fn_name}({a}, {b})"
 
     def regex_test(self, subject: Expr, rx: KflRegex, negate: bool, ind: int) -> str:
@@ -574,7 +421,7 @@ class _Gen:
         bud = self.budget()
         if rx.literal_kind is not None:  # a plain literal: the string operation, inlined
             k = self.const(rx.literal)
-            inline = _LITERAL_INLINE[rx.literal_kind].format(a=a, k=k)
+            inline = LITERAL_INLINE[rx.literal_kind].format(a=a, k=k)
             if rx.literal_kind == "contains":  # reads the whole text
                 inline = self.scanning(inline, a, f"_scan_in({a}, {k}, {bud})", negate)
             elif negate:
@@ -603,15 +450,15 @@ class _Gen:
         a, known = self.value(left, ind)
         if not isinstance(right, ListLit):
             b, _ = self.value(right, ind)
-            fold = "True" if _is_headers_object(right) else "False"
+            fold = "True" if is_headers_object(right) else "False"
             return f"_in_value({a}, {b}, {fold})"
-        items: list[tuple[str, _K | None]] = []
+        items: list[tuple[str, Known | None]] = []
         for item in right.items:
             if isinstance(item, ListLit):
                 raise KflError(item.line, item.column, "lists do not nest")
             if isinstance(item, Regex):
                 rx = self.regex_node(item)
-                items.append((self.const(rx), _K(rx)))
+                items.append((self.const(rx), Known(rx)))
             else:
                 items.append(self.value(item, ind))
         if not items:
@@ -632,180 +479,6 @@ class _Gen:
             kset = self.const(frozenset(nums))
             return f"(({a} in {kset}) if type({a}) is int else _in_items({a}, {kitems}))"
         return f"_in_items({a}, {kitems}{bud})"
-
-    # --- helpers --------------------------------------------------------------------------------
-
-    def _arity(self, node: Method | Call, n: int) -> None:
-        if len(node.args) != n:
-            raise KflError(
-                node.line,
-                node.column,
-                f"{node.name}() takes {_plural(n)} ({len(node.args)} given)",
-            )
-
-    def method(self, node: Method, ind: int) -> str:
-        name = node.name
-        if name in _STR_TESTS:
-            self._arity(node, 1)
-            arg = node.args[0]
-            if isinstance(arg, Regex | ListLit):
-                raise KflError(
-                    arg.line,
-                    arg.column,
-                    f"{name}() takes a text"
-                    + (' (for a regex use matches(r"..."))' if isinstance(arg, Regex) else ""),
-                )
-            a, known = self.value(node.receiver, ind)
-            b, kb = self.value(arg, ind)
-            test = _STR_TESTS[name]
-            # contains() reads the whole text: long texts are searched within the budget.
-            bud = f", {self.budget()}" if name == "contains" else ""
-            if kb is not None:
-                text = values.sform(kb.value)
-                if text is None:
-                    return "False"
-                if known is not None:
-                    return "True" if values.str_pred(known.value, text, test) else "False"
-                k = self.const(text)
-                inline = _STR_INLINE[name].format(a=a, k=k)
-                if bud:
-                    inline = self.scanning(inline, a, f"_scan_in({a}, {k}{bud})", False)
-                slow = f"_str_pred({a}, {k}, {self.const(test)}{bud})"
-                return f"({inline} if type({a}) is str else {slow})"
-            return f"_str_pred_dyn({a}, {b}, {self.const(test)}{bud})"
-        if name == "matches":
-            self._arity(node, 1)
-            arg = node.args[0]
-            if isinstance(arg, Regex):
-                rx = self.regex_node(arg)
-            elif isinstance(arg, Literal) and type(arg.value) is str:
-                # A plain string's escapes are already decoded: "\\d" is the regex \d. Error
-                # positions count from the opening quote, in the decoded text.
-                rx = self.regex(arg.value, arg.line, arg.column)
-            else:
-                raise KflError(
-                    arg.line, arg.column, 'matches() takes a regex in quotes: matches(r"^/api/")'
-                )
-            return self.regex_test(node.receiver, rx, False, ind)
-        if name in FUNCTIONS:
-            raise KflError(
-                node.line, node.column, f"{name}() is a function, not a method: write {name}(...)"
-            )
-        raise KflError(node.line, node.column, f'unknown helper "{name}"' + _suggest(name, METHODS))
-
-    def call(self, node: Call, ind: int) -> tuple[str, _K | None]:
-        name = node.name
-        if name == "size":
-            self._arity(node, 1)
-            atom, known = self.value(node.args[0], ind)
-            if known is not None:
-                v = values.size(known.value)
-                if v is not values.MISSING:
-                    return self.const(v), _K(v)
-            t = self.tmp()
-            self.emit(ind, f"{t} = _size({atom})")
-            return t, None
-        if name == "now":
-            self._arity(node, 0)
-            ms = self.now()
-            return self.const(ms), _K(ms)
-        if name in UNIT_MS:
-            self._arity(node, 1)
-            arg = node.args[0]
-            n = arg.value if isinstance(arg, Literal) else None
-            if not isinstance(n, int | float) or isinstance(n, bool):
-                raise KflError(arg.line, arg.column, f"{name}() takes a number, like {name}(-5)")
-            offset = n * UNIT_MS[name]
-            if not math.isfinite(offset):  # minutes(1e308): no instant to compare with
-                raise KflError(arg.line, arg.column, f"{name}() out of range: {n}")
-            ms = self.now() + round(offset)
-            return self.const(ms), _K(ms)
-        if name == "datetime":
-            self._arity(node, 1)
-            arg = node.args[0]
-            ms_or_none = (
-                parse_datetime(arg.value)
-                if isinstance(arg, Literal) and type(arg.value) is str
-                else None
-            )
-            if ms_or_none is None:
-                raise KflError(
-                    arg.line,
-                    arg.column,
-                    f'datetime() takes a date and time like "{DATETIME_EXAMPLE}" (UTC)',
-                )
-            return self.const(ms_or_none), _K(ms_or_none)
-        if name == "limit":
-            self._arity(node, 1)
-            arg = node.args[0]
-            if not (isinstance(arg, Literal) and type(arg.value) is int and arg.value >= 1):
-                raise KflError(
-                    arg.line, arg.column, "limit() takes a whole number of entries, like limit(100)"
-                )
-            self.limit = arg.value if self.limit is None else min(self.limit, arg.value)
-            return "True", _K(True)
-        if name == "redact":
-            if not node.args:
-                raise KflError(node.line, node.column, "redact() takes at least one path")
-            for arg in node.args:
-                if len(self.redactions) >= MAX_REDACT_PATHS:
-                    raise KflError(
-                        arg.line,
-                        arg.column,
-                        f"too many redact() paths in one query (at most {MAX_REDACT_PATHS})",
-                    )
-                if not (isinstance(arg, Literal) and type(arg.value) is str):
-                    raise KflError(
-                        arg.line,
-                        arg.column,
-                        'redact() takes paths in quotes, like redact("request.headers.Authorization")',
-                    )
-                try:
-                    self.redactions.append(RedactPath(arg.value))
-                except PathError as err:
-                    raise KflError(
-                        arg.line,
-                        arg.column,
-                        f"redact(): bad path {arg.value!r} at offset {err.offset}: {err.message}",
-                    ) from None
-            return "True", _K(True)
-        if name in METHODS:
-            raise KflError(
-                node.line,
-                node.column,
-                f"{name}() is a method: write sel.{name}(...)",
-            )
-        raise KflError(
-            node.line, node.column, f'unknown helper "{name}"' + _suggest(name, FUNCTIONS)
-        )
-
-
-def _count_decodes(node: Expr | None, counts: dict[tuple[Step, ...], int]) -> None:
-    """How often each root-based decoded prefix (``a.b.json()``) occurs in the query."""
-    stack: list[Any] = [node]
-    while stack:
-        n = stack.pop()
-        if n is None:
-            continue
-        if isinstance(n, Select):
-            if n.base is None:
-                for i, st in enumerate(n.steps):
-                    if isinstance(st, Decode):
-                        key = n.steps[: i + 1]
-                        counts[key] = counts.get(key, 0) + 1
-            else:
-                stack.append(n.base)
-        elif isinstance(n, And | Or):
-            stack.extend(n.operands)
-        elif isinstance(n, Not | Neg):
-            stack.append(n.operand)
-        elif isinstance(n, Compare | In):
-            stack.extend((n.left, n.right))
-        elif isinstance(n, Method):
-            stack.append(n.receiver)
-            stack.extend(n.args)
-        elif isinstance(n, Call | ListLit):
-            stack.extend(n.args if isinstance(n, Call) else n.items)
 
 
 def _match_all(_entry: Mapping[str, Any]) -> bool:
@@ -835,7 +508,7 @@ def compile_ast(
     if tree is None:
         return Compiled(_match_all, None, (), _MATCH_ALL_SOURCE, None)
     counts: dict[tuple[Step, ...], int] = {}
-    _count_decodes(tree, counts)
+    count_decodes(tree, counts)
     gen.shared_decodes = {k for k, c in counts.items() if c > 1}
     body_ind = 3 if safety_net else 2
     gen.root(tree, body_ind)
@@ -851,7 +524,7 @@ def compile_ast(
         tail = []
     tail.append("    return match")
     source = "\n".join([*head, *gen.lines, *tail]) + "\n"
-    namespace = dict(_RUNTIME)
+    namespace = dict(RUNTIME)
     exec(compile(source, "<kfl>", "exec"), namespace)  # source holds no query text; see above
     match = namespace["_factory"](*gen.consts)
     return Compiled(

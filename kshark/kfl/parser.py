@@ -20,32 +20,12 @@ from typing import Any, TypeVar
 from lark import Lark, Token, Transformer_NonRecursive
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 
-from .ast import (
-    And,
-    Call,
-    Compare,
-    Decode,
-    Descend,
-    Expr,
-    In,
-    Index,
-    Key,
-    ListLit,
-    Literal,
-    Method,
-    Neg,
-    Not,
-    Or,
-    Regex,
-    Select,
-    Step,
-    Wild,
-)
+from . import ast
 from .errors import KflError
 
 # Limits on what one query may be (a websocket client chooses this text). The text is bounded
 # so that parsing stays bounded (lark's LALR parser and the non-recursive transformer below use
-# no recursion, so only the length matters; ~10 µs per token); the nesting depth because code
+# no recursion, so only the length matters); the nesting depth because code
 # generation indents once per boolean level and Python's tokenizer refuses more than 100
 # indentation levels. A selector's steps are bounded because the generated code chains them in
 # one expression (Python's compiler recurses per `[...]`: 3,500 of them exhaust its stack) and
@@ -62,7 +42,7 @@ _parser: Lark | None = None
 
 
 def _lark() -> Lark:
-    """The LALR parser, built once on first use (building it takes ~50 ms)."""
+    """The LALR parser, built once on first use (building it is not cheap)."""
     global _parser
     if _parser is None:
         with _parser_lock:
@@ -78,7 +58,7 @@ def _lark() -> Lark:
     return _parser
 
 
-def parse(text: str) -> Expr | None:
+def parse(text: str) -> ast.Expr | None:
     """Parse a KFL text. ``None`` means the empty query (empty or whitespace only): match all."""
     if len(text) > MAX_QUERY_CHARS:
         raise KflError(1, 1, f"query too long ({len(text)} characters; at most {MAX_QUERY_CHARS})")
@@ -87,7 +67,7 @@ def parse(text: str) -> Expr | None:
     except UnexpectedInput as exc:
         raise _syntax_error(text, exc) from None
     try:
-        result: Expr | None = _ToAst().transform(tree)
+        result: ast.Expr | None = _ToAst().transform(tree)
     except VisitError as exc:
         if isinstance(exc.orig_exc, KflError):
             raise exc.orig_exc from None
@@ -260,7 +240,7 @@ def _depth(*nodes: Any) -> int:
     return 1 + max((getattr(n, "depth", 0) for n in nodes), default=0)
 
 
-_N = TypeVar("_N", bound=Expr)
+_N = TypeVar("_N", bound=ast.Expr)
 
 
 def _checked(node: _N) -> _N:
@@ -271,11 +251,11 @@ def _checked(node: _N) -> _N:
     return node
 
 
-def _extend(base: Expr, step: Step, tok: Token) -> Select:
+def _extend(base: ast.Expr, step: ast.Step, tok: Token) -> ast.Select:
     """Append a selector step; a selector base is extended in place of being nested.
 
     ``tok`` is the step's token: a selector with too many steps is refused there."""
-    if isinstance(base, Select):
+    if isinstance(base, ast.Select):
         if len(base.steps) >= MAX_SELECTOR_STEPS:
             raise KflError(
                 tok.line or 1,
@@ -283,8 +263,12 @@ def _extend(base: Expr, step: Step, tok: Token) -> Select:
                 f"selector too long (at most {MAX_SELECTOR_STEPS} steps after "
                 f"{base.line}:{base.column})",
             )
-        return Select(base.base, (*base.steps, step), base.line, base.column, base.depth)
-    return _checked(Select(base, (step,), base.line, base.column, _depth(base)))
+        return ast.Select(
+            base.base, (*base.steps, step), line=base.line, column=base.column, depth=base.depth
+        )
+    return _checked(
+        ast.Select(base, (step,), line=base.line, column=base.column, depth=_depth(base))
+    )
 
 
 # Reserved words. The contextual lexer reads one as a plain name wherever the keyword could not
@@ -303,127 +287,150 @@ def _not_reserved(tok: Token) -> None:
         )
 
 
-def _args(node: Any) -> tuple[Expr, ...]:
+def _args(node: Any) -> tuple[ast.Expr, ...]:
     return () if node is None else tuple(node)
 
 
 class _ToAst(Transformer_NonRecursive):  # type: ignore[type-arg]
     """Builds the AST bottom-up without recursion (long selector chains cannot blow the stack)."""
 
-    def start(self, children: list[Any]) -> Expr | None:
+    def start(self, children: list[Any]) -> ast.Expr | None:
         return children[0] if children else None
 
-    def args(self, children: list[Any]) -> list[Expr]:
+    def args(self, children: list[Any]) -> list[ast.Expr]:
         return [c for c in children if not isinstance(c, Token)]
 
-    def _bool_op(self, children: list[Any], cls: type[And] | type[Or]) -> Expr:
+    def _bool_op(self, children: list[Any], cls: type[ast.And] | type[ast.Or]) -> ast.Expr:
         operands = tuple(c for c in children if not isinstance(c, Token))
         first = operands[0]
-        return _checked(cls(operands, first.line, first.column, _depth(*operands)))
+        return _checked(
+            cls(operands, line=first.line, column=first.column, depth=_depth(*operands))
+        )
 
-    def or_expr(self, children: list[Any]) -> Expr:
-        return self._bool_op(children, Or)
+    def or_expr(self, children: list[Any]) -> ast.Expr:
+        return self._bool_op(children, ast.Or)
 
-    def and_expr(self, children: list[Any]) -> Expr:
-        return self._bool_op(children, And)
+    def and_expr(self, children: list[Any]) -> ast.Expr:
+        return self._bool_op(children, ast.And)
 
-    def not_(self, children: list[Any]) -> Expr:
+    def not_(self, children: list[Any]) -> ast.Expr:
         tok, operand = children
-        return _checked(Not(operand, tok.line, tok.column, _depth(operand)))
+        return _checked(ast.Not(operand, line=tok.line, column=tok.column, depth=_depth(operand)))
 
-    def compare(self, children: list[Any]) -> Expr:
+    def compare(self, children: list[Any]) -> ast.Expr:
         left, op, right = children
-        return _checked(Compare(op.value, left, right, op.line, op.column, _depth(left, right)))
+        return _checked(
+            ast.Compare(
+                op.value, left, right, line=op.line, column=op.column, depth=_depth(left, right)
+            )
+        )
 
-    def in_(self, children: list[Any]) -> Expr:
+    def in_(self, children: list[Any]) -> ast.Expr:
         left, tok, right = children
-        return _checked(In(left, right, tok.line, tok.column, _depth(left, right)))
+        return _checked(
+            ast.In(left, right, line=tok.line, column=tok.column, depth=_depth(left, right))
+        )
 
-    def neg(self, children: list[Any]) -> Expr:
+    def neg(self, children: list[Any]) -> ast.Expr:
         tok, operand = children
         if (
-            isinstance(operand, Literal)
+            isinstance(operand, ast.Literal)
             and isinstance(operand.value, int | float)
             and not isinstance(operand.value, bool)
         ):
-            return Literal(-operand.value, tok.line, tok.column)
-        return _checked(Neg(operand, tok.line, tok.column, _depth(operand)))
+            return ast.Literal(-operand.value, line=tok.line, column=tok.column)
+        return _checked(ast.Neg(operand, line=tok.line, column=tok.column, depth=_depth(operand)))
 
-    def member(self, children: list[Any]) -> Expr:
+    def member(self, children: list[Any]) -> ast.Expr:
         base, _dot, name = children
-        return _extend(base, Key(name.value), name)
+        return _extend(base, ast.Key(name.value), name)
 
-    def wildcard(self, children: list[Any]) -> Expr:
-        return _extend(children[0], Wild(), children[2])  # at the "*"
+    def wildcard(self, children: list[Any]) -> ast.Expr:
+        return _extend(children[0], ast.Wild(), children[2])  # at the "*"
 
-    def descend(self, children: list[Any]) -> Expr:
+    def descend(self, children: list[Any]) -> ast.Expr:
         base, _dots, name = children
-        return _extend(base, Descend(name.value), name)
+        return _extend(base, ast.Descend(name.value), name)
 
-    def key(self, children: list[Any]) -> Expr:
+    def key(self, children: list[Any]) -> ast.Expr:
         base, _l, string, _r = children
-        return _extend(base, Key(decode_string(string)), string)
+        return _extend(base, ast.Key(decode_string(string)), string)
 
-    def index(self, children: list[Any]) -> Expr:
+    def index(self, children: list[Any]) -> ast.Expr:
         base, _l, number, _r = children
         value = _number(number)
         if not isinstance(value, int):
             raise KflError(
                 number.line, number.column, f"an index must be a whole number, not {number.value}"
             )
-        return _extend(base, Index(value), number)
+        return _extend(base, ast.Index(value), number)
 
-    def method(self, children: list[Any]) -> Expr:
+    def method(self, children: list[Any]) -> ast.Expr:
         base, _dot, name, _l, args, _r = children
         arguments = _args(args)
         if name.value in ("json", "xml"):
             if arguments:
                 raise KflError(name.line, name.column, f"{name.value}() takes no arguments")
-            return _extend(base, Decode(name.value), name)
+            return _extend(base, ast.Decode(name.value), name)
         return _checked(
-            Method(base, name.value, arguments, name.line, name.column, _depth(base, *arguments))
+            ast.Method(
+                base,
+                name.value,
+                arguments,
+                line=name.line,
+                column=name.column,
+                depth=_depth(base, *arguments),
+            )
         )
 
-    def string(self, children: list[Any]) -> Expr:
+    def string(self, children: list[Any]) -> ast.Expr:
         (tok,) = children
-        return Literal(decode_string(tok), tok.line, tok.column)
+        return ast.Literal(decode_string(tok), line=tok.line, column=tok.column)
 
-    def number(self, children: list[Any]) -> Expr:
+    def number(self, children: list[Any]) -> ast.Expr:
         (tok,) = children
-        return Literal(_number(tok), tok.line, tok.column)
+        return ast.Literal(_number(tok), line=tok.line, column=tok.column)
 
-    def regex(self, children: list[Any]) -> Expr:
+    def regex(self, children: list[Any]) -> ast.Expr:
         (tok,) = children
-        return Regex(tok.value[2:-1], tok.line, tok.column)
+        return ast.Regex(tok.value[2:-1], line=tok.line, column=tok.column)
 
-    def true(self, children: list[Any]) -> Expr:
+    def true(self, children: list[Any]) -> ast.Expr:
         (tok,) = children
-        return Literal(True, tok.line, tok.column)
+        return ast.Literal(True, line=tok.line, column=tok.column)
 
-    def false(self, children: list[Any]) -> Expr:
+    def false(self, children: list[Any]) -> ast.Expr:
         (tok,) = children
-        return Literal(False, tok.line, tok.column)
+        return ast.Literal(False, line=tok.line, column=tok.column)
 
-    def nil(self, children: list[Any]) -> Expr:
+    def nil(self, children: list[Any]) -> ast.Expr:
         (tok,) = children
-        return Literal(None, tok.line, tok.column)
+        return ast.Literal(None, line=tok.line, column=tok.column)
 
-    def list_lit(self, children: list[Any]) -> Expr:
+    def list_lit(self, children: list[Any]) -> ast.Expr:
         tok, args, _r = children
         items = _args(args)
-        return _checked(ListLit(items, tok.line, tok.column, _depth(*items)))
+        return _checked(ast.ListLit(items, line=tok.line, column=tok.column, depth=_depth(*items)))
 
-    def name(self, children: list[Any]) -> Expr:
+    def name(self, children: list[Any]) -> ast.Expr:
         (tok,) = children
         _not_reserved(tok)
-        return Select(None, (Key(tok.value),), tok.line, tok.column, 1, True)
+        return ast.Select(None, (ast.Key(tok.value),), bare=True, line=tok.line, column=tok.column)
 
-    def call(self, children: list[Any]) -> Expr:
+    def call(self, children: list[Any]) -> ast.Expr:
         name, _l, args, _r = children
         _not_reserved(name)
         arguments = _args(args)
-        return _checked(Call(name.value, arguments, name.line, name.column, _depth(*arguments)))
+        return _checked(
+            ast.Call(
+                name.value,
+                arguments,
+                line=name.line,
+                column=name.column,
+                depth=_depth(*arguments),
+            )
+        )
 
-    def group(self, children: list[Any]) -> Expr:
+    def group(self, children: list[Any]) -> ast.Expr:
         _l, expr, _r = children
         return expr  # type: ignore[no-any-return]

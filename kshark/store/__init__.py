@@ -6,39 +6,19 @@ retention, and following new entries as they are written. Layout and guarantees:
 
 from __future__ import annotations
 
-from kshark.store.core import (
-    DEFAULT_STORAGE_LIMIT,
-    PCAP_BUFFER_PER_STREAM,
-    PCAP_BUFFER_TOTAL,
-    RECENT_BYTES_MAX,
-    RECENT_ENTRIES_MAX,
-    RESERVATION_BLOCK,
-    RETENTION_STREAMS_PER_WRITE,
-    RETENTION_TARGET,
-    PreparedBatch,
-    Store,
-    StoreError,
-    StoreLockedError,
-    StoreOutput,
-)
-from kshark.store.journal import INDEX_CACHE_SEGMENTS, SEGMENT_LINES
+from kshark.store.batch import PreparedBatch, StoreOutput
+from kshark.store.core import Store
+from kshark.store.limits import DEFAULT_STORAGE_LIMIT, StoreLimits
 from kshark.store.pending import PendingWrite
+from kshark.store.state import StoreError, StoreLockedError
 
 __all__ = [
     "DEFAULT_STORAGE_LIMIT",
-    "INDEX_CACHE_SEGMENTS",
-    "PCAP_BUFFER_PER_STREAM",
-    "PCAP_BUFFER_TOTAL",
-    "RECENT_BYTES_MAX",
-    "RECENT_ENTRIES_MAX",
-    "RESERVATION_BLOCK",
-    "RETENTION_STREAMS_PER_WRITE",
-    "RETENTION_TARGET",
-    "SEGMENT_LINES",
     "PendingWrite",
     "PreparedBatch",
     "Store",
     "StoreError",
+    "StoreLimits",
     "StoreLockedError",
     "StoreOutput",
 ]

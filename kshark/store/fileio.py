@@ -54,15 +54,23 @@ def replace_atomically(
 ) -> None:
     """Write `data` to `tmp_name`, then rename it over `name`: readers see the old file or the
     whole new one, never a part. No fsync: this protects readers, not against power loss."""
-    fd = os.open(tmp_name, _OPEN_NEW, 0o644, dir_fd=tmp_dir_fd)
+    _write_new(tmp_dir_fd, tmp_name, data)
+    os.replace(tmp_name, name, src_dir_fd=tmp_dir_fd, dst_dir_fd=dir_fd)
+
+
+def _write_new(dir_fd: int, name: str, data: Buffer, sync: bool = False) -> None:
+    """Create `name` holding `data` (on the disk before this returns, with `sync`); a failure
+    removes it again and raises."""
+    fd = os.open(name, _OPEN_NEW, 0o644, dir_fd=dir_fd)
     try:
         write_all(fd, data)
+        if sync:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
-        unlink_quietly(tmp_dir_fd, tmp_name)
+        unlink_quietly(dir_fd, name)
         raise
     os.close(fd)
-    os.replace(tmp_name, name, src_dir_fd=tmp_dir_fd, dst_dir_fd=dir_fd)
 
 
 # The temp name entry files are written under in tmp/ before being renamed into entries/, where
@@ -79,10 +87,11 @@ def write_entry_file(tmp_dir_fd: int, dir_fd: int, name: str, data: Buffer) -> N
 
     The file is written as an unnamed inode in entries/ (O_TMPFILE) and then given its name
     (linkat through /proc/self/fd: AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH). That is one
-    directory change instead of the two of a named temp file and a rename, and on ext4 it
-    measured 15 µs per file against 21. Where the kernel, the filesystem or a missing /proc
-    refuses it, or the name already exists (a batch redone after the I/O helper died), the file
-    goes through a temp file and a rename instead, which replaces."""
+    directory change instead of the two of a named temp file and a rename, so fewer file system
+    calls per entry (BENCHMARKS.md measures what a file costs). Where the kernel, the
+    filesystem or a missing /proc refuses it, or the name already exists (a batch redone after
+    the I/O helper died), the file goes through a temp file and a rename instead, which
+    replaces."""
     global _unnamed_ok
     if _unnamed_ok is not False:
         try:
@@ -113,15 +122,7 @@ def replace_durably(dir_fd: int, name: str, data: bytes) -> None:
     """Like `replace_atomically` (temp file beside the target), with fsync of the file and of the
     directory: for the small state files whose loss would let a number be handed out twice."""
     tmp = name + ".tmp"
-    fd = os.open(tmp, _OPEN_NEW, 0o644, dir_fd=dir_fd)
-    try:
-        write_all(fd, data)
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        unlink_quietly(dir_fd, tmp)
-        raise
-    os.close(fd)
+    _write_new(dir_fd, tmp, data, sync=True)
     os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     os.fsync(dir_fd)
 

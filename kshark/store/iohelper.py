@@ -3,11 +3,11 @@
 Why a process and not just a thread: creating a file is several system calls (open, write,
 close, rename), and a Python thread must take the GIL back after each one. While the parser
 holds the GIL, every such return waits for the switch interval (5 ms), so the file thread
-crawls; a shorter interval instead costs the parser a thread handoff per call. Measured on the
-worker's 2-core VM, the thread wrote a few thousand files a second at most and took no load
-off the parser. A helper process has its own interpreter: the store's I/O thread sends it one
-request per batch (a single write of the names and bytes through a pipe) and blocks, without
-the GIL, until the answer says which files were written.
+crawls; a shorter interval instead costs the parser a thread handoff per call. Measured, such
+a thread took next to no load off the parser (the capture → entries rows of BENCHMARKS.md are
+measured with the helper). A helper process has its own interpreter: the store's I/O thread
+sends it one request per batch (a single write of the names and bytes through a pipe) and
+blocks, without the GIL, until the answer says which files were written.
 
 The helper only makes system calls on the names it is sent, under the directory descriptors it
 was started with (the data directory's `pcaps/`, `tmp/` and `entries/`), through
@@ -16,7 +16,7 @@ SIGTERM (a Ctrl-C reaches the whole process group, and the worker still wants it
 written) and exits when its request pipe closes: the store's `close()`, or the worker's death.
 
 It is started with `-S -E -B` and this file's path, and loads only the standard library and
-`fileio.py` from this directory, so it starts in about 10 ms and uses ~9 MB.
+`fileio.py` from this directory, so it starts quickly and stays small.
 
 Wire format (little-endian). Request: header `<QIII` (body length, unlink, pcap and entry
 counts), then per file to delete `<BH` (directory: 0 pcaps, 1 entries; name length) + name, per

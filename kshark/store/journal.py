@@ -1,14 +1,15 @@
 """The journal: the write order of entries, as text lines in fixed-size segments.
 
 One line per entry, `"<seq> <entryFile>\\n"`, seq starting at 1 and dense (every seq from 1 to
-`last_seq` has exactly one line). Segment files hold `SEGMENT_LINES` lines each and are named by
-their number, `(seq - 1) // SEGMENT_LINES`, with 12 digits: seq 1..65536 are in
+`last_seq` has exactly one line). Segment files hold `segment_lines` lines each (65536: part of
+the on-disk format, StoreLimits) and are named by their number, `(seq - 1) // segment_lines`,
+with 12 digits: seq 1..65536 are in
 `000000000000.log`, 65537.. in `000000000001.log`. Because seqs are dense and segments fixed, the
 segment and the line of any seq are arithmetic; only the byte offset of a line needs an index.
 
 Memory: the newest segment's line offsets are kept (4 bytes a line, at most 256 KiB); the offsets
-of older segments are rebuilt on demand by reading that segment once (≈ 3 MB, a few ms) and kept
-for the `INDEX_CACHE_SEGMENTS` most recently used. Nothing holds the journal itself in memory.
+of older segments are rebuilt on demand by reading that segment once (≈ 3 MB) and kept for the
+`index_cache_segments` most recently used. Nothing holds the journal itself in memory.
 
 Appends are single `os.write` calls on an `O_APPEND` descriptor; a failed append is cut back to
 the last complete line, so the file never ends in half a line (a crash mid-write can leave one;
@@ -29,21 +30,7 @@ from kshark.store import fileio
 
 log = logging.getLogger("kshark.store")
 
-SEGMENT_LINES = 65536
-# Offset tables of older segments kept for readers that are behind (history, slow clients): each
-# is ≤ 256 KiB; four cover a reader that wanders across segment borders without re-reading.
-INDEX_CACHE_SEGMENTS = 4
-
 _SEGMENT_RE = re.compile(r"([0-9]{12})\.log")
-
-
-def segment_of(seq: int) -> int:
-    return (seq - 1) // SEGMENT_LINES
-
-
-def segment_end(seq: int) -> int:
-    """The last seq of the segment holding `seq`."""
-    return ((seq - 1) // SEGMENT_LINES + 1) * SEGMENT_LINES
 
 
 def segment_name(segment: int) -> str:
@@ -60,7 +47,11 @@ def _offsets_of(data: bytes) -> array[int]:
 class Journal:
     """Segments under one directory; appends, positional reads and name lookups."""
 
-    def __init__(self, dir_fd: int, block: int) -> None:
+    def __init__(
+        self, dir_fd: int, block: int, segment_lines: int, index_cache_segments: int
+    ) -> None:
+        self.segment_lines = segment_lines
+        self._index_cache_segments = index_cache_segments
         self._dir_fd = dir_fd
         self._block = block
         self._sizes: dict[int, int] = {}  # segment → bytes, for every segment on disk
@@ -77,6 +68,13 @@ class Journal:
         if self._sizes:
             self._open_newest(max(self._sizes))
 
+    def segment_of(self, seq: int) -> int:
+        return (seq - 1) // self.segment_lines
+
+    def segment_end(self, seq: int) -> int:
+        """The last seq of the segment holding `seq`."""
+        return ((seq - 1) // self.segment_lines + 1) * self.segment_lines
+
     def _open_newest(self, segment: int) -> None:
         data = self._read_segment(segment) or b""
         offsets = _offsets_of(data)
@@ -86,8 +84,8 @@ class Journal:
             # A crash during an append left half a line: it was never acknowledged, drop it.
             nlines -= 1
             keep = offsets[nlines]
-        if nlines > SEGMENT_LINES:
-            nlines = SEGMENT_LINES
+        if nlines > self.segment_lines:
+            nlines = self.segment_lines
             keep = offsets[nlines]
         if keep != len(data):
             log.warning(
@@ -104,7 +102,7 @@ class Journal:
             self._sizes[segment] = keep
         self._cur = segment
         self._cur_offsets = offsets
-        self.last_seq = segment * SEGMENT_LINES + nlines
+        self.last_seq = segment * self.segment_lines + nlines
         if nlines:
             line = data[offsets[nlines - 1] : offsets[nlines] - 1]
             seq_text, _, name = line.partition(b" ")
@@ -159,8 +157,8 @@ class Journal:
         block = self._block
         while done < len(names):
             seq0 = self.last_seq + 1
-            segment = segment_of(seq0)
-            room = (segment + 1) * SEGMENT_LINES - self.last_seq
+            segment = self.segment_of(seq0)
+            room = (segment + 1) * self.segment_lines - self.last_seq
             chunk_names = names[done : done + room]
             lines = [b"%d %s\n" % (seq0 + i, name) for i, name in enumerate(chunk_names)]
             data = b"".join(lines)
@@ -212,16 +210,16 @@ class Journal:
         """Entry file names for seq, seq + 1, … (at most `count`, never past the segment of `seq`
         or last_seq). None if that segment is gone (retention). A line that is missing or does
         not carry its expected seq comes back as b"" (the caller counts it missed)."""
-        segment = segment_of(seq)
+        segment = self.segment_of(seq)
         if segment not in self._sizes:
             return None
-        stop = min(seq + count, (segment + 1) * SEGMENT_LINES + 1, self.last_seq + 1)
+        stop = min(seq + count, (segment + 1) * self.segment_lines + 1, self.last_seq + 1)
         if stop <= seq:
             return []
         offsets = self._index(segment)
         if offsets is None:
             return None
-        base = segment * SEGMENT_LINES + 1
+        base = segment * self.segment_lines + 1
         first = seq - base
         last = min(stop - base, len(offsets) - 1)
         names: list[bytes] = []
@@ -260,7 +258,7 @@ class Journal:
     def _remember_index(self, segment: int, offsets: array[int]) -> None:
         self._index_cache[segment] = offsets
         self._index_cache.move_to_end(segment)
-        while len(self._index_cache) > INDEX_CACHE_SEGMENTS:
+        while len(self._index_cache) > self._index_cache_segments:
             self._index_cache.popitem(last=False)
 
     def _read_segment(self, segment: int) -> bytes | None:

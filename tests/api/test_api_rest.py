@@ -265,7 +265,7 @@ async def test_status_reports_counters_storage_and_client_lag(api, store):
 async def test_status_shows_a_stalled_clients_lag(nursery, store):
     from api_support import RawWsClient
 
-    from kshark.api.worker_app import StreamLimits
+    from kshark.api.entry_stream import StreamLimits
 
     api = await start_worker_api(nursery, store, limits=StreamLimits(batch_entries=4))
     with trio.fail_after(BUDGET):

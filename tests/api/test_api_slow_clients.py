@@ -11,7 +11,7 @@ import trio.testing
 from api_support import RawWsClient, get, loads, start_worker_api, wait_until, write_entries
 from trio_websocket import open_websocket_url
 
-from kshark.api.worker_app import StreamLimits
+from kshark.api.entry_stream import StreamLimits
 
 
 async def test_stalled_client_beside_a_fast_one(nursery, store):
@@ -50,7 +50,10 @@ async def test_stalled_client_beside_a_fast_one(nursery, store):
             held = sum(
                 stat.size
                 for stat in snapshot.filter_traces(
-                    [tracemalloc.Filter(True, "*kshark/api/worker_app.py", all_frames=True)]
+                    [
+                        tracemalloc.Filter(True, f"*kshark/api/{m}.py", all_frames=True)
+                        for m in ("worker_app", "entry_stream")
+                    ]
                 ).statistics("filename")
             )
             assert len(received) == total == len(set(received))
@@ -77,7 +80,7 @@ async def test_a_client_that_stops_reading_holds_its_byte_budget_with_entries_of
     # A run of small entries sizes the reads up to 64 entries; then come entries of 3 MB. A
     # batch counted in entries would take 64 of those (here: all 12, 36 MB) for a client
     # that has stopped reading; the budget is documented in bytes (StreamLimits).
-    from kshark.api.worker_app import SEND_CHUNK_BYTES
+    from kshark.api.entry_stream import SEND_CHUNK_BYTES
 
     limits = StreamLimits()
     small = write_entries(store, [{"body": b"s" * 1000}] * 200)
@@ -104,7 +107,10 @@ async def test_a_client_that_stops_reading_holds_its_byte_budget_with_entries_of
     held = sum(
         stat.size
         for stat in snapshot.filter_traces(
-            [tracemalloc.Filter(True, "*kshark/api/worker_app.py", all_frames=True)]
+            [
+                tracemalloc.Filter(True, f"*kshark/api/{m}.py", all_frames=True)
+                for m in ("worker_app", "entry_stream")
+            ]
         ).statistics("filename")
     )
     assert state.buffered_bytes <= max(limits.batch_bytes, largest)

@@ -283,7 +283,7 @@ async def test_idle_stream_gets_pings(nursery, store):
     from api_support import start_worker_api
     from wsproto.events import Ping
 
-    from kshark.api.worker_app import StreamLimits
+    from kshark.api.entry_stream import StreamLimits
 
     api = await start_worker_api(nursery, store, limits=StreamLimits(ping_interval=0.2))
     with trio.fail_after(BUDGET):
@@ -301,7 +301,7 @@ async def test_idle_stream_gets_pings(nursery, store):
 async def test_a_client_that_never_sends_its_query_is_told_and_closed(nursery, store):
     from api_support import start_worker_api
 
-    from kshark.api.worker_app import StreamLimits
+    from kshark.api.entry_stream import StreamLimits
 
     api = await start_worker_api(nursery, store, limits=StreamLimits(first_frame_timeout=0.2))
     with trio.fail_after(BUDGET):

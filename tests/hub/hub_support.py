@@ -139,8 +139,9 @@ class FakeWorker:
         return self.ws_requests_before + (self.app.ws_requests if self.app else 0)
 
     async def start(self, nursery: trio.Nursery) -> FakeWorker:
+        from kshark.api.entry_stream import StreamLimits
         from kshark.api.httpserver import serve
-        from kshark.api.worker_app import StreamLimits, WorkerApp
+        from kshark.api.worker_app import WorkerApp
         from kshark.store import Store
 
         if self.store is None:

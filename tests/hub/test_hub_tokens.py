@@ -17,7 +17,8 @@ import trio
 from hub_support import VENV_BIN, free_port, get, open_client, start_hub, wait_until
 from trio_websocket import ConnectionRejected
 
-from kshark.hub.tokens import TokenError, resolve_token
+from kshark.cliargs import CliError
+from kshark.tokens import token_from
 
 HUB = str(VENV_BIN / "kshark-hub")
 BUDGET = 30
@@ -57,15 +58,21 @@ def test_a_worker_token_without_a_client_token_is_refused(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--token-file", "{missing}"], "--token-file {missing}: cannot read it: No such file"),
-        (["--token-file", "{empty}"], "--token-file {empty}: the file is empty"),
+        (["--token-file", "{missing}"], "--token-file {missing}: No such file or directory"),
+        (["--token-file", "{empty}"], "--token-file {empty}: the token is empty"),
         (
             ["--worker-token-file", "{blank}", "--token", "c"],
-            "--worker-token-file {blank}: the file is empty",
+            "--worker-token-file {blank}: the token is empty",
         ),
-        (["--token-file", "{two}"], "--token-file {two}: more than one line"),
-        (["--token", "c", "--token-file", "{good}"], "give --token or --token-file, not both"),
-        (["--token", ""], "--token: the token is empty"),
+        (
+            ["--token-file", "{two}"],
+            "--token-file {two}: a token has no spaces or control characters",
+        ),
+        (
+            ["--token", "c", "--token-file", "{good}"],
+            "argument --token-file: not allowed with argument --token",
+        ),
+        (["--token", ""], "argument --token: the token is empty"),
     ],
     ids=["missing", "empty", "blank", "two-lines", "both", "empty-flag"],
 )
@@ -89,16 +96,16 @@ def test_bad_token_sources_are_one_line_and_exit_2(
 
 
 def test_token_sources_in_order(tmp_path: Path) -> None:
-    f = tmp_path / "t"
-    f.write_bytes(b"from-file\r\n")
+    f = str(tmp_path / "t")
+    Path(f).write_bytes(b"from-file\r\n")
     env = {"KSHARK_TOKEN": "from-env"}
-    assert resolve_token("flag", None, "KSHARK_TOKEN", "--token", env) == "flag"
-    assert resolve_token(None, f, "KSHARK_TOKEN", "--token", env) == "from-file"
-    assert resolve_token(None, None, "KSHARK_TOKEN", "--token", env) == "from-env"
-    assert resolve_token(None, None, "KSHARK_TOKEN", "--token", {"KSHARK_TOKEN": ""}) is None
-    assert resolve_token(None, None, "KSHARK_TOKEN", "--token", {}) is None
-    with pytest.raises(TokenError, match="not both"):
-        resolve_token("flag", f, "KSHARK_TOKEN", "--token", env)
+    assert token_from("flag", None, "KSHARK_TOKEN", "--token", env) == "flag"
+    assert token_from(None, f, "KSHARK_TOKEN", "--token", env) == "from-file"
+    assert token_from(None, None, "KSHARK_TOKEN", "--token", env) == "from-env"
+    assert token_from(None, None, "KSHARK_TOKEN", "--token", {"KSHARK_TOKEN": ""}) is None
+    assert token_from(None, None, "KSHARK_TOKEN", "--token", {}) is None
+    with pytest.raises(CliError, match="environment variable KSHARK_TOKEN: a token has no"):
+        token_from(None, None, "KSHARK_TOKEN", "--token", {"KSHARK_TOKEN": "two words"})
 
 
 async def test_tokens_from_a_file_and_the_environment_protect_the_hub(

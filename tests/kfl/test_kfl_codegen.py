@@ -19,12 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kshark.kfl import compile_query
-from kshark.kfl.compiler import _RUNTIME
+from kshark.kfl.fragments import RUNTIME
 
 _GENERATED_NAME = re.compile(r"(?:k|v|r|d)[0-9]+\Z")
 _ALLOWED_NAMES = {
     *keyword.kwlist,
-    *_RUNTIME,
+    *RUNTIME,
     *("_factory", "match", "e", "bud", "type", "str", "int", "list", "Exception"),
     *("startswith", "endswith", "bool", "len"),
 }

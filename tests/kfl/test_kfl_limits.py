@@ -21,7 +21,7 @@ import pytest
 
 from kshark.kfl import KflError, compile_query, decoders, validate
 from kshark.kfl import budget as B
-from kshark.kfl.compiler import MAX_CODE_NODES, MAX_REDACT_PATHS
+from kshark.kfl.limits import MAX_CODE_NODES, MAX_REDACT_PATHS
 from kshark.kfl.parser import MAX_NUMBER_CHARS, MAX_QUERY_CHARS, MAX_SELECTOR_STEPS
 from kshark.kfl.values import SHORT_TEXT
 

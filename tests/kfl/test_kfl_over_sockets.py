@@ -23,8 +23,8 @@ from trio_websocket import open_websocket_url
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
 from api_support import drain, get, start_worker_api, wait_until, write_entries
 
-from kshark.api import wire, worker_app
-from kshark.api.worker_app import StreamLimits
+from kshark.api import routes, wire
+from kshark.api.entry_stream import StreamLimits
 
 BUDGET = 30  # seconds: a bound on a hang, not a measure of speed
 
@@ -156,8 +156,8 @@ async def test_validating_a_query_does_not_hold_the_event_loop(
     nursery: trio.Nursery, store: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     api = await start_worker_api(nursery, store)
-    gate = Gate(worker_app.validate_query)
-    monkeypatch.setattr(worker_app, "validate_query", gate)
+    gate = Gate(routes.validate_query)
+    monkeypatch.setattr(routes, "validate_query", gate)
     results: list[Any] = []
 
     async def validate() -> None:

@@ -38,10 +38,12 @@ from kshark.kfl.ast import (
     Select,
 )
 from kshark.kfl.budget import EntryBudget
-from kshark.kfl.compiler import _STR_TESTS, _header_fold_at, _is_headers_object, _ops, compile_ast
+from kshark.kfl.compiler import compile_ast
+from kshark.kfl.fragments import STR_TESTS
 from kshark.kfl.helpers import UNIT_MS, parse_datetime
 from kshark.kfl.macros import BUILTIN_MACROS
 from kshark.kfl.parser import parse
+from kshark.kfl.selectors import header_fold_at, is_headers_object, selector_ops
 from kshark.kfl.walk import walk
 
 NOW = 1_700_000_000_000
@@ -235,7 +237,7 @@ def ref_value(node: Expr, e: Any) -> Any:
                 assert tree is not None
                 return ref_pred(tree, e)
         base = e if node.base is None else ref_value(node.base, e)
-        ops, xml = _ops(node.steps, _header_fold_at(node.base, node.steps), 0, False)
+        ops, xml = selector_ops(node.steps, header_fold_at(node.base, node.steps), 0, False)
         if xml:
             ops.append(("L", None))
         return walk(base, tuple(ops), EntryBudget())
@@ -296,7 +298,7 @@ def ref_pred(node: Expr, e: Any) -> bool:
                 for it in node.right.items
             )
             return ref_in_items(v, items)
-        return V.in_value(v, ref_value(node.right, e), _is_headers_object(node.right))
+        return V.in_value(v, ref_value(node.right, e), is_headers_object(node.right))
     if isinstance(node, Method):
         v = ref_value(node.receiver, e)
         if node.name == "matches":
@@ -304,7 +306,7 @@ def ref_pred(node: Expr, e: Any) -> bool:
             source = arg.source if isinstance(arg, Regex) else arg.value  # type: ignore[union-attr]
             return V.re_any(RefSearch(source), v)  # type: ignore[arg-type]
         k = V.sform(ref_value(node.args[0], e))
-        return k is not None and V.str_pred(v, k, _STR_TESTS[node.name])
+        return k is not None and V.str_pred(v, k, STR_TESTS[node.name])
     return V.truthy(ref_value(node, e))
 
 

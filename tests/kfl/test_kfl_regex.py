@@ -15,7 +15,7 @@ import pytest
 import re2
 
 from kshark.kfl import KflError, compile_query, validate
-from kshark.kfl.compiler import MAX_QUERY_PROGRAM, MAX_REGEXES
+from kshark.kfl.limits import MAX_QUERY_PROGRAM, MAX_REGEXES
 from kshark.kfl.regex import MEMO_ENTRIES, MEMO_MAX_CHARS, compile_regex
 
 

@@ -20,9 +20,7 @@ import pytest
 import trio
 import trio.testing
 
-from kshark.store import RESERVATION_BLOCK, Store, StoreError, StoreLockedError, fileio
-from kshark.store import core as store_core
-from kshark.store import journal as store_journal
+from kshark.store import Store, StoreError, StoreLimits, StoreLockedError, fileio
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = "10.0.41.65:30001"
@@ -268,7 +266,7 @@ def test_stream_counter_never_reuses_a_number_after_a_crash(tmp_path: Path) -> N
     second = Store(tmp_path)
     again = [second.allocate_stream() for _ in range(3)]
     assert set(again).isdisjoint(used)
-    assert min(again) == RESERVATION_BLOCK + 1  # the whole reserved block is skipped
+    assert min(again) == StoreLimits().reservation_block + 1  # the whole reserved block is skipped
     second.close()
 
 
@@ -308,7 +306,7 @@ def test_stream_counter_after_a_killed_process_and_lock(tmp_path: Path) -> None:
         proc.kill()
         proc.wait()
     with Store(tmp_path) as store:
-        assert store.allocate_stream() == RESERVATION_BLOCK + 1
+        assert store.allocate_stream() == StoreLimits().reservation_block + 1
 
 
 def test_seq_resumes_after_restart_and_a_torn_journal_line(tmp_path: Path) -> None:
@@ -378,15 +376,12 @@ def test_entry_files_a_crash_left_unjournaled_are_announced_at_the_next_start(
 # -- following: history order, cursors ---------------------------------------------------------
 
 
-def test_read_after_returns_history_in_write_order(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_read_after_returns_history_in_write_order(tmp_path: Path) -> None:
     # A tiny recent cache and tiny journal segments, so history comes from the files and
     # crosses segment borders.
-    monkeypatch.setattr(store_core, "RECENT_ENTRIES_MAX", 3)
-    monkeypatch.setattr(store_journal, "SEGMENT_LINES", 4)
+    limits = StoreLimits(recent_entries_max=3, segment_lines=4)
     written: list[bytes] = []
-    with Store(tmp_path) as store:
+    with Store(tmp_path, limits=limits) as store:
         a, b, c = (store.allocate_stream() for _ in range(3))
         batches = [
             [make_entry(b, 0), make_entry(a, 0)],
@@ -411,22 +406,19 @@ def test_read_after_returns_history_in_write_order(
         assert store.read_after(10, 5) == ([], 0)
         assert store.read_after(8, 0) == ([], 0)
     # After a restart nothing is cached: the same bytes come from the files.
-    with Store(tmp_path) as store:
+    with Store(tmp_path, limits=limits) as store:
         assert store.read_after(0, 100) == (list(enumerate(written, start=1)), 0)
 
 
 @pytest.mark.parametrize("where", ["cache", "files"])
-def test_read_after_keeps_a_batch_within_max_bytes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
-) -> None:
+def test_read_after_keeps_a_batch_within_max_bytes(tmp_path: Path, where: str) -> None:
     # Small entries, then large ones: a batch counted in entries alone would take 64 of the
     # large ones at once. With max_bytes it stops before the entry that would pass the bound;
     # a first entry larger than the bound comes alone.
-    if where == "files":
-        monkeypatch.setattr(store_core, "RECENT_ENTRIES_MAX", 1)
+    limits = StoreLimits(recent_entries_max=1) if where == "files" else StoreLimits()
     sizes = [10, 10, 10, 3000, 3000, 3000, 10, 10]
     written: list[bytes] = []
-    with Store(tmp_path) as store:
+    with Store(tmp_path, limits=limits) as store:
         for n in sizes:
             entry = make_entry(store.allocate_stream(), 0, body="b" * n)
             store.write(Out([entry], [], []))
@@ -449,9 +441,9 @@ def test_read_after_keeps_a_batch_within_max_bytes(
         assert [len(store.read_after(seq, 64, max_bytes=0)[0]) for seq in range(8)] == [1] * 8
 
 
-def test_seq_of_id_accepts_every_id_form(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_journal, "SEGMENT_LINES", 4)
-    with Store(tmp_path) as store:
+def test_seq_of_id_accepts_every_id_form(tmp_path: Path) -> None:
+    limits = StoreLimits(segment_lines=4)
+    with Store(tmp_path, limits=limits) as store:
         streams = [one_connection(store, 3) for _ in range(3)]
         s = streams[1]
         seq = 5  # second connection, index 1
@@ -503,12 +495,10 @@ async def test_wait_for_seq_wakes_on_write(tmp_path: Path) -> None:
 # -- retention -----------------------------------------------------------------------------------
 
 
-def test_retention_deletes_the_oldest_streams_and_readers_count_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(store_journal, "SEGMENT_LINES", 4)
+def test_retention_deletes_the_oldest_streams_and_readers_count_them(tmp_path: Path) -> None:
+    limits = StoreLimits(segment_lines=4)
     limit = 160 * 1024  # 40 blocks: each closed connection takes 3 (pcap + 2 entries)
-    with Store(tmp_path, storage_limit=limit) as store:
+    with Store(tmp_path, storage_limit=limit, limits=limits) as store:
         kept_open = one_connection(store, 1, close=False)  # oldest, but still open
         closed = [one_connection(store, 2) for _ in range(30)]
         stats = store.stats
@@ -537,7 +527,7 @@ def test_retention_deletes_the_oldest_streams_and_readers_count_them(
         assert store.seq_of_id(f"{closed[0]:012d}.pcap-1") == 3
 
     # Reopened with a lower limit: retention runs at once.
-    with Store(tmp_path, storage_limit=64 * 1024) as store:
+    with Store(tmp_path, storage_limit=64 * 1024, limits=limits) as store:
         assert store.stats["bytes_used"] <= 64 * 1024
         assert store.stats["bytes_used"] == disk_usage_of(tmp_path)
         remaining2 = sorted(int(p.name[:12]) for p in (tmp_path / "pcaps").iterdir())
@@ -560,15 +550,13 @@ def test_retention_empties_an_open_stream_last_and_its_pcap_restarts(tmp_path: P
         assert ([seq for seq, _ in items], missed) == ([3], 2)
 
 
-def test_journal_segments_go_with_their_entries_also_after_a_restart(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(store_journal, "SEGMENT_LINES", 4)
-    with Store(tmp_path) as store:
+def test_journal_segments_go_with_their_entries_also_after_a_restart(tmp_path: Path) -> None:
+    limits = StoreLimits(segment_lines=4)
+    with Store(tmp_path, limits=limits) as store:
         old = [one_connection(store, 2) for _ in range(4)]  # seqs 1-8: segments 0 and 1
     segments = {p.name for p in (tmp_path / "journal").iterdir()}
     assert segments == {"000000000000.log", "000000000001.log"}
-    with Store(tmp_path, storage_limit=64 * 1024) as store:
+    with Store(tmp_path, storage_limit=64 * 1024, limits=limits) as store:
         # Entries from before the restart: their cursor still resolves through the journal.
         assert store.seq_of_id(f"{WORKER}/{old[2]:012d}.pcap-1") == 6
         new = [one_connection(store, 2) for _ in range(6)]
@@ -586,17 +574,13 @@ def test_journal_segments_go_with_their_entries_also_after_a_restart(
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_random_operations_keep_every_promise(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
-) -> None:
+def test_random_operations_keep_every_promise(tmp_path: Path, seed: int) -> None:
     """Random batches, closes, restarts, crashes and limit changes; after every step the
     store's view matches the directory and every reader agrees with it."""
-    monkeypatch.setattr(store_journal, "SEGMENT_LINES", 8)
-    monkeypatch.setattr(store_core, "RECENT_ENTRIES_MAX", 5)
-    monkeypatch.setattr(store_core, "RETENTION_STREAMS_PER_WRITE", 2)
+    limits = StoreLimits(segment_lines=8, recent_entries_max=5, retention_streams_per_write=2)
     rng = random.Random(seed)
     limit = 200 * 1024
-    store = Store(tmp_path, storage_limit=limit)
+    store = Store(tmp_path, storage_limit=limit, limits=limits)
     handed_out: list[int] = []
     open_conns: dict[int, int] = {}  # stream → next index
     last_seq = 0
@@ -605,10 +589,12 @@ def test_random_operations_keep_every_promise(
         if action < 0.06:
             store.close()
             limit = rng.choice([120, 200, 300]) * 1024
-            store = Store(tmp_path, storage_limit=limit)
+            store = Store(tmp_path, storage_limit=limit, limits=limits)
             open_conns.clear()  # a restart ends every connection
         elif action < 0.1:
-            store = Store(tmp_path, storage_limit=limit)  # crash: the old one is abandoned
+            store = Store(
+                tmp_path, storage_limit=limit, limits=limits
+            )  # crash: the old one is abandoned
             open_conns.clear()
         else:
             out = Out()

@@ -22,8 +22,7 @@ import pytest
 import trio
 import trio.testing
 
-from kshark.store import PreparedBatch, Store, fileio, iohelper
-from kshark.store import core as store_core
+from kshark.store import PreparedBatch, Store, StoreLimits, fileio, iohelper
 from kshark.store.pending import PendingWrite
 from kshark.worker import StoreWriter
 
@@ -325,11 +324,11 @@ async def test_a_real_full_filesystem_through_the_helper_process(tiny_tmpfs: Pat
 
 
 def test_retention_deletes_in_the_io_phase_and_readers_skip_what_it_deletes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    monkeypatch.setattr(store_core, "RECENT_ENTRIES_MAX", 2)  # older entries: read from files
+    limits = StoreLimits(recent_entries_max=2)  # older entries: read from files
     limit = 160 * 1024  # 40 blocks; a closed connection of 2 entries takes 3
-    with Store(tmp_path, storage_limit=limit) as store:
+    with Store(tmp_path, storage_limit=limit, limits=limits) as store:
         old = []
         for _ in range(12):
             old.append(store.allocate_stream())
@@ -362,10 +361,10 @@ def test_retention_deletes_in_the_io_phase_and_readers_skip_what_it_deletes(
 
 
 def test_an_open_connection_emptied_by_retention_is_not_served_before_its_files_go(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    monkeypatch.setattr(store_core, "RECENT_ENTRIES_MAX", 2)  # older entries: read from files
-    with Store(tmp_path, storage_limit=64 * 1024) as store:  # 16 blocks
+    limits = StoreLimits(recent_entries_max=2)  # older entries: read from files
+    with Store(tmp_path, storage_limit=64 * 1024, limits=limits) as store:  # 16 blocks
         a = store.allocate_stream()
         store.write(connection(a, 2, close=False))  # the oldest, still open: deleted last
         for _ in range(3):

@@ -13,19 +13,20 @@ import struct
 import trio
 
 from kshark import live
+from kshark.live.ring import TP_STATUS_USER, Iface, Ring
 
 BLOCK = 256 * 1024
 FRAME = 64 * 1024 - 200
 PER_BLOCK = 3
 
 
-def ring_with_ready_blocks(nblocks: int) -> live._Ring:
+def ring_with_ready_blocks(nblocks: int) -> Ring:
     mm = bytearray(BLOCK * nblocks)
     n = 0
     for b in range(nblocks):
         base = b * BLOCK
         first = 48  # offset_to_first_pkt
-        struct.pack_into("<III", mm, base + 8, live.TP_STATUS_USER, PER_BLOCK, first)
+        struct.pack_into("<III", mm, base + 8, TP_STATUS_USER, PER_BLOCK, first)
         off = base + first
         for i in range(PER_BLOCK):
             mac = 80
@@ -36,8 +37,8 @@ def ring_with_ready_blocks(nblocks: int) -> live._Ring:
             mm[off + mac : off + mac + 8] = n.to_bytes(8, "big")
             n += 1
             off += size
-    iface = live._Iface(name="test0", ifindex=1, cooked=False, loopback=False)
-    return live._Ring(iface=iface, sock=None, mm=mm, block_bytes=BLOCK, nblocks=nblocks)  # type: ignore[arg-type]
+    iface = Iface(name="test0", ifindex=1, cooked=False, loopback=False)
+    return Ring(iface=iface, sock=None, mm=mm, block_bytes=BLOCK, nblocks=nblocks)  # type: ignore[arg-type]
 
 
 async def test_a_batch_of_large_frames_ends_at_its_byte_bound() -> None:

@@ -19,9 +19,8 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from worker_cli_support import FIXTURES, ServingWorker, read_pcap
 
-import kshark.worker as worker_mod
 from kshark.store import PendingWrite, PreparedBatch, Store
-from kshark.worker import WorkerConfig, run_worker
+from kshark.worker import BatchLimits, WorkerConfig, run_worker
 
 BURST = FIXTURES / "worker" / "gzip-burst.pcap.gz"
 BURST_ENTRIES = 100
@@ -53,7 +52,6 @@ async def test_batches_stay_within_the_budget_and_lose_nothing(
     # within the budget (plus the step that reached it), and the entries and pcaps are what
     # the capture holds, whatever the batch borders.
     limit = 1 << 20
-    monkeypatch.setattr(worker_mod, "WRITE_BATCH_BYTES", limit, raising=False)
     sizes: list[int] = []
     begin_write = Store.begin_write
 
@@ -62,7 +60,12 @@ async def test_batches_stay_within_the_budget_and_lose_nothing(
         return begin_write(self, batch)
 
     monkeypatch.setattr(Store, "begin_write", spy)
-    cfg = WorkerConfig(pcaps=[str(BURST)], data_dir=tmp_path / "D", once=True)
+    cfg = WorkerConfig(
+        pcaps=[str(BURST)],
+        data_dir=tmp_path / "D",
+        once=True,
+        batch=BatchLimits(write_batch_bytes=limit),
+    )
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             await nursery.start(run_worker, cfg)
