@@ -24,7 +24,8 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from kshark.api.kfl_thread import EVAL_SLICE_SECONDS
-from kshark.api.wire import Shaper, gap_frame, send_texts
+from kshark.api.wire import Shaper, gap_frame
+from kshark.api.wsbatch import send_texts
 
 if TYPE_CHECKING:
     from trio_websocket import WebSocketConnection
