@@ -7,6 +7,10 @@ import socket
 import subprocess
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # sets up, starts a worker and a hub, runs wscat
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
