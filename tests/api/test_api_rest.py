@@ -9,19 +9,11 @@ import socket
 import dpkt
 import pytest
 import trio
-from api_support import (
-    FAKE_STATS,
-    Output,
-    get,
-    http_request,
-    loads,
-    make_entry,
-    read_reply,
-    start_worker_api,
-    wait_until,
-    write_entries,
-)
 from trio_websocket import open_websocket_url
+
+from capture.pipeline import Output
+from tests.support.api import FAKE_STATS, make_entry, start_worker_api, write_entries
+from tests.support.http import get, http_request, loads, read_reply, wait_until
 
 BUDGET = 10
 
@@ -263,9 +255,8 @@ async def test_status_reports_counters_storage_and_client_lag(api, store):
 
 
 async def test_status_shows_a_stalled_clients_lag(nursery, store):
-    from api_support import RawWsClient
-
     from kshark.api.worker_app import StreamLimits
+    from tests.support.api import RawWsClient
 
     api = await start_worker_api(nursery, store, limits=StreamLimits(batch_entries=4))
     with trio.fail_after(BUDGET):

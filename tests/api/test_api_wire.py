@@ -5,7 +5,6 @@ from __future__ import annotations
 import orjson
 import pytest
 import trio
-from api_support import make_entry
 from trio_websocket import open_websocket_url
 
 from kshark.api.httpserver import serve
@@ -21,6 +20,7 @@ from kshark.api.wire import (
     parse_first_frame,
     send_texts,
 )
+from tests.support.api import make_entry
 
 
 @pytest.mark.parametrize(

@@ -23,9 +23,19 @@ from typing import Any
 import orjson
 import pytest
 import trio
-from deploy_cluster import Cluster
-from manifests import PROBE, build, container, container_argv, container_env, copy_with_tokens, find
 from trio_websocket import ConnectionRejected, open_websocket_url
+
+from tests.support.deploy_cluster import Cluster
+from tests.support.http import free_port
+from tests.support.manifests import (
+    PROBE,
+    build,
+    container,
+    container_argv,
+    container_env,
+    copy_with_tokens,
+    find,
+)
 
 VENV_BIN = Path(sys.executable).parent
 DEMO_PCAP = Path(__file__).resolve().parents[2] / "fixtures" / "demo.pcap"
@@ -34,12 +44,6 @@ STEP_TIMEOUT_S = 60.0
 
 
 pytestmark = pytest.mark.kubernetes
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _loopback_address() -> str:
@@ -127,7 +131,7 @@ def deployment(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> It
     # The hub: the Deployment's command line, with the hub ServiceAccount's credentials.
     hc = container(find(built, "Deployment", "kshark-hub"), "hub")
     henv = container_env(hc, {"metadata.namespace": NS})
-    hub_port = _free_port()
+    hub_port = free_port()
     local = {
         "--host": "127.0.0.1",
         "--port": str(hub_port),

@@ -14,16 +14,11 @@ from pathlib import Path
 
 import orjson
 import trio
-from hub_support import (
-    get,
-    open_client,
-    stalled_client,
-    start_hub,
-    wait_until,
-)
 
 from kshark.hub.limits import HubLimits
 from kshark.kfl import validate
+from tests.support.http import get, wait_until
+from tests.support.hub import open_client, stalled_client, start_hub
 
 BUDGET = 15  # seconds for any one test's I/O
 
@@ -494,9 +489,9 @@ async def test_history_false_and_a_worker_first_reached_after_the_stream_began(
     """Down when the client connected, the worker then starts on a new data directory: what
     it wrote before the hub reached it was written after the client connected, so it is sent;
     what a worker already stored before the client connected is not."""
-    from hub_support import FakeWorker, free_port
-
     from kshark.store import Store
+    from tests.support.http import free_port
+    from tests.support.hub import FakeWorker
 
     old = await make_worker("old")
     old.write(2)  # history for this client

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 import trio
-from hub_support import VENV_BIN, free_port, get, open_client, start_hub, wait_until
 from trio_websocket import ConnectionRejected
 
 from kshark.hub.tokens import TokenError, resolve_token
+from tests.support.http import free_port, get, wait_until
+from tests.support.hub import VENV_BIN, open_client, start_hub
 
 HUB = str(VENV_BIN / "kshark-hub")
 BUDGET = 30

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 import trio
-from cluster_support import KubeCluster, write_kubeconfig
-from resolver_support import in_thread, owner, start_pod, until
-from tcp_proxy import TcpProxy
 
 from kshark.k8s.config import load_kubeconfig
 from kshark.k8s.resolver import Resolver
+from tests.support.k8s_cluster import KubeCluster, write_kubeconfig
+from tests.support.k8s_resolver import in_thread, owner, start_pod, until
+from tests.support.tcp_proxy import TcpProxy
 
 
 @pytest.fixture(scope="module")

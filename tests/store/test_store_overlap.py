@@ -12,80 +12,29 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dpkt
 import orjson
 import pytest
 import trio
 import trio.testing
 
+from capture.pipeline import Output
 from kshark.store import PreparedBatch, Store, fileio, iohelper
 from kshark.store import core as store_core
 from kshark.store.pending import PendingWrite
 from kshark.worker import StoreWriter
-
-WORKER = "10.0.41.65:30001"
-T0 = 1_703_019_067_482_113_205
-
-
-@dataclass
-class Out:
-    entries: list[dict[str, Any]] = field(default_factory=list)
-    packets: list[tuple[int, int, int, bytes]] = field(default_factory=list)
-    closed_streams: list[int] = field(default_factory=list)
-
-
-def make_entry(stream: int, index: int, body: str = "") -> dict[str, Any]:
-    name = f"{stream:012d}.pcap"
-    return {
-        "worker": WORKER,
-        "stream": name,
-        "index": index,
-        "id": f"{WORKER}/{name}-{index}",
-        "entryFile": f"{stream:012d}_pcap-{index}_entry.json",
-        "request": {"method": "GET", "path": f"/s{stream}/i{index}"},
-        "response": {"status": 200, "content": {"text": body}},
-    }
-
-
-def frame(stream: int, n: int, size: int = 60) -> bytes:
-    return (b"%d:%d:" % (stream, n)).ljust(size, b"x")
-
-
-def connection(stream: int, n: int, body: str = "", close: bool = True, t: int = T0) -> Out:
-    """One connection's batch: a packet and an entry per exchange, then (optionally) its end."""
-    return Out(
-        [make_entry(stream, i, body) for i in range(n)],
-        [(stream, t + i, 1, frame(stream, i)) for i in range(n)],
-        [stream] if close else [],
-    )
-
-
-def read_pcap(path: Path) -> list[tuple[int, bytes]]:
-    with path.open("rb") as f:
-        return [(int(ts * 1_000_000_000), bytes(buf)) for ts, buf in dpkt.pcap.Reader(f)]
-
-
-def journal_lines(data_dir: Path) -> list[str]:
-    lines: list[str] = []
-    for seg in sorted((data_dir / "journal").iterdir()):
-        lines.extend(seg.read_text().splitlines())
-    return lines
-
-
-def entry_names(data_dir: Path) -> list[str]:
-    return sorted(p.name for p in (data_dir / "entries").iterdir())
-
-
-def disk_usage_of(data_dir: Path) -> int:
-    return sum(
-        fileio.disk_usage(p.stat().st_size, 4096)
-        for sub in ("entries", "pcaps", "journal")
-        for p in (data_dir / sub).iterdir()
-    )
+from tests.support.store import (
+    T0,
+    connection,
+    disk_usage_of,
+    entry_names,
+    frame,
+    journal_lines,
+    make_entry,
+    pcap_packets,
+)
 
 
 def check_directory(data_dir: Path, *, retention: bool = False) -> int:
@@ -187,7 +136,7 @@ async def test_a_reader_during_run_io_sees_nothing_of_the_batch_until_finish_wri
         assert check_directory(tmp_path) == 7
         path = store.pcap_path(s)
         assert path is not None
-        assert read_pcap(path) == [(T0 + i, frame(s, i)) for i in range(6)]
+        assert pcap_packets(path) == [(T0 + i, frame(s, i)) for i in range(6)]
         assert store.stats["bytes_used"] == disk_usage_of(tmp_path)
 
 
@@ -200,7 +149,7 @@ async def test_the_helper_process_writes_while_readers_see_only_whole_files(
             for _ in range(3):
                 streams = [store.allocate_stream() for _ in range(4)]
                 pending = store.begin_write(
-                    Out(
+                    Output(
                         [make_entry(s, i, "h" * 150_000) for s in streams for i in range(3)],
                         [(s, T0 + i, 1, frame(s, i)) for s in streams for i in range(3)],
                         streams,
@@ -225,7 +174,7 @@ async def test_the_helper_process_writes_while_readers_see_only_whole_files(
                 for s in streams:
                     path = store.pcap_path(s)
                     assert path is not None
-                    assert read_pcap(path) == [(T0 + i, frame(s, i)) for i in range(3)]
+                    assert pcap_packets(path) == [(T0 + i, frame(s, i)) for i in range(3)]
         assert store.stats["write_errors"] == 0
         assert store.stats["bytes_used"] == disk_usage_of(tmp_path)
         assert list((tmp_path / "tmp").iterdir()) == []
@@ -262,7 +211,7 @@ async def test_a_full_disk_inside_run_io_is_counted_and_recovered(
         assert "ENOSPC" in errors[0].getMessage()
 
         monkeypatch.setattr(fileio, "write_all", real)
-        pending = store.begin_write(Out([make_entry(s, 2)], [(s, T0 + 9, 1, frame(s, 9))], [s]))
+        pending = store.begin_write(Output([make_entry(s, 2)], [(s, T0 + 9, 1, frame(s, 9))], [s]))
         await trio.to_thread.run_sync(pending.run_io)
         store.finish_write(pending)
         assert store.last_seq == 2
@@ -270,7 +219,7 @@ async def test_a_full_disk_inside_run_io_is_counted_and_recovered(
         assert journal_lines(tmp_path)[-1] == f"2 {s:012d}_pcap-2_entry.json"
         path = store.pcap_path(s)
         assert path is not None
-        assert read_pcap(path) == [(T0 + 9, frame(s, 9))]
+        assert pcap_packets(path) == [(T0 + 9, frame(s, 9))]
         assert store.stats["bytes_used"] == disk_usage_of(tmp_path)
 
 
@@ -295,7 +244,7 @@ async def test_a_real_full_filesystem_through_the_helper_process(tiny_tmpfs: Pat
     with Store(data) as store, trio.fail_after(30):
         assert store.start_io_helper()
 
-        async def write(out: Out) -> None:
+        async def write(out: Output) -> None:
             pending = store.begin_write(out)
             await trio.to_thread.run_sync(pending.run_io)
             store.finish_write(pending)
@@ -311,7 +260,7 @@ async def test_a_real_full_filesystem_through_the_helper_process(tiny_tmpfs: Pat
         before = store.last_seq
         assert check_directory(data) == before
         for p in (data / "pcaps").iterdir():
-            read_pcap(p)
+            pcap_packets(p)
         assert list((data / "tmp").iterdir()) == []
         ballast.unlink()
         s = store.allocate_stream()
@@ -320,7 +269,7 @@ async def test_a_real_full_filesystem_through_the_helper_process(tiny_tmpfs: Pat
         assert store.entry_bytes(s, 0) is not None
         path = store.pcap_path(s)
         assert path is not None
-        assert read_pcap(path) == [(T0, frame(s, 0))]
+        assert pcap_packets(path) == [(T0, frame(s, 0))]
         assert store.stats["bytes_used"] == disk_usage_of(data)
 
 
@@ -380,10 +329,10 @@ def test_an_open_connection_emptied_by_retention_is_not_served_before_its_files_
         assert store.entry_bytes(a, 0) is None
         store.finish_write(pending)
         assert [int(p.name[:12]) for p in (tmp_path / "pcaps").iterdir()] == [c]
-        store.write(Out([make_entry(a, 2)], [(a, T0 + 2, 1, frame(a, 2))], [a]))
+        store.write(Output([make_entry(a, 2)], [(a, T0 + 2, 1, frame(a, 2))], [a]))
         path = store.pcap_path(a)
         assert path is not None
-        assert read_pcap(path) == [(T0 + 2, frame(a, 2))]  # a fresh pcap for what follows
+        assert pcap_packets(path) == [(T0 + 2, frame(a, 2))]  # a fresh pcap for what follows
         assert store.stats["bytes_used"] == disk_usage_of(tmp_path)
 
 
@@ -416,15 +365,15 @@ def test_a_write_begun_while_another_is_outstanding_goes_after_it(tmp_path: Path
     with Store(tmp_path) as store:
         a = store.allocate_stream()
         b = store.allocate_stream()
-        p1 = store.begin_write(Out([make_entry(a, 0)], [(a, T0, 1, frame(a, 0))], []))
+        p1 = store.begin_write(Output([make_entry(a, 0)], [(a, T0, 1, frame(a, 0))], []))
         # Begun before p1 is finished: p1 is finished first (its I/O run here), then p2 begins.
         p2 = store.begin_write(
-            Out([make_entry(a, 1), make_entry(b, 0)], [(a, T0 + 1, 1, frame(a, 1))], [a])
+            Output([make_entry(a, 1), make_entry(b, 0)], [(a, T0 + 1, 1, frame(a, 1))], [a])
         )
         assert p1.finished
         assert store.last_seq == 1
         # A plain write() while p2 is outstanding: p2 goes first.
-        store.write(Out([make_entry(b, 1)], [(b, T0 + 2, 1, frame(b, 2))], [b]))
+        store.write(Output([make_entry(b, 1)], [(b, T0 + 2, 1, frame(b, 2))], [b]))
         assert p2.finished
         store.finish_write(p1)  # already finished: nothing happens
         store.finish_write(p2)
@@ -434,15 +383,15 @@ def test_a_write_begun_while_another_is_outstanding_goes_after_it(tmp_path: Path
             "3 000000000002_pcap-0_entry.json",
             "4 000000000002_pcap-1_entry.json",
         ]
-        assert read_pcap(tmp_path / "pcaps" / f"{a:012d}.pcap") == [
+        assert pcap_packets(tmp_path / "pcaps" / f"{a:012d}.pcap") == [
             (T0, frame(a, 0)),
             (T0 + 1, frame(a, 1)),
         ]
-        assert read_pcap(tmp_path / "pcaps" / f"{b:012d}.pcap") == [(T0 + 2, frame(b, 2))]
+        assert pcap_packets(tmp_path / "pcaps" / f"{b:012d}.pcap") == [(T0 + 2, frame(b, 2))]
         assert store.stats["entries_written"] == 4
         assert store.stats["bytes_used"] == disk_usage_of(tmp_path)
         other = Store(tmp_path / "other")
-        p3 = other.begin_write(Out())
+        p3 = other.begin_write(Output())
         with pytest.raises(ValueError, match="outstanding"):
             store.finish_write(p3)
         other.close()
@@ -467,13 +416,13 @@ async def test_a_write_waits_for_the_outstanding_io_of_another_thread(
             await trio.sleep(0.005)  # the thread is inside p1's files now
             # Same stream, next packets and entries: waits for p1's thread, then goes after it.
             store.write(
-                Out([make_entry(a, 4)], [(a, T0 + 4, 1, frame(a, 4))], [a]),
+                Output([make_entry(a, 4)], [(a, T0 + 4, 1, frame(a, 4))], [a]),
             )
             assert p1.finished
         assert [line.split()[1] for line in journal_lines(tmp_path)] == [
             f"{a:012d}_pcap-{i}_entry.json" for i in range(5)
         ]
-        assert read_pcap(tmp_path / "pcaps" / f"{a:012d}.pcap") == [
+        assert pcap_packets(tmp_path / "pcaps" / f"{a:012d}.pcap") == [
             (T0 + i, frame(a, i)) for i in range(5)
         ]
 
@@ -483,9 +432,9 @@ async def test_pcap_path_waits_for_an_append_in_flight(tmp_path: Path, slow_writ
     with Store(tmp_path) as store, trio.fail_after(20):
         s = store.allocate_stream()
         other = store.allocate_stream()
-        store.write(Out([], [(s, T0, 1, frame(s, 0))], []))  # buffered, no file yet
+        store.write(Output([], [(s, T0, 1, frame(s, 0))], []))  # buffered, no file yet
         packets = [(s, T0 + i, 1, big) for i in range(1, 5)]
-        pending = store.begin_write(Out([make_entry(s, 0)], packets, []))
+        pending = store.begin_write(Output([make_entry(s, 0)], packets, []))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(trio.to_thread.run_sync, pending.run_io)
             await trio.sleep(0.002)
@@ -495,7 +444,7 @@ async def test_pcap_path_waits_for_an_append_in_flight(tmp_path: Path, slow_writ
             path = store.pcap_path(s)  # a download now gets every packet received so far
             assert pending.finished
             assert path is not None
-            assert read_pcap(path) == [(T0, frame(s, 0))] + [(T0 + i, big) for i in range(1, 5)]
+            assert pcap_packets(path) == [(T0, frame(s, 0))] + [(T0 + i, big) for i in range(1, 5)]
 
 
 def test_close_finishes_an_outstanding_write_and_stops_the_helper(tmp_path: Path) -> None:
@@ -512,7 +461,7 @@ def test_close_finishes_an_outstanding_write_and_stops_the_helper(tmp_path: Path
         f"1 {s:012d}_pcap-0_entry.json",
         f"2 {s:012d}_pcap-1_entry.json",
     ]
-    assert read_pcap(tmp_path / "pcaps" / f"{s:012d}.pcap") == [
+    assert pcap_packets(tmp_path / "pcaps" / f"{s:012d}.pcap") == [
         (T0, frame(s, 0)),
         (T0 + 1, frame(s, 1)),
     ]
@@ -531,14 +480,16 @@ def test_a_dead_helper_is_replaced_by_in_process_writes(
         store.write(connection(a, 1, close=False))  # through the helper
         os.kill(store._helper.pid, signal.SIGKILL)  # type: ignore[union-attr]
         b = store.allocate_stream()
-        store.write(Out([make_entry(a, 1), make_entry(b, 0)], [(a, T0 + 1, 1, frame(a, 1))], [a]))
+        store.write(
+            Output([make_entry(a, 1), make_entry(b, 0)], [(a, T0 + 1, 1, frame(a, 1))], [a])
+        )
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert any("I/O helper process" in w for w in warnings)
         store.write(connection(store.allocate_stream(), 1))
         assert store.stats["write_errors"] == 0
         assert store.last_seq == 4
         assert check_directory(tmp_path) == 4
-        assert read_pcap(tmp_path / "pcaps" / f"{a:012d}.pcap") == [
+        assert pcap_packets(tmp_path / "pcaps" / f"{a:012d}.pcap") == [
             (T0, frame(a, 0)),
             (T0 + 1, frame(a, 1)),
         ]
@@ -637,8 +588,8 @@ class GatedStore:
     def start_io_helper(self) -> bool:
         return self.store.start_io_helper()
 
-    def prepare_write(self, out: Out) -> PreparedBatch:
-        return self.store.prepare_write(out)  # type: ignore[arg-type]
+    def prepare_write(self, out: Output) -> PreparedBatch:
+        return self.store.prepare_write(out)
 
     def begin_write(self, out: PreparedBatch) -> Gated:
         self.begun.append(len(out.entries))
@@ -731,7 +682,7 @@ async def test_a_cancelled_writer_loses_no_batch(tmp_path: Path) -> None:
         for s, n in ((a, 2), (b, 1), (c, 1)):
             path = real.pcap_path(s)
             assert path is not None
-            assert read_pcap(path) == [(T0 + i, frame(s, i)) for i in range(n)]
+            assert pcap_packets(path) == [(T0 + i, frame(s, i)) for i in range(n)]
 
 
 async def test_without_a_second_cpu_the_writer_writes_in_its_own_thread(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from web_support import SHOTS, Watch, launch
+
+from tests.support.web import SHOTS, Watch, launch
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 
 import pytest
-from worker_cli_support import ROOT, entry_files, run_once
+
+from tests.support.worker_cli import ROOT, entry_files, run_once
 
 PROTO = ROOT.parent / "shared" / "pcaps-proto"
 

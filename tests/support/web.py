@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -49,12 +48,6 @@ STEP_S = 30.0
 STEP_MS = STEP_S * 1000
 
 LISTENING_RE = re.compile(r"api listening on \S+ port (\d+)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def empty_pcap(path: Path) -> Path:
