@@ -10,8 +10,7 @@ import os
 import signal
 import subprocess
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,19 +58,69 @@ def check_directory(data_dir: Path, *, retention: bool = False) -> int:
     return len(lines)
 
 
-@pytest.fixture
-def slow_writes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """In-process writes in 4 KiB pieces with a pause after each, so that a reader polling
-    meanwhile would catch any file or line that shows before it is complete."""
-    real = fileio.write_all
+STEP_TIMEOUT_S = 20.0  # a bound on a hang, not a measure of speed
 
-    def slow(fd: int, data: bytes | memoryview) -> None:
+
+class Pieces:
+    """fileio.write_all in 4 KiB pieces, calling `between()` in the writing thread after each:
+    the test decides what happens while a file is half-written (a reader looks, or the writer
+    holds its files until the store's thread waits for it)."""
+
+    def __init__(self) -> None:
+        self.between: Callable[[], None] = lambda: None
+        self.count = 0
+
+
+@pytest.fixture
+def pieces(monkeypatch: pytest.MonkeyPatch) -> Pieces:
+    real = fileio.write_all
+    hook = Pieces()
+
+    def in_pieces(fd: int, data: bytes | memoryview) -> None:
         view = memoryview(data)
         for i in range(0, len(view), 4096):
             real(fd, view[i : i + 4096])
-            time.sleep(0.0005)
+            hook.count += 1
+            hook.between()
 
-    monkeypatch.setattr(fileio, "write_all", slow)
+    monkeypatch.setattr(fileio, "write_all", in_pieces)
+    return hook
+
+
+class WatchedLock:
+    """Stands in for a PendingWrite's run_io lock (its `_lock`): says when a second thread
+    starts waiting on it, which is what the store's thread does when it must finish a write
+    another thread is still doing."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.waited_on = threading.Event()
+
+    def __enter__(self) -> WatchedLock:
+        if not self._lock.acquire(blocking=False):
+            self.waited_on.set()
+            self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+def hold_files_until_waited_on(pending: PendingWrite, hook: Pieces) -> trio.Event:
+    """From its first piece on, the thread running `pending.run_io` holds its files until the
+    store's thread waits for it. Returns an event set (in Trio) once that thread is inside."""
+    inside = trio.Event()
+    lock = WatchedLock()
+    pending._lock = lock  # type: ignore[assignment]
+    token = trio.lowlevel.current_trio_token()
+
+    def first_piece() -> None:
+        hook.between = lambda: None
+        trio.from_thread.run_sync(inside.set, trio_token=token)
+        assert lock.waited_on.wait(STEP_TIMEOUT_S), "the store's thread never waited"
+
+    hook.between = first_piece
+    return inside
 
 
 def helper_alive(pid: int) -> bool:
@@ -86,7 +135,7 @@ def helper_alive(pid: int) -> bool:
 
 
 async def test_a_reader_during_run_io_sees_nothing_of_the_batch_until_finish_write(
-    tmp_path: Path, slow_writes: None
+    tmp_path: Path, pieces: Pieces
 ) -> None:
     with Store(tmp_path) as store:
         before = store.allocate_stream()
@@ -99,36 +148,38 @@ async def test_a_reader_during_run_io_sees_nothing_of_the_batch_until_finish_wri
             await store.wait_for_seq(1)
             woke.append(store.last_seq)
 
-        polls = 0
+        looks = 0
+
+        def look() -> None:
+            # The API's view, at every step of the writing thread: not a line, not a wake-up,
+            # until finish_write.
+            nonlocal looks
+            assert store.last_seq == 1
+            assert store.read_after(1, 100) == ([], 0)
+            assert woke == []
+            for i in range(6):  # /item: nothing, or the whole entry
+                data = store.entry_bytes(s, i)
+                assert data is None or orjson.loads(data)["index"] == i
+            assert check_directory(tmp_path) == 1
+            looks += 1
+
         with trio.fail_after(20):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(follower)
-                done = trio.Event()
-
-                async def io() -> None:
-                    await trio.to_thread.run_sync(pending.run_io)
-                    done.set()
-
-                nursery.start_soon(io)
-                while not done.is_set():
-                    # The API's view: not a line, not a wake-up, until finish_write.
-                    assert store.last_seq == 1
-                    assert store.read_after(1, 100) == ([], 0)
-                    assert woke == []
-                    for i in range(6):  # /item: nothing, or the whole entry
-                        data = store.entry_bytes(s, i)
-                        assert data is None or orjson.loads(data)["index"] == i
-                    assert check_directory(tmp_path) == 1
-                    polls += 1
-                    await trio.sleep(0.002)
+                token = trio.lowlevel.current_trio_token()
+                # The writing thread stops after each 4 KiB piece while the API looks.
+                pieces.between = lambda: trio.from_thread.run_sync(look, trio_token=token)
+                pieces.count = 0
+                await trio.to_thread.run_sync(pending.run_io)
+                pieces.between = lambda: None
                 assert pending.ran
+                assert looks == pieces.count > 7  # it looked inside every file, more than once
                 assert store.last_seq == 1
                 # Written, not yet announced: every file complete, no line names them yet.
                 assert len(entry_names(tmp_path)) == 7
                 assert check_directory(tmp_path) == 1
                 store.finish_write(pending)
                 assert store.last_seq == 7
-        assert polls >= 5  # the reader really looked while the files were being written
         assert woke == [7]
         items, missed = store.read_after(1, 100)
         assert [orjson.loads(b)["index"] for _, b in items] == list(range(6))
@@ -398,22 +449,20 @@ def test_a_write_begun_while_another_is_outstanding_goes_after_it(tmp_path: Path
 
 
 async def test_a_write_waits_for_the_outstanding_io_of_another_thread(
-    tmp_path: Path, slow_writes: None
+    tmp_path: Path, pieces: Pieces
 ) -> None:
     with Store(tmp_path) as store, trio.fail_after(20):
         a = store.allocate_stream()
         p1 = store.begin_write(connection(a, 4, body="z" * 30_000, close=False))
+        inside = hold_files_until_waited_on(p1, pieces)
         async with trio.open_nursery() as nursery:
-            started = trio.Event()
 
             async def io() -> None:
-                started.set()
                 await trio.to_thread.run_sync(p1.run_io)
                 store.finish_write(p1)  # finished meanwhile by the write below: no-op
 
             nursery.start_soon(io)
-            await started.wait()
-            await trio.sleep(0.005)  # the thread is inside p1's files now
+            await inside.wait()  # the thread is inside p1's files now
             # Same stream, next packets and entries: waits for p1's thread, then goes after it.
             store.write(
                 Output([make_entry(a, 4)], [(a, T0 + 4, 1, frame(a, 4))], [a]),
@@ -427,7 +476,7 @@ async def test_a_write_waits_for_the_outstanding_io_of_another_thread(
         ]
 
 
-async def test_pcap_path_waits_for_an_append_in_flight(tmp_path: Path, slow_writes: None) -> None:
+async def test_pcap_path_waits_for_an_append_in_flight(tmp_path: Path, pieces: Pieces) -> None:
     big = b"P" * 50_000
     with Store(tmp_path) as store, trio.fail_after(20):
         s = store.allocate_stream()
@@ -435,9 +484,10 @@ async def test_pcap_path_waits_for_an_append_in_flight(tmp_path: Path, slow_writ
         store.write(Output([], [(s, T0, 1, frame(s, 0))], []))  # buffered, no file yet
         packets = [(s, T0 + i, 1, big) for i in range(1, 5)]
         pending = store.begin_write(Output([make_entry(s, 0)], packets, []))
+        inside = hold_files_until_waited_on(pending, pieces)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(trio.to_thread.run_sync, pending.run_io)
-            await trio.sleep(0.002)
+            await inside.wait()
             # Another stream's download does not wait for it.
             assert store.pcap_path(other) is None
             assert not pending.finished
@@ -670,7 +720,7 @@ async def test_a_cancelled_writer_loses_no_batch(tmp_path: Path) -> None:
                 assert writer.queued == 2
                 nursery.cancel_scope.cancel()  # what SIGTERM does
                 with trio.CancelScope(shield=True):
-                    await trio.sleep(0.01)
+                    await trio.testing.wait_all_tasks_blocked()  # the writer took the cancel
                 assert real.last_seq == 0  # cancelled, and still waiting for the thread
                 store.gate.release()
         finally:
