@@ -9,6 +9,7 @@ import socket
 import dpkt
 import pytest
 import trio
+import trio.testing
 from trio_websocket import open_websocket_url
 
 from capture.pipeline import Output
@@ -265,14 +266,10 @@ async def test_status_shows_a_stalled_clients_lag(nursery, store):
         client = await RawWsClient.connect(api.port, "/api/wsFull", rcvbuf=4096)
         try:
             await client.send_text("")
-            # It stops where its socket is full; the server holds one batch for it.
-            previous = -1
-            while True:
-                await trio.sleep(0.2)
-                (c,) = api.app.clients.values()
-                if c.seq == previous:
-                    break
-                previous = c.seq
+            # It stops where its socket is full; the server holds one batch for it. Entries went
+            # (the filter compiled), then no task can run and no socket is ready.
+            await wait_until(lambda: any(c.buffered_bytes > 0 for c in api.app.clients.values()))
+            await trio.testing.wait_all_tasks_blocked()
             status = loads((await get(api.port, "/status")).body)
         finally:
             await client.aclose()

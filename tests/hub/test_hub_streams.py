@@ -14,6 +14,7 @@ from pathlib import Path
 
 import orjson
 import trio
+import trio.testing
 
 from kshark.hub.limits import HubLimits
 from kshark.kfl import validate
@@ -21,6 +22,7 @@ from tests.support.http import get, wait_until
 from tests.support.hub import open_client, stalled_client, start_hub
 
 BUDGET = 15  # seconds for any one test's I/O
+STORE_AGE_RESOLUTION_S = 0.001  # the position frame's store_age: seconds, rounded to ms
 
 
 def ids(entries: list[dict]) -> list[str]:
@@ -64,7 +66,11 @@ async def test_bad_filter_is_refused_before_any_worker_is_contacted(nursery, wor
             code = await client.drain()
         async with open_client(hub.port, {"query": "http", "since": "no-worker-in-this"}) as bad:
             bad_code = await bad.drain()
-        await trio.sleep(0.3)  # time for a (wrong) relay to reach a worker
+        assert hub.status()["clients_total"] == 0
+        # A good stream after them reaches every worker once: a (wrong) relay of theirs,
+        # started before it, would have reached a worker first.
+        async with open_client(hub.port, "") as good:
+            await good.entries_until(6)
     assert code == 1008
     assert client.entries == [] and len(client.errors) == 1
     err = client.errors[0]
@@ -73,8 +79,7 @@ async def test_bad_filter_is_refused_before_any_worker_is_contacted(nursery, wor
     assert not valid and err["type"] == "kfl" and err["message"] == message
     assert message.startswith(f"{err['line']}:{err['column']}:")
     assert bad_code == 1008 and bad.errors[0]["type"] == "cursor"
-    assert [w.ws_requests for w in workers3] == [0, 0, 0]
-    assert hub.status()["clients_total"] == 0
+    assert [w.ws_requests for w in workers3] == [1, 1, 1]
 
 
 async def test_limit_counts_across_workers(nursery, workers3):
@@ -241,12 +246,18 @@ async def test_a_slow_client_holds_the_hub_to_a_bounded_buffer(nursery, make_wor
     with trio.fail_after(BUDGET):
         slow = await stalled_client(hub.port, "/api/wsFull", "")
         await wait_until(lambda: hub.clients and w.app.app.clients)
-        await trio.sleep(1.0)  # the client reads nothing; everything upstream fills and stops
         stream = next(iter(hub.clients.values()))
         worker_client = next(iter(w.app.app.clients.values()))
+        # The client reads nothing; everything upstream fills and stops: entries flowed (both
+        # filters compiled), then no task can run and no socket is ready.
+        await wait_until(lambda: stream.status()["buffered_bytes"] > 0)
+        await trio.testing.wait_all_tasks_blocked()
         held = stream.status()
         sent, worker_seq = stream.sent, worker_client.seq
-        await trio.sleep(0.5)
+        # Two more of the hub's probes of the worker (status_interval) move nothing either.
+        probes = w.app.status_answered
+        await wait_until(lambda: w.app.status_answered >= probes + 2)
+        await trio.testing.wait_all_tasks_blocked()
         # Stalled: nothing moves, the hub holds at most its budget, the worker is held back
         # (and /status says how far behind the hub's stream on it is).
         assert stream.sent == sent and worker_client.seq == worker_seq
@@ -470,7 +481,7 @@ async def test_history_false_and_a_new_store_younger_than_the_stream(
         async with open_client(hub.port, {"query": "", "history": False}) as client:
             await client.until(lambda c: c.state_of(a.address) == "up")
             await _start_known(hub, a.address)
-            await trio.sleep(0.05)  # the new store is measurably younger than the stream
+            await _past_stream_start(hub)  # the new store is measurably younger than the stream
             a.stop(close_store=True)
             await client.until(lambda c: c.state_of(a.address) == "down")
             a.data_dir = tmp_path / "a-new"
@@ -502,7 +513,7 @@ async def test_history_false_and_a_worker_first_reached_after_the_stream_began(
         with trio.fail_after(BUDGET):
             async with open_client(hub.port, {"query": "", "history": False}) as client:
                 await client.until(lambda c: c.state_of(late.address) == "down")
-                await trio.sleep(0.05)  # the new store is measurably younger than the stream
+                await _past_stream_start(hub)  # the new store is measurably younger than the stream
                 late.store = Store(late.data_dir)
                 early = late.write(2)  # before the hub can reach it
                 await late.start(nursery)
@@ -521,6 +532,13 @@ async def _start_known(hub, address: str) -> None:
     """Until the hub has learnt where the stream starts on that worker and which store it is
     (the worker's position frame, sent once the worker has compiled the query)."""
     await wait_until(lambda: any(address in s.stores for s in hub.clients.values()))
+
+
+async def _past_stream_start(hub) -> None:
+    """Until the hub's clock is past the stream's start by more than a worker's `store_age`
+    resolution (1 ms): a store made from now on is younger than the stream, measurably."""
+    (stream,) = hub.clients.values()
+    await wait_until(lambda: trio.current_time() - stream.started > 2 * STORE_AGE_RESOLUTION_S)
 
 
 def _worker_status(hub, address: str) -> dict:

@@ -98,15 +98,20 @@ def make_entry(
 
 
 class CountingApp:
-    """A worker app that counts the websocket streams it was asked to serve."""
+    """A worker app that counts the websocket streams it was asked to serve and the /status
+    requests it answered (the hub's probes: a test waits for the next one instead of a time)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
         self.ws_paths = app.ws_paths
         self.ws_requests = 0
+        self.status_answered = 0
 
     async def handle_http(self, request: Any) -> Any:
-        return await self.app.handle_http(request)
+        response = await self.app.handle_http(request)
+        if request.path == "/status":
+            self.status_answered += 1
+        return response
 
     async def handle_ws(self, request: Any, ws: Any) -> None:
         self.ws_requests += 1

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -229,7 +228,7 @@ def test_worker_keeps_serving_after_replay_and_wscat_streams_the_matches(
     assert Counter(e["response"]["status"] for e in expected) == {301: 3, 404: 3, 500: 3}
 
     w = serving_demo
-    time.sleep(0.3)  # well after the replay: the worker must still be serving
+    w.wait_for_log("kshark-worker: 108 packets")  # the replay's end: the worker must go on serving
     assert w.proc.poll() is None
     assert w.get("/echo") == (200, b"It's running.")
     # stdin stays open until wscat is done: it quits at EOF on stdin, before any frame came.
