@@ -45,8 +45,8 @@ sys.path.insert(0, str(ROOT))  # tests.support: helpers shared with the tests
 
 from capture.pipeline import Output  # noqa: E402
 from tests.support.api import masked_text_frame  # noqa: E402
-from tests.support.http import free_port  # noqa: E402
 from tests.support.procstat import cpu_seconds  # noqa: E402
+from tests.support.rawhttp import free_port  # noqa: E402
 
 PY = str(ROOT / ".venv" / "bin" / "python")
 HUB = str(ROOT / ".venv" / "bin" / "kshark-hub")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.http import free_port
+from tests.support.rawhttp import free_port
 
 pytestmark = pytest.mark.slow  # sets up, starts a worker and a hub, runs wscat
 

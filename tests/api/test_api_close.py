@@ -15,7 +15,7 @@ import trio.testing
 from wsproto.events import CloseConnection, Ping, TextMessage
 
 from tests.support.api import RawWsClient, start_worker_api, write_entries
-from tests.support.http import wait_until
+from tests.support.rawhttp import wait_until
 
 
 def spy_on_streams(app) -> list:

@@ -7,7 +7,7 @@ import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from kshark.api.httpserver import Request, Response, ServerLimits, serve, text_response
-from tests.support.http import get, http_request, read_reply
+from tests.support.rawhttp import get, http_request, read_reply
 
 BUDGET = 10
 

@@ -16,7 +16,7 @@ from kshark.api.rest import route_of
 from kshark.store import Store
 from kshark.store.identity import IDENTITY_FILE, read_identity
 from tests.support.api import drain, write_entries
-from tests.support.http import get, http_request, loads, wait_until
+from tests.support.rawhttp import get, http_request, loads, wait_until
 
 BUDGET = 10  # seconds for any one test's I/O
 

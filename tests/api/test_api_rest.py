@@ -14,7 +14,7 @@ from trio_websocket import open_websocket_url
 
 from capture.pipeline import Output
 from tests.support.api import FAKE_STATS, make_entry, start_worker_api, write_entries
-from tests.support.http import get, http_request, loads, read_reply, wait_until
+from tests.support.rawhttp import get, http_request, loads, read_reply, wait_until
 
 BUDGET = 10
 

@@ -12,7 +12,7 @@ from trio_websocket import open_websocket_url
 
 from kshark.api.worker_app import StreamLimits
 from tests.support.api import RawWsClient, start_worker_api, write_entries
-from tests.support.http import get, loads, wait_until
+from tests.support.rawhttp import get, loads, wait_until
 
 
 async def test_stalled_client_beside_a_fast_one(nursery, store):

@@ -9,7 +9,7 @@ import trio
 from trio_websocket import open_websocket_url
 
 from tests.support.api import RawWsClient, drain, write_entries
-from tests.support.http import loads, wait_until
+from tests.support.rawhttp import loads, wait_until
 
 BUDGET = 10  # seconds for any one test's I/O
 
@@ -315,7 +315,7 @@ async def test_a_client_that_never_sends_its_query_is_told_and_closed(nursery, s
 async def test_before_the_worker_has_a_store_rest_is_503_and_streams_1013(nursery):
     from kshark.api.httpserver import serve
     from kshark.api.worker_app import WorkerApp
-    from tests.support.http import get
+    from tests.support.rawhttp import get
 
     box: list = []  # the worker fills this once its store exists
     app = WorkerApp(lambda: box[0])

@@ -26,7 +26,6 @@ import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
 
 from tests.support.deploy_cluster import Cluster
-from tests.support.http import free_port
 from tests.support.manifests import (
     PROBE,
     build,
@@ -36,6 +35,7 @@ from tests.support.manifests import (
     copy_with_tokens,
     find,
 )
+from tests.support.rawhttp import free_port
 
 VENV_BIN = Path(sys.executable).parent
 DEMO_PCAP = Path(__file__).resolve().parents[2] / "fixtures" / "demo.pcap"

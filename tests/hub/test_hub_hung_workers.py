@@ -21,8 +21,8 @@ import trio
 from kshark.hub.limits import HubLimits
 from kshark.hub.monitor import probe
 from kshark.hub.workers import WorkerInfo
-from tests.support.http import free_port, wait_until
 from tests.support.hub import VENV_BIN, WorkerProcess, open_client, start_hub
+from tests.support.rawhttp import free_port, wait_until
 
 BUDGET = 40
 DEMO_ENTRIES = 24

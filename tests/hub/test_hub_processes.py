@@ -28,8 +28,8 @@ import orjson
 import trio
 
 from kshark.hub.limits import HubLimits
-from tests.support.http import free_port, get, wait_until
 from tests.support.hub import VENV_BIN, WorkerProcess, open_client, start_hub, write_empty_pcap
+from tests.support.rawhttp import free_port, get, wait_until
 
 BUDGET = 40
 DEMO_ENTRIES = 24  # entries in fixtures/demo.pcap

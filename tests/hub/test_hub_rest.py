@@ -5,8 +5,8 @@ from __future__ import annotations
 import trio
 
 from capture.pipeline import Output
-from tests.support.http import get, wait_until
 from tests.support.hub import make_entry, open_client, start_hub
+from tests.support.rawhttp import get, wait_until
 
 BUDGET = 15
 

@@ -17,8 +17,8 @@ from kshark.api.status_caps import MAX_STATUS_CLIENTS, MAX_STATUS_QUERY_CHARS, s
 from kshark.hub.limits import HubLimits
 from kshark.hub.monitor import probe
 from kshark.hub.workers import WorkerInfo
-from tests.support.http import get, wait_until
 from tests.support.hub import open_client, start_hub
+from tests.support.rawhttp import get, wait_until
 
 BUDGET = 60
 CLIENTS = MAX_STATUS_CLIENTS + 20

@@ -18,8 +18,8 @@ import trio.testing
 
 from kshark.hub.limits import HubLimits
 from kshark.kfl import validate
-from tests.support.http import get, wait_until
 from tests.support.hub import open_client, stalled_client, start_hub
+from tests.support.rawhttp import get, wait_until
 
 BUDGET = 15  # seconds for any one test's I/O
 STORE_AGE_RESOLUTION_S = 0.001  # the position frame's store_age: seconds, rounded to ms
@@ -501,8 +501,8 @@ async def test_history_false_and_a_worker_first_reached_after_the_stream_began(
     it wrote before the hub reached it was written after the client connected, so it is sent;
     what a worker already stored before the client connected is not."""
     from kshark.store import Store
-    from tests.support.http import free_port
     from tests.support.hub import FakeWorker
+    from tests.support.rawhttp import free_port
 
     old = await make_worker("old")
     old.write(2)  # history for this client

@@ -17,8 +17,8 @@ import trio
 from trio_websocket import ConnectionRejected
 
 from kshark.hub.tokens import TokenError, resolve_token
-from tests.support.http import free_port, get, wait_until
 from tests.support.hub import VENV_BIN, open_client, start_hub
+from tests.support.rawhttp import free_port, get, wait_until
 
 HUB = str(VENV_BIN / "kshark-hub")
 BUDGET = 30

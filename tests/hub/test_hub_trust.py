@@ -16,8 +16,8 @@ import trio
 
 from kshark.hub.frames import EntryMeta, read_entry, worker_gap_frame
 from tests.support.hostile_worker import BINARY, HostileWorker, frame
-from tests.support.http import get
 from tests.support.hub import open_client, start_hub
+from tests.support.rawhttp import get
 
 BUDGET = 15
 

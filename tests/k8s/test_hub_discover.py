@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 import trio
 
-from tests.support.http import get
 from tests.support.hub import VENV_BIN, open_client
 from tests.support.k8s_cluster import TRAFFIC, KubeApi, Scenario
 from tests.support.k8s_resolver import in_thread
+from tests.support.rawhttp import get
 
 NS = "kshark-discover"
 LABELS = {"app.kubernetes.io/name": "kshark-worker"}

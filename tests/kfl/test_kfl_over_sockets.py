@@ -22,7 +22,7 @@ from trio_websocket import open_websocket_url
 from kshark.api import wire, worker_app
 from kshark.api.worker_app import StreamLimits
 from tests.support.api import drain, start_worker_api, write_entries
-from tests.support.http import get, wait_until
+from tests.support.rawhttp import get, wait_until
 
 BUDGET = 30  # seconds: a bound on a hang, not a measure of speed
 

@@ -1,7 +1,7 @@
 """Helpers shared by the tests and scripts/bench*: one place, imported as `tests.support.<name>`
 (pytest puts the repository root on sys.path; a bench script inserts it once).
 
-- `http`: a raw HTTP/1.1 client (`get`, `http_request`), `wait_until`, `free_port`.
+- `rawhttp`: a raw HTTP/1.1 client (`get`, `http_request`), `wait_until`, `free_port`.
 - `api`: synthetic entries, a raw websocket client, an in-process worker API over a Store.
 - `hub`: in-process fake workers, the hub, its websocket clients, real worker processes.
 - `store`: entries and packets built by hand for the store, and its files read back.
@@ -15,6 +15,7 @@
 - `procstat`: a process's CPU time from /proc.
 
 Programs run as their own process (by path, e.g. inside a namespace, importing nothing from the
-tests): `ws_client.py`, `capture_runner.py`, `feeder.py`. `hostile_worker` is a fake worker that
+tests; this directory is then their sys.path[0], so no module here may share a standard module's
+name): `ws_client.py`, `capture_runner.py`, `feeder.py`. `hostile_worker` is a fake worker that
 sends whatever frames a hub test scripts.
 """

@@ -23,7 +23,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from capture.pipeline import Output
 from tests.support.api import RawWsClient
-from tests.support.http import get, loads
+from tests.support.rawhttp import get, loads
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_PCAP = REPO / "fixtures" / "demo.pcap"

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.support.http import free_port
+from tests.support.rawhttp import free_port
 from tests.support.web import (
     DEMO,
     DEMO_ENTRIES,
