@@ -143,6 +143,11 @@ def test_hub_in_front_of_live_nodes(star: nh.Star, tmp_path: Path) -> None:
         url = f"http://{star.nodes[i].ip}:{WORKER_PORT}/status"
         return json.loads(nh.ns_run(star.hub_ns, ["curl", "-s", "--max-time", "5", url]).stdout)
 
+    def worker_ready(i: int) -> bool:
+        url = f"http://{star.nodes[i].ip}:{WORKER_PORT}/status"
+        argv = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", url]
+        return nh.ns_run(star.hub_ns, argv, check=False).stdout == "200"
+
     address = [f"{node.ip}:{WORKER_PORT}" for node in star.nodes]
     listing = tmp_path / "workers"
     try:
@@ -154,9 +159,11 @@ def test_hub_in_front_of_live_nodes(star: nh.Star, tmp_path: Path) -> None:
                             "--directory", str(webroot)],
                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         workers = [start_worker(i) for i in range(4)]
-        for node in star.nodes:
+        for i, node in enumerate(star.nodes):
             nh.wait_for_tcp(star.hub_ns, node.ip, HTTP_PORT)
-            nh.wait_for_tcp(star.hub_ns, node.ip, WORKER_PORT)
+            # Listening is not ready: a worker serves streams once its store is open (until
+            # then it refuses them, and the hub would tell the stream `down` first).
+            wait_for(f"node {i} ready", lambda i=i: worker_ready(i))
         listing.write_text("".join(f"{a}\n" for a in address[:3]))
         start(
             star.hub_ns,

@@ -16,6 +16,7 @@ import orjson
 import trio
 import trio.testing
 
+from capture.pipeline import Output
 from kshark.hub.limits import HubLimits
 from kshark.kfl import validate
 from tests.support.hub import open_client, stalled_client, start_hub
@@ -548,3 +549,36 @@ def _worker_status(hub, address: str) -> dict:
 def _cursor(hub) -> dict[str, str]:
     clients = hub.status()["clients"]
     return clients[0]["cursor"] if clients else {}
+
+
+async def test_a_starting_worker_is_up_for_a_stream_once_it_serves_it(nursery, tmp_path: Path):
+    """A worker listens before its store is open (kshark-worker restarted on its data directory)
+    and meanwhile refuses streams: "the worker is starting", close 1013. JSON clients are told
+    `up` once it serves theirs, not at every attempt it refused."""
+    from kshark.api.httpserver import serve
+    from kshark.api.worker_app import WorkerApp
+    from kshark.store import Store
+    from tests.support.hub import CountingApp, make_entry
+
+    opened: list[Store] = []
+
+    def store() -> Store:
+        if not opened:
+            raise LookupError("not open yet")
+        return opened[0]
+
+    app = CountingApp(WorkerApp(store, stats_provider=lambda: {"worker": address}))
+    port = await nursery.start(serve, app, "127.0.0.1", 0)
+    address = f"127.0.0.1:{port}"
+    hub = await start_hub(nursery, [address])
+    with trio.fail_after(BUDGET):
+        async with open_client(hub.port, {"query": ""}) as client:
+            await wait_until(lambda: app.ws_requests >= 3)  # refused three times
+            opened.append(Store(tmp_path / "w"))
+            entry = make_entry(address, opened[0].allocate_stream())
+            opened[0].write(Output(entries=[entry]))
+            await client.entries_until(1)
+    opened[0].close()
+    assert [s["state"] for s in client.states] == ["down", "up"]
+    assert client.states[0]["reason"] == "the worker is not ready (the worker is starting)"
+    assert ids(client.entries) == [entry["id"]]
