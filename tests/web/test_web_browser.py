@@ -158,7 +158,7 @@ def test_a_good_filter_shows_exactly_what_wscat_gets(
 ) -> None:
     p, watch = page
     query = 'response.status >= 400 or request.path.startsWith("/api/items")'
-    expected = wscat_ids(cluster.hub.port, query, tmp_path)
+    expected = wscat_ids(cluster.hub.port, query, tmp_path, 6 + 2)
     assert len(expected) == len(set(expected)) == 6 + 2  # demo's 404s and 500s; two /api/items
     open_dashboard(p, cluster.hub, rows=ALL)
     apply_filter(p, query)
