@@ -1,8 +1,9 @@
 """Packets to entries: pure, synchronous, sans-IO (see docs/internals.md).
 
 The hot modules are also compiled to C with mypyc: the same source, type-checked strictly
-already, runs ~1.4× faster compiled, which is what lets a Python worker write entries faster than
-tshark lists two fields. Where the compiled modules come from depends on how kshark was installed:
+already, runs markedly faster compiled (BENCHMARKS.md), which is what lets a Python worker write
+entries faster than tshark lists two fields. Where the compiled modules come from depends on how
+kshark was installed:
 
 - from a wheel (`pip install .`, the container image): setup.py compiled them into the wheel,
   beside their sources, where Python's import prefers them;
@@ -36,18 +37,32 @@ from types import ModuleType
 NATIVE_MODULES = (
     "segment",
     "ipfrag",
+    "decode_tunnels",
     "decode",
+    "reassembly_events",
+    "reassembly_buffers",
     "reassembly",
     "dissect",
+    "carry",
+    "http1_messages",
+    "http1_heads",
+    "http1_pairing",
+    "http1_framing",
     "http1",
     "content",
+    "entry_fields",
+    "entry_summary",
     "entries",
     "dns",
     "dissect_dns",
     "dissectors",
+    "limits",
     "pipeline",
     "pcapwrite",
     "http2_hpack",
+    "http2_frames",
+    "http2_streams",
+    "http2_framing",
     "http2",
     "grpc",
     "protobuf",

@@ -16,6 +16,8 @@ per transport it runs on:
 * `EntryMaker`: turns one connection's (or flow's) exchanges into entry dicts (ENTRY.md). The
   dissector makes it (`entry_maker`) once it is recognised: it alone knows the shape of its
   exchanges. An exchange is any object its EntryMaker understands.
+* `DissectorStats`: the protocol's counters (drops, cuts, unpaired messages), one object per
+  protocol and pipeline, shared by all its dissectors (each gets it when it is made).
 
 Hand-over: a dissector may pass the connection to another by setting `successor` (and then
 becoming inactive). The pipeline replaces it, keeping the connection's stream and entry
@@ -33,8 +35,8 @@ not let an interpreted class inherit from a compiled one, so only a module compi
 (listed in `capture.NATIVE_MODULES`) may subclass them. A dissector written in plain Python
 (a module not compiled, a test's fake) does not subclass: it has the same attributes and
 methods, and `as_tcp` / `as_udp` / `as_maker` wrap it in an adapter that calls it generically.
-(Allowing interpreted subclasses on the bases instead was measured: it made every HTTP/1
-packet ~5 % slower.)
+(Allowing interpreted subclasses on the bases instead was measured with
+scripts/bench_pipeline.py: it made every HTTP/1 packet slower, by more than the noise.)
 
 Rules every dissector keeps (docs/internals.md, "The dissector contract"): sans-IO (no clock,
 no I/O), bounded buffers with a documented behaviour when full, never raise on bad input (mark
@@ -45,6 +47,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from capture.counters import Counters
+
 if TYPE_CHECKING:
     from capture.entries import ConnectionEnds, Identity
 
@@ -52,6 +56,18 @@ if TYPE_CHECKING:
 NO = 0
 YES = 1
 MORE = 2
+
+
+class DissectorStats(Counters):
+    """Counters the dissectors of one protocol share in a pipeline: what each connection or
+    flow dropped, cut or could not pair, summed per protocol.
+
+    capture/dissectors.py makes one per protocol (`DissectorSpec.stats`) and hands it to every
+    dissector it makes for that protocol, which adds to an attribute where it counts: the cost
+    is that int add, and nothing per connection is left to collect when it ends.
+    `Pipeline.stats()` shows them as `<protocol>_<counter>` (the worker's /status and /metrics).
+    A subclass declares its counters as capture/counters.py says.
+    """
 
 
 class EntryMaker:

@@ -24,7 +24,8 @@ kept and reported as the entry's dissection error.
 
 Limits (`DnsLimits`): `max_pending` queries waiting per flow or connection (past it the oldest
 is emitted as "pair-not-found", evicted); a TCP message is at most 65,535 bytes by its framing,
-so a direction buffers at most one message plus one chunk.
+so a direction buffers at most one message plus one chunk. What was dropped, could not be
+paired or read is counted in `DnsStats`, summed over a pipeline's flows (/status: `dns_*`).
 
 The entry (docs/entries.md, "DNS"): Kubeshark's shape — `request = {"opCode", "questions"}`,
 `response = {"code", "answers", ...}` — plus `id`, `rcode`, `truncated`, `authoritative`,
@@ -37,9 +38,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from capture.dissect import EntryMaker, TcpDissector, UdpDissector
+from capture.dissect import DissectorStats, EntryMaker, TcpDissector, UdpDissector
 from capture.dns import OPCODES, DnsMessage, parse, plausible_header, rcode_text
-from capture.entries import _endpoint, _ip_text, rfc3339_ns
+from capture.entry_fields import _endpoint, _ip_text, rfc3339_ns
 
 if TYPE_CHECKING:
     from capture.entries import ConnectionEnds, Identity
@@ -57,6 +58,30 @@ class DnsLimits:
 
     query_timeout_ns: int = 10 * _SECOND_NS
     max_pending: int = 1024
+
+
+class DnsStats(DissectorStats):
+    """What the DNS flows and connections of a pipeline could not pair, dropped or could not
+    read (one object shared by all of them: capture/dissect.py)."""
+
+    queries_timeout: int  # no response within query_timeout_ns
+    queries_unanswered: int  # still waiting when the flow or connection ended
+    queries_evicted: int  # pushed out by max_pending
+    responses_unpaired: int  # no waiting query of its id (late, duplicate, before the capture)
+    messages_malformed: int  # damaged past the question section: kept, entry flagged
+    # not a DNS message: a datagram rejected, a TCP message that lost the framing
+    messages_rejected: int
+    bytes_skipped: int  # TCP: looking for a message boundary again
+    flows_evicted: int  # flows / connections ended early by their table's bound
+
+    def __init__(self) -> None:
+        super().__init__(_DNS_COUNTERS)
+
+
+_DNS_COUNTERS = (
+    "queries_timeout queries_unanswered queries_evicted responses_unpaired messages_malformed "
+    "messages_rejected bytes_skipped flows_evicted"
+)
 
 
 class DnsExchange(NamedTuple):
@@ -105,24 +130,28 @@ class _Pairing:
     """The queries of one flow or connection waiting for their response, in arrival (= time)
     order. One list, scanned: a flow has one or two queries waiting (a lookup's A and AAAA),
     and the scan is bounded by max_pending. Few objects per flow matter more than lookups
-    here: a node has a flow per lookup, and each object kept is work for the collector."""
+    here: a node has a flow per lookup, and each object kept is work for the collector.
+    What comes out is appended to `out`: the dissector's `exchanges`."""
 
-    __slots__ = ("limits", "out", "pending")
+    __slots__ = ("limits", "pending", "stats")
 
-    def __init__(self, limits: DnsLimits, out: list[Any]) -> None:
+    def __init__(self, limits: DnsLimits, stats: DnsStats) -> None:
         self.limits = limits
-        self.out = out  # the dissector's exchanges list (appended to in place)
+        self.stats = stats
         self.pending: list[_Waiting] = []
 
-    def message(self, msg: DnsMessage, side: int, ts: int) -> None:
+    def message(self, msg: DnsMessage, side: int, ts: int, out: list[Any]) -> None:
         pending = self.pending
         if pending and pending[0][2] <= ts - self.limits.query_timeout_ns:
-            self.expire(ts)
+            self.expire(ts, out)
+        if msg.error is not None:
+            self.stats.messages_malformed += 1
         if not msg.qr:
             pending.append((msg, side, ts))
             if len(pending) > self.limits.max_pending:
+                self.stats.queries_evicted += 1
                 why = f"evicted: more than max_pending={self.limits.max_pending} queries waiting"
-                self._drop(pending.pop(0), "pair-not-found", why)
+                self._drop(pending.pop(0), "pair-not-found", why, out)
             return
         ident = msg.id
         for i, waiting in enumerate(pending):
@@ -133,12 +162,13 @@ class _Pairing:
                 if query.error is not None or msg.error is not None:
                     texts = [m.error for m in (query, msg) if m.error is not None]
                     error = ("dissection", "; ".join(texts))
-                self.out.append(_new(DnsExchange, (query, qts, msg, ts, qside, error)))
+                out.append(_new(DnsExchange, (query, qts, msg, ts, qside, error)))
                 return
+        self.stats.responses_unpaired += 1
         why = f"no query seen for this response (id {ident})"
-        self.out.append(_new(DnsExchange, (None, 0, msg, ts, 1 - side, ("pair-not-found", why))))
+        out.append(_new(DnsExchange, (None, 0, msg, ts, 1 - side, ("pair-not-found", why))))
 
-    def expire(self, now: int) -> None:
+    def expire(self, now: int, out: list[Any]) -> None:
         """Reports the queries that waited `query_timeout_ns` or more by `now`."""
         pending = self.pending
         limit = now - self.limits.query_timeout_ns
@@ -149,21 +179,26 @@ class _Pairing:
             expired = pending[:n]
             del pending[:n]
             secs = self.limits.query_timeout_ns / _SECOND_NS
+            self.stats.queries_timeout += n
             for q in expired:
-                self._drop(q, "timeout", f"no response within {secs:g} s (id {q[0].id})")
+                self._drop(q, "timeout", f"no response within {secs:g} s (id {q[0].id})", out)
 
-    def end(self, reason: str, ts: int) -> None:
-        self.expire(ts)
+    def end(self, reason: str, ts: int, out: list[Any]) -> None:
+        self.expire(ts, out)
+        if reason == "evicted":
+            self.stats.flows_evicted += 1
         rest, self.pending = self.pending, []
+        self.stats.queries_unanswered += len(rest)
         for q in rest:
             why = f"no response seen for this query (id {q[0].id}; {_ENDED[reason]})"
-            self._drop(q, "pair-not-found", why)
+            self._drop(q, "pair-not-found", why, out)
 
-    def _drop(self, q: _Waiting, kind: str, why: str) -> None:
+    @staticmethod
+    def _drop(q: _Waiting, kind: str, why: str, out: list[Any]) -> None:
         query, side, ts = q
         if query.error is not None:
             why = f"{why}; {query.error}"
-        self.out.append(_new(DnsExchange, (query, ts, None, 0, side, (kind, why))))
+        out.append(_new(DnsExchange, (query, ts, None, 0, side, (kind, why))))
 
 
 _ENDED = {
@@ -178,27 +213,21 @@ _ENDED = {
 class DnsUdp(UdpDissector):
     """DNS on one UDP flow."""
 
-    def __init__(self, limits: DnsLimits) -> None:
+    def __init__(self, limits: DnsLimits, stats: DnsStats | None = None) -> None:
         super().__init__("dns")
-        self._pairing = _Pairing(limits, self.exchanges)
+        self.stats = DnsStats() if stats is None else stats  # shared by a pipeline's
+        self._pairing = _Pairing(limits, self.stats)
 
     def datagram(self, side: int, payload: bytes, ts_ns: int) -> bool:
         msg = parse(payload)
         if msg is None or not _plausible(msg):
+            self.stats.messages_rejected += 1
             return False
-        self._pairing.message(msg, side, ts_ns)
+        self._pairing.message(msg, side, ts_ns, self.exchanges)
         return True
 
     def end(self, reason: str, ts_ns: int) -> None:
-        self._pairing.end(reason, ts_ns)
-
-    def pop_exchanges(self) -> list[Any]:
-        out = self.exchanges
-        if not out:
-            return []
-        self.exchanges = []
-        self._pairing.out = self.exchanges
-        return out
+        self._pairing.end(reason, ts_ns, self.exchanges)
 
     def entry_maker(
         self, flow: ConnectionEnds, identity: Identity, stream: int, max_decoded: int
@@ -209,9 +238,10 @@ class DnsUdp(UdpDissector):
 class DnsTcp(TcpDissector):
     """DNS on one TCP connection (length-prefixed messages, RFC 7766)."""
 
-    def __init__(self, limits: DnsLimits) -> None:
+    def __init__(self, limits: DnsLimits, stats: DnsStats | None = None) -> None:
         super().__init__("dns")
-        self._pairing = _Pairing(limits, self.exchanges)
+        self.stats = DnsStats() if stats is None else stats  # shared by a pipeline's
+        self._pairing = _Pairing(limits, self.stats)
         self._bufs = (bytearray(), bytearray())
         self._ts = [0, 0]  # time of the data that carried the first buffered byte, per side
         self._lost = [False, False]  # framing lost: looking for a message boundary again
@@ -236,6 +266,7 @@ class DnsTcp(TcpDissector):
             length = (buf[pos] << 8) | buf[pos + 1]
             if n - pos - 2 < length:
                 if n - pos >= 14 and not plausible_header(buf, pos + 2, length):
+                    self.stats.messages_rejected += 1
                     del buf[:pos]
                     self._lose(side)  # cannot be a message: do not wait for its end
                     return
@@ -244,12 +275,15 @@ class DnsTcp(TcpDissector):
             msg = parse(bytes(buf[pos + 2 : pos + 2 + length])) if length >= 12 else None
             pos += 2 + length
             if msg is None or not _plausible(msg):
+                self.stats.messages_rejected += 1
                 del buf[:start]
                 self._lose(side)  # not a message: where the next one starts is unknown
                 return
             if self.client_side is None:
                 self.client_side = side if not msg.qr else 1 - side
-            self._pairing.message(msg, side, self._ts[side] if start < old else ts_ns)
+            self._pairing.message(
+                msg, side, self._ts[side] if start < old else ts_ns, self.exchanges
+            )
         if pos:
             del buf[:pos]
             if buf and pos >= old:
@@ -262,7 +296,7 @@ class DnsTcp(TcpDissector):
     def end(self, reason: str, ts_ns: int) -> None:
         if not self.active:
             return
-        self._pairing.end(reason, ts_ns)
+        self._pairing.end(reason, ts_ns, self.exchanges)
         self.active = False
 
     def _lose(self, side: int) -> None:
@@ -273,17 +307,10 @@ class DnsTcp(TcpDissector):
 
     def _skip(self, count: int) -> None:
         self.skipped += count
+        self.stats.bytes_skipped += count
         if self.client_side is None and self.skipped > MAX_PROBE:
             self.active = False  # no DNS message in sight: not DNS
             self._bufs = (bytearray(), bytearray())
-
-    def pop_exchanges(self) -> list[Any]:
-        out = self.exchanges
-        if not out:
-            return []
-        self.exchanges = []
-        self._pairing.out = self.exchanges
-        return out
 
     def entry_maker(
         self, conn: ConnectionEnds, identity: Identity, stream: int, max_decoded: int

@@ -15,6 +15,12 @@ pipeline) applies them, in this order, tshark's and Kubeshark's rules combined:
    `HttpLimits.max_probe` bytes): what TCP gets when nothing else claims it. With no content
    detector registered a connection gets the fallback at once, with no Sniffer in between.
 
+A CONNECT tunnel (HTTP/1 `CONNECT host:port` answered 2xx) is chosen for the same way, as
+tshark does: the HTTP/1 dissector hands the connection over (capture/dissect.py) to what
+`Selection.tunnel` picks for the tunnel, a connection whose server port is the CONNECT target's
+(a port hint for it applies), then by content, then the fallback. h2c or gRPC through a proxy
+is dissected so; a TLS tunnel (HTTPS through a proxy) is not, as anything else unrecognised.
+
 UDP has no content step: a datagram is dissected only when one of its ports is hinted (the
 decoder hands on only those, `Selection.udp_ports`), as tshark does for DNS.
 
@@ -25,14 +31,14 @@ not pair by 5-tuple. `--decode-as 5353=dns` dissects it as DNS anyway.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from capture.dissect import MORE, YES, TcpDissector, UdpDissector, as_tcp, as_udp
-from capture.dissect_dns import DnsTcp, DnsUdp
+from capture.dissect_dns import DnsStats, DnsTcp, DnsUdp
 from capture.http1 import HttpConnection, HttpStats, Message
-from capture.http2 import Http2Connection
+from capture.http2 import Http2Connection, Http2Stats
 from capture.http2 import detect as detect_http2
 
 if TYPE_CHECKING:
@@ -46,13 +52,14 @@ SNIFF_BYTES = 512
 @dataclass(frozen=True, slots=True)
 class DissectorSpec:
     """One protocol, as the pipeline sees it. Factories take the `Selection` (its `limits` is
-    the pipeline's PipelineLimits; `upgrades` the Upgrade hand-overs, bound). What they return
-    is a TcpDissector / UdpDissector, or a plain-Python object with the same contract (it is
-    wrapped: capture/dissect.py)."""
+    the pipeline's PipelineLimits; `upgrades` the Upgrade hand-overs, bound; `stats[name]` the
+    protocol's counters) and, for TCP, the connection. What they return is a TcpDissector /
+    UdpDissector, or a plain-Python object with the same contract (it is wrapped:
+    capture/dissect.py)."""
 
     name: str  # what --decode-as calls it, e.g. "http", "http2", "dns"
     priority: int = 0  # content detection order, lowest first (Kubeshark's protocol.priority)
-    tcp: Callable[[Selection], Any] | None = None
+    tcp: Callable[[Selection, Opened], Any] | None = None
     udp: Callable[[Selection], Any] | None = None
     # (first bytes of side 0, of side 1, the connection) -> NO / YES / MORE (capture.dissect)
     detect: Callable[[bytes, bytes, Opened], int] | None = None
@@ -63,30 +70,35 @@ class DissectorSpec:
     upgrade: str = ""
     upgraded: Callable[[Selection, Message | None, Message, int], Any] | None = None
     fallback: bool = False  # TCP gets this one when nothing else matched
+    # Makes the protocol's counters (a DissectorStats, or any object with `as_dict()`), one per
+    # pipeline, shared by every dissector of the protocol: Selection.stats[name].
+    stats: Callable[[], Any] | None = None
     aliases: tuple[str, ...] = field(default_factory=tuple)  # other --decode-as names
 
 
-def _http1(sel: Selection) -> TcpDissector:
-    return HttpConnection(sel.limits.http, sel.http_stats, sel.upgrades or None)
+def _http1(sel: Selection, conn: Opened) -> TcpDissector:
+    return HttpConnection(
+        sel.limits.http, sel.stats["http"], sel.upgrades or None, partial(sel.tunnel, conn)
+    )
 
 
-def _dns_tcp(sel: Selection) -> TcpDissector:
-    return DnsTcp(sel.limits.dns)
+def _dns_tcp(sel: Selection, conn: Opened) -> TcpDissector:
+    return DnsTcp(sel.limits.dns, sel.stats["dns"])
 
 
 def _dns_udp(sel: Selection) -> UdpDissector:
-    return DnsUdp(sel.limits.dns)
+    return DnsUdp(sel.limits.dns, sel.stats["dns"])
 
 
-HTTP1 = DissectorSpec(name="http", tcp=_http1, fallback=True)
+HTTP1 = DissectorSpec(name="http", tcp=_http1, fallback=True, stats=HttpStats)
 
 
-def _http2(sel: Selection) -> TcpDissector:
-    return Http2Connection(sel.limits.http2, sel.limits.protobuf)
+def _http2(sel: Selection, conn: Opened) -> TcpDissector:
+    return Http2Connection(sel.limits.http2, sel.limits.protobuf, sel.stats["http2"])
 
 
 def _h2c(sel: Selection, request: Message | None, response: Message, client_side: int) -> Any:
-    d = Http2Connection(sel.limits.http2, sel.limits.protobuf)
+    d = Http2Connection(sel.limits.http2, sel.limits.protobuf, sel.stats["http2"])
     d.upgrade(request, client_side, response.ts_first_ns)
     return d
 
@@ -99,6 +111,7 @@ HTTP2 = DissectorSpec(
     upgrade="h2c",
     upgraded=_h2c,
     aliases=("grpc", "h2c"),
+    stats=Http2Stats,
 )
 # DNS by port only, as tshark: 53 over both transports (RFC 1035 4.2). Kubeshark's priority 4.
 DNS = DissectorSpec(
@@ -108,6 +121,7 @@ DNS = DissectorSpec(
     udp=_dns_udp,
     tcp_ports=frozenset({53}),
     udp_ports=frozenset({53}),
+    stats=DnsStats,
 )
 
 DEFAULT_SPECS: tuple[DissectorSpec, ...] = (HTTP1, HTTP2, DNS)
@@ -161,8 +175,8 @@ class Selection:
         decode_as: Mapping[int, str] | None = None,
     ) -> None:
         self.limits = limits  # the pipeline's PipelineLimits
-        # what every HTTP/1 connection's dissector counts (Pipeline.stats shows it as http_*)
-        self.http_stats = HttpStats()
+        # protocol name -> its counters, shared by its dissectors (Pipeline.stats: <name>_*)
+        self.stats: dict[str, Any] = {s.name: s.stats() for s in specs if s.stats is not None}
         by_name: dict[str, DissectorSpec] = {}
         for spec in specs:
             for name in (spec.name, *spec.aliases):
@@ -206,15 +220,29 @@ class Selection:
         if hints:
             spec = hints.get(conn.server_port) or hints.get(conn.client_port)
             if spec is not None:
-                return self.make_tcp(spec)
+                return self.make_tcp(spec, conn)
         if self.detectors:
             return Sniffer(self, conn)
-        return self.make_tcp(self.fallback)
+        return self.make_tcp(self.fallback, conn)
 
-    def make_tcp(self, spec: DissectorSpec | None) -> TcpDissector:
+    def make_tcp(self, spec: DissectorSpec | None, conn: Opened) -> TcpDissector:
         if spec is None or spec.tcp is None:
             return Inert()
-        return as_tcp(spec.tcp(self))
+        return as_tcp(spec.tcp(self, conn))
+
+    def tunnel(
+        self, conn: Opened, request: Message | None, response: Message, client_side: int
+    ) -> TcpDissector:
+        """What the bytes of a CONNECT tunnel on `conn` go to (see the module docstring): the
+        choice for a connection to the target's port (`host:port` in the request)."""
+        port = _target_port(request.target) if request is not None and request.target else 0
+        if port:
+            # Opened's side 0 is the client; the CONNECT's client is the tunnel's.
+            if client_side == 0:
+                conn = replace(conn, server_port=port, ts_ns=response.ts_first_ns)
+            else:
+                conn = replace(conn, client_port=port, ts_ns=response.ts_first_ns)
+        return self.tcp(conn)
 
     def make_udp(self, spec: DissectorSpec) -> UdpDissector:
         assert spec.udp is not None
@@ -231,6 +259,12 @@ class Selection:
         if spec is not None:
             return spec, False
         return None
+
+
+def _target_port(target: str) -> int:
+    """The port of a CONNECT request's `host:port` (RFC 9110 9.3.6; `[v6]:port`), else 0."""
+    port = target.rpartition(":")[2]
+    return int(port) if port.isdigit() and 0 < int(port) < 65536 else 0
 
 
 def _upgraded(
@@ -291,7 +325,7 @@ class Sniffer(TcpDissector):
                 waiting = True
         if waiting and not final and len(first0) < SNIFF_BYTES and len(first1) < SNIFF_BYTES:
             return
-        succ = sel.make_tcp(chosen)
+        succ = sel.make_tcp(chosen, self._conn)
         self.successor = succ
         self.active = False
         held, self._held = self._held, []

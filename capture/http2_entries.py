@@ -44,7 +44,7 @@ from capture.protobuf import raw_fields
 if TYPE_CHECKING:
     from capture.entries import ConnectionEnds, Identity
     from capture.http1 import Message
-    from capture.http2 import Http2Exchange
+    from capture.http2_streams import Http2Exchange
     from capture.protobuf import ProtoDecoder
 
 __all__ = ["GRPC_MESSAGES_SHOWN", "Http2EntryBuilder", "protocol_object"]

@@ -57,6 +57,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from capture.counters import Counters
+
 _SECOND_NS = 1_000_000_000
 IP_MAX_DATAGRAM = 65_535
 
@@ -89,48 +91,27 @@ class FragmentLimits:
             raise ValueError("max_buffered_bytes must be at least max_datagram_bytes")
 
 
-class FragmentStats:
+_FRAGMENT_COUNTERS = "reassembled dropped duplicate timeout overlap too_large evicted invalid"
+
+
+class FragmentStats(Counters):
     """Counters. ``reassembled`` and the discard reasons (``timeout``, ``overlap``,
     ``too_large``, ``evicted``, ``invalid``) count datagrams; ``dropped`` counts the fragments
     (calls to `add`) whose bytes were discarded, for any reason; ``duplicate`` counts fragments
     that brought no new bytes (kept for their tag, then reassembled or dropped with the rest)."""
 
-    __slots__ = (
-        "dropped",
-        "duplicate",
-        "evicted",
-        "invalid",
-        "overlap",
-        "reassembled",
-        "timeout",
-        "too_large",
-    )
-    FIELDS: ClassVar[tuple[str, ...]] = (
-        "reassembled",
-        "dropped",
-        "duplicate",
-        "timeout",
-        "overlap",
-        "too_large",
-        "evicted",
-        "invalid",
-    )
+    FIELDS: ClassVar[tuple[str, ...]] = tuple(_FRAGMENT_COUNTERS.split())
+    reassembled: int
+    dropped: int
+    duplicate: int
+    timeout: int
+    overlap: int
+    too_large: int
+    evicted: int
+    invalid: int
 
     def __init__(self) -> None:
-        self.reassembled = 0
-        self.dropped = 0
-        self.duplicate = 0
-        self.timeout = 0
-        self.overlap = 0
-        self.too_large = 0
-        self.evicted = 0
-        self.invalid = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.FIELDS}
-
-    def __repr__(self) -> str:
-        return f"FragmentStats({self.as_dict()})"
+        super().__init__(_FRAGMENT_COUNTERS)
 
 
 class _Datagram:
@@ -203,13 +184,13 @@ class FragmentReassembler:
         buf: bytes,
         start: int,
         stop: int,
-        header_len: int,
+        ihl: int,
         tag: Any = None,
         cut: bool = False,
     ) -> Reassembled | None:
         """An IPv4 fragment: its data is ``buf[start:stop]``; ``flags_offset`` is the header's
-        16-bit flags/fragment-offset field; ``header_len`` its IHL in bytes (it counts in the
-        65,535-byte bound). ``cut``: the capture cut the fragment short."""
+        16-bit flags/fragment-offset field; ``ihl`` the header's length in bytes (it counts in
+        the 65,535-byte bound). ``cut``: the capture cut the fragment short."""
         more = bool(flags_offset & 0x2000)
         if more and (stop - start) & 7:
             stop -= (stop - start) & 7  # RFC 791: non-last fragments are 8-byte multiples
@@ -221,7 +202,7 @@ class FragmentReassembler:
             buf,
             start,
             stop,
-            header_len,
+            ihl,
             tag=tag,
             cut=cut,
         )
@@ -237,14 +218,15 @@ class FragmentReassembler:
         buf: bytes,
         start: int,
         stop: int,
-        header_len: int,
+        ext_len: int,
         tag: Any = None,
         cut: bool = False,
     ) -> Reassembled | None:
         """An IPv6 fragment: ``nxt`` and ``offset_flags`` are the fragment header's next header
         and 16-bit offset/M field, ``ident`` its identification; the data is ``buf[start:stop]``
-        (what follows the fragment header); ``header_len`` the extension headers before the
-        fragment header, which count in the reassembled payload length (RFC 8200 4.5)."""
+        (what follows the fragment header); ``ext_len`` the bytes of the extension headers
+        before the fragment header, which count in the reassembled payload length (RFC 8200
+        4.5)."""
         more = bool(offset_flags & 1)
         if more and (stop - start) & 7:
             # RFC 8200 4.5: a non-last fragment whose length is not a multiple of 8 is an error
@@ -259,7 +241,7 @@ class FragmentReassembler:
             buf,
             start,
             stop,
-            header_len,
+            ext_len,
             nxt=nxt,
             tag=tag,
             cut=cut,

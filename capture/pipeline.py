@@ -9,8 +9,8 @@ dissector listens on, and each flow (5-tuple) gets its own dissector.
 Which dissector a connection or flow gets is capture/dissectors.py's `Selection` (port hints
 such as `--decode-as`, then content, then HTTP/1 as the fallback); what a dissector is, is
 capture/dissect.py. A dissector may hand the connection over to another (`successor`: the
-choice from the first bytes, or HTTP/1.1 `Upgrade: h2c`); the connection keeps its stream and
-entry numbering.
+choice from the first bytes, HTTP/1.1 `Upgrade: h2c`, a CONNECT tunnel); the connection keeps
+its stream and entry numbering. The limits are capture/limits.py's.
 
 Cost: this runs for every captured packet, so the chain is plain calls with nothing between
 them: in-order data goes from the reassembler straight to the connection's dissector
@@ -39,13 +39,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from capture.decode import Decoder
-from capture.dissect_dns import DnsLimits
 from capture.dissectors import DEFAULT_SPECS, DissectorSpec, Selection
 from capture.entries import Identity
-from capture.http1 import HttpLimits
-from capture.http2 import Http2Limits
-from capture.protobuf import ProtoDecoder
-from capture.reassembly import Closed, Data, Gap, Opened, Reassembler, ReassemblyLimits
+from capture.limits import PipelineLimits, UdpLimits
+from capture.reassembly import Closed, Data, Gap, Opened, Reassembler
 from capture.segment import TS_MAX_NS, TS_MIN_NS
 
 if TYPE_CHECKING:
@@ -54,6 +51,8 @@ if TYPE_CHECKING:
     from capture.dissect import EntryMaker, TcpDissector, UdpDissector
     from capture.segment import Datagram, Segment
 
+__all__ = ["Output", "Pipeline", "PipelineLimits", "UdpLimits"]
+
 _SECOND_NS = 1_000_000_000
 CLOSED_REMEMBERED = 4096
 # Two views of one connection are the same packets seen at two taps of one host: their first
@@ -61,43 +60,6 @@ CLOSED_REMEMBERED = 4096
 # first packets are further apart are different connections, even with equal ISNs (crafted
 # captures reuse fixed ISNs; real stacks pick them at random, RFC 6528).
 VIEW_WINDOW_NS = _SECOND_NS
-
-
-@dataclass(frozen=True, slots=True)
-class UdpLimits:
-    """UDP flows (5-tuples) being dissected.
-
-    max_flows: past it the least recently active flow ends ("evicted", counted in
-    `udp_flows_evicted`): its pending exchanges are emitted with errors and its pcap closes.
-    idle_timeout_ns: a flow with no datagram for this long (packet time) ends ("timeout"); a
-    later datagram of the same 5-tuple starts a new flow with a new pcap.
-    """
-
-    max_flows: int = 65_536
-    idle_timeout_ns: int = 10 * _SECOND_NS
-
-
-@dataclass(frozen=True, slots=True)
-class PipelineLimits:
-    """Every bound the packet side keeps, with what happens when it is reached.
-
-    held_packets_per_conn / held_bytes_total: packets of a connection not yet recognised as HTTP
-    are held so its pcap can start at the SYN. Past either bound the oldest held packet of that
-    connection is discarded and counted in `held_packets_discarded` (the pcap then starts later;
-    entries are unaffected).
-    expire_every_ns: how often (in packet time) idle connections are looked for.
-    """
-
-    reassembly: ReassemblyLimits = field(default_factory=ReassemblyLimits)
-    http: HttpLimits = field(default_factory=HttpLimits)
-    http2: Http2Limits = field(default_factory=Http2Limits)
-    # Decodes gRPC messages to JSON in HTTP/2 entries (--proto-descriptor); None: raw fields.
-    protobuf: ProtoDecoder | None = None
-    dns: DnsLimits = field(default_factory=DnsLimits)
-    udp: UdpLimits = field(default_factory=UdpLimits)
-    held_packets_per_conn: int = 64
-    held_bytes_total: int = 32 << 20
-    expire_every_ns: int = _SECOND_NS
 
 
 @dataclass(slots=True)
@@ -117,8 +79,10 @@ class _Conn:
     index: int = 0
     held: list[tuple[int, int, bytes]] = field(default_factory=list)
     held_bytes: int = 0
-    maker: EntryMaker | None = None  # set with stream
+    # the current dissector's; made with stream, and by a successor when it first has exchanges
+    maker: EntryMaker | None = None
     view: tuple[int, int] | None = None  # its (client ISN, server ISN) in Pipeline._views
+    protocols: tuple[str, ...] = ()  # the protocols it was counted for (connections_<name>)
 
 
 class _Flow:
@@ -195,7 +159,9 @@ class Pipeline:
         self._last_ts_ns = 0
         self.counters: dict[str, int] = {
             "http_connections": 0,  # HTTP/1 (kept for compatibility: see connections_<name>)
-            "connections_dissected": 0,  # TCP connections and UDP flows given a stream
+            # TCP connections and UDP flows given a stream; connections_<protocol>: those that
+            # carried it (one handed over, by Upgrade or CONNECT, counts for each protocol)
+            "connections_dissected": 0,
             "entries": 0,
             "entries_with_error": 0,
             "held_packets_discarded": 0,
@@ -206,8 +172,6 @@ class Pipeline:
             "duplicate_views": 0,
         }
         self.errors_by_type: dict[str, int] = {}
-        # what every connection's dissector counts (bodies cut by HttpLimits.max_pending_body)
-        self.http_stats = self.selection.http_stats
 
     # -- input ---------------------------------------------------------------------------
 
@@ -367,7 +331,8 @@ class Pipeline:
             flow.maker = d.entry_maker(
                 flow, self.identity, flow.stream, self.limits.http.max_decoded
             )
-            self._count_dissected(spec.name)
+            self.counters["connections_dissected"] += 1
+            self._count_protocol(spec.name)
         append = self._out.packets.append
         for ts, frame in records:
             append((flow.stream, ts, linktype, frame))
@@ -429,14 +394,29 @@ class Pipeline:
             merged[f"decode_{key}"] = value
         for key, value in self.reassembler.stats.as_dict().items():
             merged[f"tcp_{key}"] = value
-        for key, value in self.http_stats.as_dict().items():
-            merged[f"http_{key}"] = value
+        for name, counters in self.selection.stats.items():  # each protocol's (dissect.py)
+            for key, value in counters.as_dict().items():
+                merged[f"{name}_{key}"] = value
         merged.update(self.counters)
         merged["open_connections"] = len(self._conns)
         merged["open_udp_flows"] = len(self._flows)
         for key, value in self.errors_by_type.items():
             merged[f"errors_{key.replace('-', '_')}"] = value
         return merged
+
+    def connections_text(self) -> str:
+        """ "9 connections (dns 3, http 6)" ("1 connection (http 1)"): TCP connections and UDP flows dissected, and per
+        protocol those that carried it (see `counters`), for a summary line."""
+        total = self.counters["connections_dissected"]
+        text = f"{total} connection" if total == 1 else f"{total} connections"
+        per = sorted(
+            (key[12:], n)
+            for key, n in self.counters.items()
+            if key.startswith("connections_") and key != "connections_dissected" and n
+        )
+        if not per:
+            return text
+        return f"{text} ({', '.join(f'{name} {n}' for name, n in per)})"
 
     def undecoded_text(self) -> str:
         """ "N frames not decoded (linktype_147: 2, esp: 1)": traffic in link types or tunnels
@@ -530,12 +510,10 @@ class Pipeline:
             if self._second_view(conn):
                 return
             conn.stream = self._allocate_stream()
+            self.counters["connections_dissected"] += 1
             # The roles are known now and never change: the connection's entries can be
             # prepared (the EntryMaker works out once what they all share).
-            conn.maker = d.entry_maker(
-                conn.opened, self.identity, conn.stream, self.limits.http.max_decoded
-            )
-            self._count_dissected(d.name)
+            self._maker(conn)
             self._release_held(conn)
         if d.exchanges:
             self._write_entries(conn)
@@ -565,24 +543,37 @@ class Pipeline:
 
     def _hand_over(self, conn: _Conn) -> None:
         """The dissector passed the connection on (capture/dissect.py): write what it left,
-        then carry on with its successor (following a chain of them)."""
+        then carry on with its successor (following a chain of them). The successor's
+        EntryMaker is made when it has exchanges: by then it knows the roles (a tunnel's
+        dissector may learn them from the tunnel's first bytes)."""
         d = conn.dissector
         while d.successor is not None:
-            if d.exchanges and conn.maker is not None:
-                conn.index = self._write(d.pop_exchanges(), conn.maker, conn.index)
+            if d.exchanges and conn.stream:
+                conn.index = self._write(d.pop_exchanges(), self._maker(conn), conn.index)
             d = d.successor
             conn.dissector = d
-            if conn.stream:
-                # A successor made after recognition knows its client side (the contract).
-                conn.maker = d.entry_maker(
-                    conn.opened, self.identity, conn.stream, self.limits.http.max_decoded
-                )
+            conn.maker = None
+
+    def _maker(self, conn: _Conn) -> EntryMaker:
+        """The EntryMaker of the connection's current dissector (made once it is needed), and
+        the connection counted for that dissector's protocol."""
+        maker = conn.maker
+        if maker is None:
+            d = conn.dissector
+            maker = conn.maker = d.entry_maker(
+                conn.opened, self.identity, conn.stream, self.limits.http.max_decoded
+            )
+            if d.name not in conn.protocols:
+                conn.protocols = (*conn.protocols, d.name)
+                self._count_protocol(d.name)
+        return maker
 
     def _write_entries(self, conn: _Conn) -> None:
         d = conn.dissector
         if d.exchanges:
             maker = conn.maker
-            assert maker is not None  # made with conn.stream
+            if maker is None:  # a successor's first exchanges
+                maker = self._maker(conn)
             conn.index = self._write(d.pop_exchanges(), maker, conn.index)
         if d.successor is not None:
             self._hand_over(conn)
@@ -608,9 +599,8 @@ class Pipeline:
         self.counters["entries"] += len(exchanges)
         return index
 
-    def _count_dissected(self, name: str) -> None:
+    def _count_protocol(self, name: str) -> None:
         counters = self.counters
-        counters["connections_dissected"] += 1
         key = f"connections_{name}"
         counters[key] = counters.get(key, 0) + 1
         if name == "http":

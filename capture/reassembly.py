@@ -90,13 +90,14 @@ Limits (``ReassemblyLimits``), each with what happens when it is hit:
 * The event list holds only what the calls since the last ``pop_events`` produced; the pipeline
   drains it after every ``feed``.
 
-Speed: ``feed`` is the hot path (perf-baseline.md: an object-per-flow design costs ~1.2 µs per
-segment). A pure ACK or an in-order data segment with no flags but ACK/PSH is handled inline: one
-tuple key, one dict lookup, one ``OrderedDict.move_to_end`` (exact LRU order for eviction and
-expiry, ~0.07 µs), a few slot reads and integer compares, and for data one ``Data`` built
-without the frozen dataclass ``__init__`` (see ``_DataBuilder``). Everything else (handshake,
-FIN, RST, out-of-order, ACK past a hole) goes to helper methods. scripts/bench_reassembly.py
-measures it: about 1 µs per segment on a mixed workload on the project machine.
+Speed: ``feed`` is the hot path (an object-per-flow design measured several times slower:
+../shared/reference/perf-baseline.md). A pure ACK or an in-order data segment with no flags but
+ACK/PSH is handled inline: one tuple key, one dict lookup, one ``OrderedDict.move_to_end`` (exact
+LRU order for eviction and expiry, for the price of one C call), a few slot reads and integer
+compares, and for data one ``Data`` built without the frozen dataclass ``__init__`` (see
+``capture/reassembly_events.py``). Everything else (handshake, FIN, RST, out-of-order, ACK past a
+hole) goes to helper methods; the out-of-order buffers are capture/reassembly_buffers.py's.
+scripts/bench_reassembly.py measures it (BENCHMARKS.md).
 
 Direct delivery (``on_data``, optional): most segments of an HTTP capture are exactly that
 in-order data, and queueing each as a ``Data`` event only for the caller to pop it at once costs
@@ -110,12 +111,22 @@ uses it; without it every byte comes out as ``Data`` events.
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, TypeAlias
+from typing import TYPE_CHECKING
 
 from capture.decode import tcp_options as _frame_options
+from capture.reassembly_buffers import _HALF, _MASK, ReassemblyBuffers, _Conn, _Half
+from capture.reassembly_events import (
+    Closed,
+    CloseReason,
+    Data,
+    Event,
+    Gap,
+    Opened,
+    ReassemblyLimits,
+    ReassemblyStats,
+    _new_data,
+)
 from capture.segment import ACK, FIN, RST, SYN, Segment
 
 if TYPE_CHECKING:
@@ -133,291 +144,22 @@ __all__ = [
     "ReassemblyStats",
 ]
 
-_MASK = 0xFFFFFFFF  # sequence numbers are mod 2**32
-_HALF = 0x80000000  # (a - b) & _MASK below this: a is at or after b
 _CTRL = SYN | FIN | RST  # flags that take a segment off the fast path
-_MiB = 1 << 20
-_SECOND_NS = 1_000_000_000
-
-CloseReason: TypeAlias = Literal["fin", "rst", "timeout", "evicted", "eof"]
+_DEFAULT_LIMITS = ReassemblyLimits()
 
 
-@dataclass(frozen=True)
-class ReassemblyLimits:
-    """Every buffer the reassembler keeps, with its bound (overflow behaviour in the module doc)."""
-
-    # Open connections; one more evicts the least recently active (Closed("evicted")).
-    max_connections: int = 100_000
-    # Out-of-order bytes held per connection (both sides); over it the oldest hole becomes a Gap.
-    max_buffered_per_conn: int = 4 * _MiB
-    # Out-of-order bytes held over all connections; over it the oldest buffering side is flushed.
-    max_buffered_total: int = 256 * _MiB
-    # A connection with no packet for this long (packet time) is closed with "timeout".
-    idle_timeout_ns: int = 300 * _SECOND_NS
-    # A connection closed by FIN/RST is remembered this long so late packets are attributed to
-    # it. 30 s covers retransmitted FINs and last ACKs; reuse by a new SYN is recognised anyway.
-    closed_linger_ns: int = 30 * _SECOND_NS
-    # Closed connections remembered at once; the oldest is forgotten first.
-    max_lingering: int = 100_000
-
-    def __post_init__(self) -> None:
-        if self.max_connections < 1:
-            raise ValueError("max_connections must be at least 1")
-        for name in (
-            "max_buffered_per_conn",
-            "max_buffered_total",
-            "idle_timeout_ns",
-            "closed_linger_ns",
-            "max_lingering",
-        ):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative")
-
-
-# --- events -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Opened:
-    """A new connection. Side 0 is the client (see the module doc for how it is chosen)."""
-
-    conn_id: int
-    ts_ns: int
-    family: int
-    client_ip: bytes
-    client_port: int
-    server_ip: bytes
-    server_port: int
-    syn_seen: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Data:
-    """Bytes of one side's stream, in order, directly after the previous Data/Gap of that side."""
-
-    conn_id: int
-    side: int
-    data: bytes
-    ts_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class Gap:
-    """``length`` bytes of one side's stream were lost before its next Data."""
-
-    conn_id: int
-    side: int
-    length: int
-    ts_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class Closed:
-    """The connection ended; no more events carry its conn_id."""
-
-    conn_id: int
-    reason: CloseReason
-    ts_ns: int
-
-
-Event: TypeAlias = Opened | Data | Gap | Closed
-
-
-class _DataBuilder:
-    """Same slots as ``Data``, but mutable: built with a plain ``__init__``, then re-classed.
-
-    The frozen dataclass ``__init__`` sets each field through ``object.__setattr__`` and costs
-    ~0.7 µs on this machine, more than the rest of the fast path together; this costs ~0.27 µs.
-    Assigning ``__class__`` between two classes with identical ``__slots__`` is a supported
-    CPython operation; the result is an ordinary, immutable ``Data`` (``type(ev) is Data``).
-    """
-
-    __slots__ = ("conn_id", "side", "data", "ts_ns")  # noqa: RUF023 (Data's field order)
-
-    def __init__(self, conn_id: int, side: int, data: bytes, ts_ns: int) -> None:
-        self.conn_id = conn_id
-        self.side = side
-        self.data = data
-        self.ts_ns = ts_ns
-
-
-# True when this module runs compiled by mypyc (capture/__init__.py). There a frozen dataclass
-# is built by a C constructor as fast as anything, and re-classing is refused (compiled classes
-# have fixed layouts), so the trick above is for the interpreter only.
-_COMPILED = not __file__.endswith(".py")
-
-
-def _new_data(conn_id: int, side: int, data: bytes, ts_ns: int) -> Data:
-    if _COMPILED:
-        return Data(conn_id, side, data, ts_ns)
-    ev = _DataBuilder(conn_id, side, data, ts_ns)
-    ev.__class__ = Data  # type: ignore[assignment]
-    return ev  # type: ignore[return-value]
-
-
-# --- stats --------------------------------------------------------------------------------------
-
-
-# ReassemblyStats' counters, in the order as_dict reports them. A module constant rather than
-# read back from __slots__: classes compiled by mypyc (capture/__init__.py) have no __slots__.
-_STAT_NAMES = (  # grouped by meaning; as_dict keeps this order
-    "connections",  # connections opened
-    "open_connections",  # gauge
-    "lingering",  # gauge: closed connections still remembered
-    "closed_fin",
-    "closed_rst",
-    "closed_timeout",
-    "closed_eof",
-    "evicted",  # closed because max_connections was reached
-    "reused",  # a SYN started a new connection on a known 4-tuple
-    "ignored",  # segments attributed to no connection (RST for an unknown 4-tuple)
-    "out_of_order",  # segments buffered ahead of a hole
-    "retrans_bytes",  # bytes dropped because they were delivered already
-    "overlap_bytes",  # bytes dropped because buffered bytes already covered them
-    "after_fin_bytes",  # bytes at or after their side's FIN, dropped
-    "gaps",  # Gap events
-    "gap_bytes",  # bytes reported lost
-    "ack_gaps",  # gaps found because the peer ACKed bytes we never saw
-    "keepalives",  # one-byte keep-alive probes found at a stream's start and dropped
-    "overflow_flushes",  # holes given up because a buffer limit was hit (both kinds)
-    "conn_limit_flushes",
-    "total_limit_flushes",
-    "buffered_bytes",  # gauge: out-of-order bytes held now
-    "buffered_peak",
-    "linger_dropped",  # closed connections forgotten early because of max_lingering
-)
-
-
-class ReassemblyStats:
-    """Counters (and three gauges: open_connections, lingering, buffered_bytes)."""
-
-    __slots__ = _STAT_NAMES
-
-    def __init__(self) -> None:
-        for name in _STAT_NAMES:
-            setattr(self, name, 0)
-
-    def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in _STAT_NAMES}
-
-    def __repr__(self) -> str:
-        return f"ReassemblyStats({self.as_dict()})"
-
-    connections: int
-    open_connections: int
-    lingering: int
-    closed_fin: int
-    closed_rst: int
-    closed_timeout: int
-    closed_eof: int
-    evicted: int
-    reused: int
-    ignored: int
-    out_of_order: int
-    retrans_bytes: int
-    overlap_bytes: int
-    after_fin_bytes: int
-    gaps: int
-    gap_bytes: int
-    ack_gaps: int
-    keepalives: int
-    overflow_flushes: int
-    conn_limit_flushes: int
-    total_limit_flushes: int
-    buffered_bytes: int
-    buffered_peak: int
-    linger_dropped: int
-
-
-# --- per-connection state -----------------------------------------------------------------------
-
-
-class _Conn:
-    __slots__ = ("cid", "closed", "closed_ts", "h0", "h1", "last")
-
-    def __init__(self, cid: int, ts: int) -> None:
-        self.cid = cid
-        self.last = ts  # packet time of the connection's latest segment
-        self.closed = False
-        self.closed_ts = 0
-        # set right after construction (the halves need the conn first)
-        self.h0: _Half
-        self.h1: _Half
-
-
-# Never mutated: every mutation of a direction's buffer happens after ``_insert`` gave the
-# direction its own lists (``_take`` and ``_trim_buffer_to`` only run with bytes buffered).
-_NO_SEQS: list[int] = []
-_NO_DATA: list[bytes] = []
-_NO_TIMES: list[int] = []
-
-
-class _Half:
-    """One direction: the bytes ``side`` sends. ``nxt`` is -1 until the stream start is known,
-    and -1 again once the connection is closed (so the fast path never matches a closed one)."""
-
-    __slots__ = (  # noqa: RUF023 (grouped by meaning)
-        "conn",
-        "cid",
-        "side",
-        "peer",
-        "key",
-        "nxt",  # next sequence number expected (everything before was delivered or gapped)
-        "isn",  # sequence number of this side's SYN, -1 if none seen
-        "fin",  # sequence number of this side's FIN, -1 if none seen
-        "fin_done",  # every byte before the FIN was delivered/gapped, FIN consumed
-        "probe",  # start guessed from a bare segment without SYN (maybe a keep-alive), else -1
-        "held",  # a first segment of one byte without SYN (maybe a keep-alive), else b""
-        "held_seq",  # ... its sequence number
-        "held_ts",  # ... and time
-        "bseq",  # out-of-order pieces: sequence numbers, sorted by distance from nxt ...
-        "bdat",  # ... and their bytes; never overlapping, all strictly after nxt ...
-        "btim",  # ... and the capture time of the packet each piece came in
-        "bufn",  # bytes in bdat
-        "bsince",  # packet time at which bdat became non-empty (oldest-first flushing)
-    )
-
-    def __init__(self, conn: _Conn, side: int, key: tuple[bytes, int, bytes, int]) -> None:
-        self.conn = conn
-        self.cid = conn.cid
-        self.side = side
-        self.key = key
-        self.nxt = -1
-        self.isn = -1
-        self.fin = -1
-        self.fin_done = False
-        self.probe = -1
-        self.held = b""
-        self.held_seq = 0
-        self.held_ts = 0
-        # shared empty lists until the first out-of-order piece (most directions never buffer)
-        self.bseq: list[int] = _NO_SEQS
-        self.bdat: list[bytes] = _NO_DATA
-        self.btim: list[int] = _NO_TIMES
-        self.bufn = 0
-        self.bsince = 0
-        self.peer: _Half
-
-
-# --- the reassembler ----------------------------------------------------------------------------
-
-
-class Reassembler:
+class Reassembler(ReassemblyBuffers):
     """Feed Segments in capture order; drain events with ``pop_events``."""
 
     def __init__(
         self,
-        limits: ReassemblyLimits = ReassemblyLimits(),
+        limits: ReassemblyLimits = _DEFAULT_LIMITS,
         on_data: Callable[[int, int, bytes, int], object] | None = None,
     ) -> None:
-        self.limits = limits
+        super().__init__(limits)
         # Direct delivery (see "Speed" in the module doc): on_data(conn_id, side, data, ts_ns)
         # receives the in-order segments the fast path would queue as the only pending event.
         self.on_data = on_data
-        self.stats = ReassemblyStats()
-        # Events not popped yet. Read-only for callers: a cheap "anything to pop?" test (the
-        # pipeline asks after every segment); pop_events takes them.
-        self.events: list[Event] = []
         # directed 4-tuple → that direction's state, for open and lingering connections
         self._halves: dict[tuple[bytes, int, bytes, int], _Half] = {}
         # Open connections, least recently active first: every segment moves its connection to
@@ -428,8 +170,6 @@ class Reassembler:
         self._touch = self._lru.move_to_end
         # Connections closed by FIN/RST, oldest close first.
         self._linger: OrderedDict[_Conn, None] = OrderedDict()
-        # Directions holding out-of-order bytes, in the order they started buffering.
-        self._buffering: OrderedDict[_Half, None] = OrderedDict()
         self._next_id = 1
         # Directions holding a first one-byte segment (maybe a keep-alive, see the module doc);
         # while non-zero the caller sets `frame` (or `tcp_options`) before each feed.
@@ -446,7 +186,8 @@ class Reassembler:
         if h is None or flags & _CTRL:
             return self._feed_slow(seg, h)
         # Fast path: a known 4-tuple, only ACK/PSH/URG flags. A closed connection's halves have
-        # nxt == -1, so both checks below send it to the helpers, which ignore it.
+        # nxt == -1, so both checks below send it to the helpers, which ignore it. A deliberate
+        # fast path: the ACK test is _feed_slow's again, inline (no call per segment).
         c = h.conn
         c.last = ts
         try:  # noqa: SIM105 (contextlib.suppress costs a context manager per packet)
@@ -746,193 +487,6 @@ class Reassembler:
         c = h.conn
         if c.h0.fin_done and c.h1.fin_done:
             self._close(c, "fin", ts)
-
-    # -- buffers ---------------------------------------------------------------------------------
-
-    def _insert(self, h: _Half, seq: int, payload: bytes, ts: int) -> None:
-        """Buffer ``payload`` at ``seq`` (at or after nxt), filling only holes: first bytes win."""
-        nxt = h.nxt
-        if not h.bufn:
-            h.bseq = []
-            h.bdat = []
-            h.btim = []
-        bseq = h.bseq
-        bdat = h.bdat
-        btim = h.btim
-
-        def rel(s: int) -> int:
-            return (s - nxt) & _MASK
-
-        r = rel(seq)
-        end = r + len(payload)
-        start = r
-        overlap = 0
-        i = bisect_right(bseq, r, key=rel)
-        if i:
-            prev_end = rel(bseq[i - 1]) + len(bdat[i - 1])
-            if prev_end > start:
-                overlap += min(prev_end, end) - start
-                start = prev_end
-        added = 0
-        while start < end:
-            if i < len(bseq):
-                ns = rel(bseq[i])
-                if ns < end:
-                    if ns > start:  # the hole before the next piece
-                        piece = payload[start - r : ns - r]
-                        bseq.insert(i, (nxt + start) & _MASK)
-                        bdat.insert(i, piece)
-                        btim.insert(i, ts)
-                        added += len(piece)
-                        i += 1
-                    ne = ns + len(bdat[i])
-                    overlap += min(ne, end) - ns
-                    start = ne
-                    i += 1
-                    continue
-            piece = payload if start == r else payload[start - r :]
-            bseq.insert(i, (nxt + start) & _MASK)
-            bdat.insert(i, piece)
-            btim.insert(i, ts)
-            added += len(piece)
-            break
-        st = self.stats
-        st.overlap_bytes += overlap
-        if added:
-            if not h.bufn:
-                h.bsince = ts
-                self._buffering[h] = None
-            h.bufn += added
-            st.buffered_bytes += added
-            if st.buffered_bytes > st.buffered_peak:
-                st.buffered_peak = st.buffered_bytes
-
-    def _take(self, h: _Half, k: int) -> tuple[list[bytes], list[int]]:
-        """Remove the first ``k`` buffered pieces; return their bytes and capture times."""
-        chunks = h.bdat[:k]
-        times = h.btim[:k]
-        del h.bseq[:k]
-        del h.bdat[:k]
-        del h.btim[:k]
-        size = sum(map(len, chunks))
-        h.bufn -= size
-        self.stats.buffered_bytes -= size
-        if not h.bufn:
-            del self._buffering[h]
-        return chunks, times
-
-    def _drain(self, h: _Half) -> None:
-        """Deliver the buffered pieces contiguous with nxt: one Data per run of pieces that
-        came in the same packet, with that packet's time (see "In-order data")."""
-        bseq = h.bseq
-        bdat = h.bdat
-        nxt = h.nxt
-        k = 0
-        n = len(bseq)
-        while k < n and bseq[k] == nxt:
-            nxt = (nxt + len(bdat[k])) & _MASK
-            k += 1
-        if k:
-            chunks, times = self._take(h, k)
-            h.nxt = nxt
-            events = self.events
-            start = 0
-            for j in range(1, k + 1):
-                if j == k or times[j] != times[start]:
-                    data = chunks[start] if j - start == 1 else b"".join(chunks[start:j])
-                    events.append(_new_data(h.cid, h.side, data, times[start]))
-                    start = j
-        self._fin_check(h)
-
-    def _trim_buffer_to(self, h: _Half, limit: int) -> None:
-        """Drop buffered bytes at or after sequence number ``limit`` (the FIN)."""
-        nxt = h.nxt
-        room = (limit - nxt) & _MASK
-        bseq = h.bseq
-        bdat = h.bdat
-        dropped = 0
-        k = len(bseq)
-        while k:
-            s = (bseq[k - 1] - nxt) & _MASK
-            e = s + len(bdat[k - 1])
-            if e <= room:
-                break
-            if s >= room:
-                dropped += e - s
-                k -= 1
-                continue
-            bdat[k - 1] = bdat[k - 1][: room - s]
-            dropped += e - room
-            break
-        del bseq[k:]
-        del bdat[k:]
-        del h.btim[k:]
-        if dropped:
-            self.stats.after_fin_bytes += dropped
-            h.bufn -= dropped
-            self.stats.buffered_bytes -= dropped
-            if not h.bufn:
-                del self._buffering[h]
-
-    def _gap(self, h: _Half, n: int, ts: int) -> None:
-        st = self.stats
-        st.gaps += 1
-        st.gap_bytes += n
-        self.events.append(Gap(h.cid, h.side, n, ts))
-
-    def _flush_hole(self, h: _Half, ts: int) -> None:
-        """Give up the hole before ``h``'s first buffered piece; deliver what follows it."""
-        first = h.bseq[0]
-        self._gap(h, (first - h.nxt) & _MASK, ts)
-        h.nxt = first
-        self._drain(h)
-
-    def _skip_to(self, h: _Half, target: int, ts: int) -> None:
-        """Advance ``h`` to ``target``: holes become gaps, buffered bytes on the way are
-        delivered. Stops early if buffered bytes reach past ``target``."""
-        while True:
-            t = (target - h.nxt) & _MASK
-            if t == 0 or t >= _HALF:
-                break
-            if h.bufn:
-                first = h.bseq[0]
-                r = (first - h.nxt) & _MASK
-                if r <= t:
-                    self._gap(h, r, ts)
-                    h.nxt = first
-                    self._drain(h)
-                    continue
-            self._gap(h, t, ts)
-            h.nxt = target
-            self._fin_check(h)
-            break
-
-    def _fin_check(self, h: _Half) -> None:
-        """Consume ``h``'s FIN once every byte before it is accounted for. Closing is left to
-        the caller, so loops over buffers never see the connection vanish under them."""
-        if h.nxt == h.fin and h.fin >= 0 and not h.fin_done:
-            h.fin_done = True
-            h.nxt = (h.fin + 1) & _MASK
-
-    def _enforce_limits(self, h: _Half, ts: int) -> None:
-        limits = self.limits
-        st = self.stats
-        p = h.peer
-        lim = limits.max_buffered_per_conn
-        while h.bufn + p.bufn > lim:
-            victim = h if h.bufn and (not p.bufn or h.bsince <= p.bsince) else p
-            self._flush_hole(victim, ts)
-            st.conn_limit_flushes += 1
-            st.overflow_flushes += 1
-        lim = limits.max_buffered_total
-        while st.buffered_bytes > lim:
-            victim = next(iter(self._buffering))
-            self._flush_hole(victim, ts)
-            st.total_limit_flushes += 1
-            st.overflow_flushes += 1
-            vc = victim.conn
-            if vc is not h.conn and vc.h0.fin_done and vc.h1.fin_done:
-                self._close(vc, "fin", ts)
 
     # -- ends of connections ---------------------------------------------------------------------
 

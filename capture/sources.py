@@ -12,7 +12,7 @@ Why it looks like this:
   ``struct.Struct.unpack_from``; the common record (a whole pcap record / EPB inside the buffer)
   costs one unpack, one slice and one ``yield``. Everything unusual (buffer refills, other
   blocks, errors) goes through the slower general path. See docs/internals.md and
-  ../shared/reference/perf-baseline.md (a bare dpkt reader costs ~1.8 µs per record).
+  ../shared/reference/perf-baseline.md (a bare dpkt reader is several times slower).
 * A file is never loaded whole: memory is one chunk plus at most one record (bounded by
   ``MAX_RECORD_SIZE``), so peak RSS does not depend on the capture size. We read with ``read()``
   rather than ``mmap`` so that gzip input goes through the same code and RSS stays honest.
@@ -226,7 +226,7 @@ class CaptureFile:
         buflen = len(buf)
         count = 0
         # sec * 10^9 is cached: seconds change every few thousand packets, and an int multiply
-        # allocates (this saves ~5% of the loop).
+        # allocates (a measurable share of this loop: scripts/bench_pipeline.py --stages).
         last_sec = sec_ns = -1
         try:
             while True:

@@ -186,7 +186,7 @@ class Worker:
         dropped += s.get("held_packets_discarded", 0) + self.store.stats.get("dropped_entries", 0)
         return (
             f"kshark-worker: {self.packets} packets, {s.get('decode_tcp', 0)} tcp, "
-            f"{s.get('http_connections', 0)} http connections, {s.get('entries', 0)} entries "
+            f"{self.pipeline.connections_text()}, {s.get('entries', 0)} entries "
             f"({s.get('entries_with_error', 0)} with errors), {dropped} dropped, "
             f"{s.get('tcp_gap_bytes', 0)} bytes missing from the capture, "
             f"{self.pipeline.undecoded_text()}, {len(self.capture_warnings)} capture warnings"

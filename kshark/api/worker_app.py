@@ -621,7 +621,7 @@ _METRIC_INFO: dict[str, tuple[str, str]] = {
     "packets": ("counter", "packets seen by capture or replay"),
     "dropped_kernel": ("counter", "packets the kernel dropped before capture read them"),
     "dropped_ours": ("counter", "packets kshark dropped (bounded buffers full)"),
-    "connections": ("counter", "TCP connections recognised as HTTP"),
+    "connections": ("counter", "TCP connections and UDP flows dissected"),
     "entries": ("counter", "entries the pipeline produced"),
     "errors": ("counter", "entries with an error set"),
     "last_seq": ("gauge", "seq of the newest stored entry"),

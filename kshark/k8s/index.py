@@ -98,7 +98,7 @@ def _ip(text: Any) -> str | None:
     if not isinstance(text, str) or not text:
         return None
     try:
-        # Interned: the entry side's address strings are too (capture.entries._ip_text), so a
+        # Interned: the entry side's address strings are too (capture.entry_fields._ip_text), so a
         # lookup matches the key by identity without reading the stored string.
         return sys.intern(ipaddress.ip_address(text).compressed)
     except ValueError:

@@ -146,7 +146,7 @@ def _echo_detect(first0: bytes, first1: bytes, conn: Any) -> int:
 
 ECHO = DissectorSpec(
     name="echo",
-    tcp=lambda sel: Echo(),
+    tcp=lambda sel, conn: Echo(),
     detect=_echo_detect,
     upgrade="echo-proto",
     upgraded=lambda sel, req, resp, client: Echo(req, client),
@@ -180,6 +180,46 @@ def test_without_a_match_the_connection_falls_back_to_http1() -> None:
     assert out.entries[0]["response"]["status"] == 200
     assert not Echo.made
     assert p.stats()["connections_http"] == p.stats()["http_connections"] == 1
+
+
+def test_each_protocols_counters_are_summed_into_the_pipeline_stats() -> None:
+    """A spec's `stats` object is shared by every dissector of its protocol; Pipeline.stats
+    (/status) shows it as `<protocol>_<counter>`."""
+
+    class EchoStats:
+        def __init__(self) -> None:
+            self.chunks = 0
+
+        def as_dict(self) -> dict[str, int]:
+            return {"chunks": self.chunks}
+
+    class CountingEcho(Echo):
+        def __init__(self, stats: EchoStats) -> None:
+            super().__init__()
+            self.stats = stats
+
+        def data(self, side: int, data: bytes, ts_ns: int) -> None:
+            super().data(side, data, ts_ns)
+            self.stats.chunks += 1
+
+    counted = DissectorSpec(
+        name="echo",
+        tcp=lambda sel, conn: CountingEcho(sel.stats["echo"]),
+        detect=_echo_detect,
+        stats=EchoStats,
+    )
+    junk = b"\x00\x01binary junk\r\n\r\n"  # before the status line: skipped by HTTP/1
+    frames = [
+        *_Conv().send(0, b"ECHO 1").send(1, b"two").close().frames,
+        *_Conv(client=("10.1.0.3", 40001)).send(0, b"ECHO 3").close().frames,
+        *_Conv(client=("10.1.0.4", 40002)).send(1, junk).send(0, GET).send(1, OK).close().frames,
+        *_Conv(client=("10.1.0.5", 40003)).send(1, junk).send(0, GET).send(1, OK).close().frames,
+    ]
+    _, p = _run(frames, specs=(HTTP1, counted))
+    stats = p.stats()
+    assert stats["echo_chunks"] == 3
+    assert stats["http_bytes_discarded"] == 2 * len(junk)
+    assert stats["connections_echo"] == stats["connections_http"] == 2
 
 
 def test_a_gap_ends_the_wait_for_more_bytes() -> None:
@@ -239,6 +279,104 @@ def test_upgrade_without_a_registered_protocol_ends_http_as_before() -> None:
     out, _ = _run(_Conv().send(0, upgrade).send(1, switch + b"xx").close().frames, specs=SPECS)
     assert [(e["request"]["path"], e["response"]["status"]) for e in out.entries] == [("/up", 101)]
     assert not Echo.made
+
+
+CONNECT = b"CONNECT svc.local:7777 HTTP/1.1\r\nHost: svc.local:7777\r\n\r\n"
+ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
+
+
+def test_a_connect_tunnel_hands_its_bytes_to_content_detection() -> None:
+    conv = (
+        _Conv(server=("10.1.0.2", 3128))
+        .send(0, GET)
+        .send(1, OK)
+        .send(0, CONNECT + b"ECHO one")  # sent before the answer: held until it comes
+        .send(1, ESTABLISHED + b"two")  # the tunnel's first bytes in the answer's segment
+        .send(0, b"three")
+        .close()
+    )
+    out, p = _run(conv.frames, specs=SPECS)
+    get, connect, *tunnel = out.entries
+    assert (get["request"]["path"], connect["request"]["method"]) == ("/", "CONNECT")
+    assert (connect["response"]["status"], connect["error"]) == (200, None)
+    assert [(e["data"], e["fromClient"]) for e in tunnel] == [
+        ("ECHO one", True),
+        ("two", False),
+        ("three", True),
+    ]
+    # One connection: its stream and entry numbering go on through the tunnel.
+    assert [e["index"] for e in out.entries] == [0, 1, 2, 3, 4]
+    assert {e["stream"] for e in tunnel} == {1}
+    assert len([pkt for pkt in out.packets if pkt[0] == 1]) == len(conv.frames)
+    stats = p.stats()
+    assert (stats["connections_dissected"], stats["connections_http"]) == (1, 1)
+    assert stats["connections_echo"] == 1
+    assert p.connections_text() == "1 connection (echo 1, http 1)"
+
+
+def test_http1_inside_a_tunnel_and_a_refused_connect() -> None:
+    refused = b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n"
+    conv = (
+        _Conv(server=("10.1.0.2", 3128))
+        .send(0, CONNECT)
+        .send(1, refused)  # not a tunnel: HTTP/1 goes on
+        .send(0, CONNECT)
+        .send(1, ESTABLISHED)
+        .send(0, GET)  # HTTP inside the tunnel: a new HTTP/1 dissector for it
+        .send(1, OK)
+        .close()
+    )
+    out, p = _run(conv.frames, specs=SPECS)
+    assert [
+        (e["request"]["method"], e["request"]["path"], e["response"]["status"], e["index"])
+        for e in out.entries
+    ] == [
+        ("CONNECT", "svc.local:7777", 407, 0),
+        ("CONNECT", "svc.local:7777", 200, 1),
+        ("GET", "/", 200, 2),
+    ]
+    assert not Echo.made
+    assert p.connections_text() == "1 connection (http 1)"  # counted once for HTTP
+
+
+def test_a_tls_tunnel_is_the_connect_entry_alone() -> None:
+    hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(64)
+    conv = _Conv(server=("10.1.0.2", 3128)).send(0, CONNECT).send(1, ESTABLISHED)
+    conv.send(0, hello).send(1, b"\x16\x03\x03\x00\x7a\x02" + bytes(40)).close()
+    out, _ = _run(conv.frames, specs=SPECS)
+    assert [e["request"]["method"] for e in out.entries] == ["CONNECT"]
+    assert len(out.packets) == len(conv.frames)  # the whole connection still in its pcap
+
+
+@pytest.mark.parametrize("client_side", [0, 1])
+def test_a_tunnel_is_a_connection_to_the_connect_target_port(client_side: int) -> None:
+    """Detectors and port hints see the tunnel as a connection to the CONNECT target's port
+    (tshark's rule), on the side of the tunnel's server."""
+    seen: list[tuple[int, int]] = []
+
+    def detect(first0: bytes, first1: bytes, conn: Any) -> int:
+        seen.append((conn.client_port, conn.server_port))
+        return NO
+
+    spec = DissectorSpec(name="seer", tcp=lambda sel, conn: Echo(), detect=detect)
+    sel = Selection(PipelineLimits(), (HTTP1, spec))
+    opened = _opened()
+    request = Message("CONNECT", "[fd00::1]:7777", None, None, "HTTP/1.1", [], b"", 0, False,
+                      0, T0, T0, None)  # fmt: skip
+    response = Message(None, None, 200, "OK", "HTTP/1.1", [], b"", 0, False, 0, T0, T0, None)
+    d = sel.tunnel(opened, request, response, client_side)
+    d.data(client_side, b"hello", T0)
+    assert seen[-1] == ((40000, 7777) if client_side == 0 else (7777, 80))
+    # A port hint for the target port applies to the tunnel, without looking at content.
+    hinted = Selection(PipelineLimits(), (HTTP1, ECHO), {7777: "echo"})
+    hinted.tunnel(opened, request, response, client_side).data(client_side, b"hi", T0)
+    assert [echo.seen for echo in Echo.made] == [[("data", client_side, b"hi")]]
+
+
+def _opened() -> Any:
+    from capture.reassembly import Opened
+
+    return Opened(1, T0, 4, b"\x0a\x01\x00\x01", 40000, b"\x0a\x01\x00\x02", 80, True)
 
 
 @pytest.mark.parametrize(

@@ -137,10 +137,22 @@ def test_an_unanswered_query_times_out_and_a_late_answer_is_alone() -> None:
     assert es[0]["response"] == {} and es[0]["responseSize"] == 0
     # A lone response's entry puts the responder in dst: src is the side that asked.
     assert es[1]["src"]["ip"] == "10.1.0.1" and es[1]["request"] == {}
+    assert (d.stats.queries_timeout, d.stats.responses_unpaired) == (1, 1)
     d.end("eof", T0 + 7 * S)
     (e,) = entries(d)
     assert shape(e) == (2, None, "pair-not-found")
     assert e["error"]["msg"] == "no response seen for this query (id 2; the capture ended)"
+    assert (d.stats.queries_unanswered, d.stats.flows_evicted) == (1, 0)
+
+
+def test_a_flow_evicted_with_queries_waiting_is_counted() -> None:
+    d = udp((0, query(1), T0), (0, query(2), T0 + MS))
+    d.end("evicted", T0 + 2 * MS)
+    assert [shape(e) for e in entries(d)] == [
+        (1, None, "pair-not-found"),
+        (2, None, "pair-not-found"),
+    ]
+    assert (d.stats.flows_evicted, d.stats.queries_unanswered) == (1, 2)
 
 
 def test_queries_still_waiting_when_a_flow_idles_out_are_timeouts() -> None:
@@ -154,6 +166,7 @@ def test_too_many_waiting_queries_evict_the_oldest() -> None:
     (e,) = entries(d)
     assert shape(e) == (0, None, "pair-not-found")
     assert e["error"]["msg"] == "evicted: more than max_pending=3 queries waiting"
+    assert d.stats.queries_evicted == 1
 
 
 def test_udp_rejects_what_is_not_dns() -> None:
@@ -162,6 +175,7 @@ def test_udp_rejects_what_is_not_dns() -> None:
     assert d.datagram(0, struct.pack("!HHHHHH", 1, 0x7800, 1, 0, 0, 0), T0) is False  # opcode 15
     assert d.datagram(0, struct.pack("!HHHHHH", 1, 0, 1, 0, 0, 0) + b"\x05ab", T0) is False
     assert d.exchanges == []
+    assert d.stats.messages_rejected == 3
 
 
 def test_damage_after_the_question_is_kept_as_a_dissection_error() -> None:
@@ -171,6 +185,7 @@ def test_damage_after_the_question_is_kept_as_a_dissection_error() -> None:
     assert e["error"]["type"] == "dissection"
     assert "answer 2 of 2: A record data runs past the end" in e["error"]["msg"]
     assert [a["ip"] for a in e["response"]["answers"]] == ["10.0.0.1"]
+    assert d.stats.messages_malformed == 1
 
 
 def test_a_truncated_answer_says_so() -> None:
@@ -241,6 +256,7 @@ def test_tcp_gap_resynchronises_on_the_next_message_start() -> None:
     d.end("fin", T0 + 5 * MS)
     assert [shape(e) for e in entries(d, tcp=True)] == [(1, 1, None), (3, 3, None)]
     assert d.skipped == len(framed(QUERIES[1])) - 4 + len(framed(QUERIES[1])) - 5
+    assert d.stats.bytes_skipped == d.skipped
 
 
 def test_tcp_capture_starting_mid_connection_finds_the_first_whole_message() -> None:

@@ -12,7 +12,8 @@ from typing import Any
 import orjson
 import pytest
 
-from capture.entries import Identity, build_entry, canonical_header, rfc3339_ns, summarize
+from capture.entries import Identity, build_entry, summarize
+from capture.entry_fields import canonical_header, rfc3339_ns
 from capture.http1 import Exchange, Message
 from capture.reassembly import Opened
 

@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from capture import http1
-from capture.entries import EntryBuilder, Identity, build_entry, rfc3339_ns
+from capture import http1_heads as http1
+from capture.entries import EntryBuilder, Identity, build_entry
+from capture.entry_fields import rfc3339_ns
 from capture.http1 import Exchange, HttpConnection, Message
 from capture.reassembly import Data, Event, Gap, Opened, Reassembler
 from capture.segment import ACK, FIN, PSH, SYN, Segment

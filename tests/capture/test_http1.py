@@ -447,7 +447,7 @@ def test_midstream_capture_resyncs_on_the_next_status_line() -> None:
         ]
     )
     assert conn.client_side == 0
-    assert conn.discarded == len(b"of a previous body</html>\r\n")
+    assert conn.stats.bytes_discarded == len(b"of a previous body</html>\r\n")
     assert [summary(e) for e in exs] == [
         (None, (200, b"hello"), "pair-not-found"),
         (("GET", "/a?x=1", b""), (200, b"hello"), None),
@@ -519,7 +519,7 @@ def test_max_pending_evicts_the_oldest_as_pair_not_found() -> None:
     conn = HttpConnection(HttpLimits(max_pending=3))
     conn.data(0, reqs, 1)
     early = conn.pop_exchanges()
-    assert conn.evicted == 2
+    assert conn.stats.exchanges_evicted == 2
     assert [(e.request.target, e.error and e.error[0]) for e in early if e.request] == [
         ("/0", "pair-not-found"),
         ("/1", "pair-not-found"),

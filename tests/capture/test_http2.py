@@ -277,7 +277,7 @@ def test_rst_stream_is_a_connection_error_unless_the_response_was_complete() -> 
     assert got[3].error is None and got[3].response is not None and got[3].response.status == 413
     assert got[5].error == ("connection", "stream 5 reset by the server: REFUSED_STREAM (0x7)")
     assert got[5].response is None
-    assert len(exs) == 3 and conn.resets == 4  # the late reset of stream 3 changed nothing
+    assert len(exs) == 3 and conn.stats.resets == 4  # the late reset of stream 3 changed nothing
 
 
 def test_goaway_ends_the_streams_it_did_not_process() -> None:
@@ -296,7 +296,7 @@ def test_goaway_ends_the_streams_it_did_not_process() -> None:
     )
     # stream 3 was processed but never answered: the connection's end names the GOAWAY
     assert got[3] == ("pair-not-found", "stream 3: no response")
-    assert conn.goaways == 1
+    assert conn.stats.goaways == 1
 
 
 @pytest.mark.parametrize(("reason", "kind"), [("fin", "connection"), ("timeout", "timeout")])
@@ -409,10 +409,13 @@ def test_max_streams_evicts_the_oldest_as_pair_not_found() -> None:
     pk += [d(0, b"".join(c.headers(i, req(f"/{i}"), end=True) for i in (1, 3, 5)))]
     pk += [d(1, b"".join(s.headers(i, resp(), end=True) for i in (3, 5)))]
     conn, exs = run(pk, Http2Limits(max_streams=2))
-    assert conn.evicted == 1
+    assert conn.stats.streams_evicted == 1
     got = {e.stream_id: e.error for e in exs}
     assert got == {
-        1: ("pair-not-found", "stream 1: no response"),
+        1: (
+            "pair-not-found",
+            "stream 1: no response (given up: more than max_streams=2 streams in progress)",
+        ),
         3: None,
         5: None,
     }
@@ -500,7 +503,7 @@ def test_mid_stream_start_inside_a_frame_realigns_on_the_next_frames() -> None:
             d(1, s.headers(3, resp(extra=[("x-s", "a")]), end=True)),
         ]
     )
-    assert conn.discarded == len(tail)
+    assert conn.stats.bytes_skipped == len(tail)
     [ex] = exs
     assert ex.request is not None and (ex.request.method, ex.request.target) == ("GET", "/new")
     assert ex.response is not None and ex.response.status == 200

@@ -82,7 +82,7 @@ def test_the_image_replays_the_demo_capture_with_the_compiled_modules(image: dic
                "--once")  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith(
-        "kshark-worker: 108 packets, 108 tcp, 6 http connections, 24 entries"
+        "kshark-worker: 108 packets, 108 tcp, 6 connections (http 6), 24 entries"
     )
     res = _run(rootfs, "python3", "-c",
                "import capture, capture.pipeline; print(capture.native_modules_loaded())")  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -178,3 +179,49 @@ def test_kfl_and_summaries_on_http2_entries() -> None:
     s = summarize(next(e for e in entries if e["request"]["streamId"] == 3))
     assert (s["method"], s["summary"], s["status"]) == ("POST", "/upload", 413)
     assert s["proto"]["abbr"] == "HTTP/2"
+
+
+def test_what_the_dissectors_counted_is_in_the_pipeline_stats() -> None:
+    """/status shows each protocol's counters (capture/dissect.py's DissectorStats) as
+    `http2_*`, summed over the connections."""
+    _, stats = run("h2-rst-stream.pcap")
+    assert stats["http2_resets"] == 3  # the script's three RST_STREAM frames
+    _, stats = run("h2-goaway.pcap")
+    assert stats["http2_goaways"] == 1
+    entries, stats = run("h2-midstream.pcap", decode_as={8080: "http2"})
+    # The capture joined a 9 + 4000-byte DATA frame 1000 bytes in: the rest is skipped while
+    # looking for a frame boundary.
+    assert stats["http2_bytes_skipped"] == 9 + 4000 - 1000
+    flagged = [
+        int(n)
+        for e in entries
+        if e["error"] is not None
+        for n in re.findall(r"(\d+) (?:request|response)\b", e["error"]["msg"].split(" header")[0])
+    ]
+    assert flagged and stats["http2_hpack_unknown_fields"] == sum(flagged)
+    assert stats["http2_streams_evicted"] == stats["http2_body_bytes_dropped"] == 0
+
+
+def test_limit_cuts_are_counted() -> None:
+    from capture.http2 import Http2Limits
+
+    counter = iter(range(1, 1 << 40))
+    pipeline = Pipeline(
+        Identity("127.0.0.1:30001", "127.0.0.1", "golden"),
+        lambda: next(counter),
+        PipelineLimits(http2=Http2Limits(max_streams=4, max_body=100, max_header_block=4096)),
+    )
+    entries: list[dict[str, Any]] = []
+    for ts_ns, linktype, frame in CaptureFile(FIXTURES / "h2-concurrent.pcap"):
+        pipeline.feed(ts_ns, linktype, frame)
+        entries.extend(pipeline.pop_output().entries)
+    pipeline.finish()
+    entries.extend(pipeline.pop_output().entries)
+    stats = pipeline.stats()
+    evicted = [e for e in entries if "more than max_streams=4" in (e["error"] or {}).get("msg", "")]
+    assert stats["http2_streams_evicted"] == len(evicted) > 0
+    # the 20 KB header block (CONTINUATION frames) is over max_header_block: one block skipped
+    assert stats["http2_header_blocks_lost"] == 1
+    kept = sum(len(_body(part)) for e in entries for part in (e["request"], e["response"]) if part)
+    sizes = sum(part["bodySize"] for e in entries for part in (e["request"], e["response"]) if part)
+    assert stats["http2_body_bytes_dropped"] == sizes - kept > 0

@@ -50,16 +50,7 @@ H2_CAPTURES = sorted(
 # HTTP/1.1 requests answered on h2 stream 1 (README: "+N HTTP/1.1 upgrade request(s)").
 UPGRADES = {"sv-http2-keywords2-input.pcap": 1, "sv-http2-range.pcap": 3}
 # name -> (requests, responses, gRPC calls) kshark finds, and why that differs from tshark's.
-DEVIATIONS: dict[str, tuple[int, int, int, str]] = {
-    "sv-http2-errorcode-input.pcap": (
-        1,
-        1,
-        1,
-        "one gRPC call seen on two legs; on the client→proxy leg the h2c runs inside an HTTP/1.1 "
-        "CONNECT tunnel. kshark reports that leg's CONNECT (an HTTP/1.1 entry, 200) and does not "
-        "dissect what the tunnel carries; tshark does. The proxy→server leg matches",
-    ),
-}
+DEVIATIONS: dict[str, tuple[int, int, int, str]] = {}
 
 
 _KEYS = (
@@ -137,8 +128,6 @@ def test_counts_match_tshark(name: str) -> None:
 def test_requests_and_responses_are_the_ones_tshark_decoded(name: str) -> None:
     entries = h2_entries(name)
     rows = oracle_rows(name)
-    if name in DEVIATIONS:  # the CONNECT-tunnelled leg is not dissected: compare the other one
-        rows = [r for r in rows if r["tcp"] == 1]
     want_req = Counter(
         (int(r["h2_stream"]), r["method"], r["path"], r["authority"], r.get("content_type"))
         for r in rows
@@ -179,7 +168,7 @@ def test_grpc_status_from_the_trailers_is_the_response_status(name: str) -> None
     want = sorted(
         (int(r["h2_stream"]), int(r["grpc_status"]))
         for r in oracle_rows(name)
-        if "grpc_status" in r and (name not in DEVIATIONS or r["tcp"] == 1)
+        if "grpc_status" in r
     )
     got = sorted(
         (e["response"]["streamId"], e["response"]["status"])
@@ -198,14 +187,22 @@ def test_upgraded_requests_are_the_http1_ones() -> None:
             assert e["response"]["httpVersion"] == "HTTP/2.0" and e["error"] is None
 
 
-def test_deviation_evidence_connect_leg() -> None:
+def test_h2c_inside_a_connect_tunnel_is_dissected() -> None:
+    """One gRPC call seen on two legs: client→proxy (:8888) inside an HTTP/1.1 CONNECT tunnel,
+    and proxy→server (:6233). The CONNECT stays an entry of its own; the tunnel's bytes go to
+    content detection (the h2c preface), as tshark dissects them."""
     entries = run_capture(PCAPS / "sv-http2-errorcode-input.pcap")
     connect = [e for e in entries if e["request"].get("method") == "CONNECT"]
     assert len(connect) == 1 and connect[0]["protocol"]["abbr"] == "HTTP"
-    assert connect[0]["response"]["status"] == 200
+    assert connect[0]["response"]["status"] == 200 and connect[0]["error"] is None
     assert connect[0]["request"]["url"] == "127.0.0.1:6233"
-    (call,) = [e for e in entries if e["protocol"]["abbr"] == "gRPC"]
-    assert call["dst"]["port"] == "6233"  # the proxy→server leg
+    calls = [e for e in entries if e["protocol"]["abbr"] == "gRPC"]
+    assert sorted(e["dst"]["port"] for e in calls) == ["6233", "8888"]
+    tunnelled = next(e for e in calls if e["dst"]["port"] == "8888")
+    # The same connection, its pcap and entry numbering going on after the CONNECT.
+    assert (tunnelled["stream"], tunnelled["index"]) == (connect[0]["stream"], 1)
+    assert tunnelled["request"]["grpc"]["method"] == "SayHello"
+    assert (tunnelled["response"]["status"], tunnelled["error"]) == (0, None)
 
 
 def test_grpc_calls_in_detail() -> None:

@@ -159,6 +159,29 @@ def test_dns_messages_and_pairs_match_tshark(name: str) -> None:
     assert sorted(out.closed_streams) == sorted({s for s, _, _, _ in out.packets})
 
 
+@pytest.mark.parametrize("name", [*DNS_CAPTURES, "fixtures/dns-unanswered-v6.pcap"])
+def test_what_went_unpaired_is_counted_in_the_stats(name: str) -> None:
+    """/status's `dns_*` counters (capture/dissect_dns.py's DnsStats, summed over flows) agree
+    with the entries a user sees."""
+    out, stats = run(FIXTURES / name[9:] if name.startswith("fixtures/") else PROTO / name)
+    kinds = Counter(
+        (bool(e["request"]), bool(e["response"]), e["error"]["type"] if e["error"] else None)
+        for e in out.entries
+    )
+    assert stats["dns_queries_timeout"] == kinds[True, False, "timeout"]
+    assert stats["dns_queries_unanswered"] == kinds[True, False, "pair-not-found"]
+    assert stats["dns_responses_unpaired"] == kinds[False, True, "pair-not-found"]
+    assert stats["dns_queries_evicted"] == stats["dns_flows_evicted"] == 0
+    assert stats["dns_bytes_skipped"] == stats["dns_messages_rejected"] == 0
+
+
+def test_dns_counters_of_a_capture_with_every_kind() -> None:
+    _, stats = run(PROTO / "zeek-dns-edns-ecs.pcap")  # resolver side: mostly answers
+    assert (stats["dns_responses_unpaired"], stats["dns_queries_timeout"]) == (50, 5)
+    _, stats = run(PROTO / "zeek-dns-two-responses.pcap")
+    assert stats["dns_responses_unpaired"] == 1  # the second answer to the one query
+
+
 def test_ip_fragmented_answers_are_reassembled_and_filed_whole() -> None:
     out, stats = run(PROTO / "ndpi-dns_fragmented.pcap")
     assert stats["decode_fragments_reassembled"] == 7

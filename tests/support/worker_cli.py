@@ -42,7 +42,8 @@ SHUTDOWN_BUDGET_S = 5.0
 
 SUMMARY_RE = re.compile(
     r"^kshark-worker: (?P<packets>\d+) packets, (?P<tcp>\d+) tcp, "
-    r"(?P<connections>\d+) http connections, (?P<entries>\d+) entries "
+    r"(?P<connections>\d+) connections?(?: \((?P<protocols>[a-z0-9_]+ \d+(?:, [a-z0-9_]+ \d+)*)\))?, "
+    r"(?P<entries>\d+) entries "
     r"\((?P<errors>\d+) with errors\), (?P<dropped>\d+) dropped, .* "
     r"(?P<warnings>\d+) capture warnings$"
 )
@@ -62,12 +63,18 @@ def run_once(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[s
     )
 
 
-def parse_summary(stdout: str) -> dict[str, int]:
+def parse_summary(stdout: str) -> dict[str, Any]:
+    """The --once summary line's numbers; `protocols`: connections per protocol."""
     lines = stdout.splitlines()
     assert len(lines) == 1, f"expected one summary line on stdout, got {stdout!r}"
     m = SUMMARY_RE.match(lines[0])
     assert m, f"summary line not understood: {lines[0]!r}"
-    return {k: int(v) for k, v in m.groupdict().items()}
+    out: dict[str, Any] = {k: int(v) for k, v in m.groupdict().items() if k != "protocols"}
+    protocols = m.group("protocols")
+    out["protocols"] = {
+        name: int(n) for name, n in (p.split(" ") for p in protocols.split(", "))
+    } if protocols else {}  # fmt: skip
+    return out
 
 
 # ---- the data directory ------------------------------------------------------------------------

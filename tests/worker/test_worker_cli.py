@@ -51,7 +51,7 @@ DEMO_CONNECTIONS = 6
 DEMO_ENTRIES = 24
 
 
-def once_ok(data_dir: Path, *pcaps: Path | str) -> dict[str, int]:
+def once_ok(data_dir: Path, *pcaps: Path | str) -> dict[str, Any]:
     args = [a for p in pcaps for a in ("--pcap", str(p))]
     res = run_once(*args, "--data-dir", str(data_dir))
     assert res.returncode == 0, res.stderr
@@ -88,6 +88,7 @@ def test_once_replays_the_demo_into_files_named_per_entry_md(tmp_path: Path) -> 
     summary = parse_summary(res.stdout)
     assert summary["packets"] == DEMO_PACKETS
     assert summary["connections"] == DEMO_CONNECTIONS
+    assert summary["protocols"] == {"http": DEMO_CONNECTIONS}
     assert summary["entries"] == DEMO_ENTRIES
     assert summary["errors"] == summary["dropped"] == summary["warnings"] == 0
 
