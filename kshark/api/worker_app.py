@@ -527,7 +527,7 @@ class WorkerApp:
         out["clients_missed_total"] = self.clients_missed_total
         out["entries_sent_total"] = self.entries_sent_total
         # The most lagging first, at most MAX_STATUS_CLIENTS, queries shortened (status_caps).
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "id": c.id,
                 "remote": c.remote,
