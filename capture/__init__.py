@@ -1,22 +1,37 @@
 """Packets to entries: pure, synchronous, sans-IO (see docs/internals.md).
 
-The hot modules are also compiled to C with mypyc (scripts/build_native.py): the same source,
-type-checked strictly already, runs markedly faster compiled (BENCHMARKS.md), which is what
-lets a Python worker write entries faster than tshark lists two fields. The build goes to `.native/<digest>/` beside
-the package, named by a digest of the sources it was built from, and is used only when that
-digest matches the sources here now: an edited module can never run as stale machine code, it
-just runs as Python until the next build. `KSHARK_PURE=1` in the environment forces pure Python
-(the test suite runs the capture tests both ways).
+The hot modules are also compiled to C with mypyc: the same source, type-checked strictly
+already, runs markedly faster compiled (BENCHMARKS.md), which is what lets a Python worker write
+entries faster than tshark lists two fields. Where the compiled modules come from depends on how
+kshark was installed:
+
+- from a wheel (`pip install .`, the container image): setup.py compiled them into the wheel,
+  beside their sources, where Python's import prefers them;
+- from a source checkout (`scripts/setup`, an editable install): scripts/build_native.py builds
+  them into `.native/<digest>/` beside the package, named by a digest of the sources they were
+  built from, and they are used only when that digest matches the sources here now: an edited
+  module can never run as stale machine code, it just runs as Python until the next build.
+
+Without a C compiler neither build happens and the modules run as Python. `KSHARK_PURE=1` in the
+environment forces pure Python either way (the test suite runs the capture tests both ways).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import os
 import sys
+from collections.abc import Sequence
+from importlib.machinery import ModuleSpec
 from pathlib import Path
+from types import ModuleType
 
-# Compiled together, in one mypyc group (calls between them are then direct C calls). Not
+# The one list of compiled modules: scripts/build_native.py and setup.py (which reads it with
+# `ast`, without importing capture) compile these, together, in one mypyc group (calls between
+# them are then direct C calls). A literal tuple of names, so that setup.py can read it. Not
 # sources.py: mypyc 2.4 emits C that does not compile for its iterator (`__next__` returning a
 # tuple), and reading is a small share of the cost.
 NATIVE_MODULES = (
@@ -69,10 +84,35 @@ def source_digest() -> str:
     return h.hexdigest()[:20]
 
 
+class _SourcesFirst(importlib.abc.MetaPathFinder):
+    """Finds the compiled modules' sources even where their extension modules sit beside them."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        package, _, name = fullname.rpartition(".")
+        if package != __name__ or name not in NATIVE_MODULES:
+            return None
+        return importlib.util.spec_from_file_location(fullname, _HERE / f"{name}.py")
+
+
+def _compiled_beside() -> bool:
+    """Whether this is a wheel with the compiled modules in the package itself (setup.py)."""
+    return any(
+        (_HERE / f"{NATIVE_MODULES[0]}{suffix}").is_file()
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES
+    )
+
+
 def _use_native() -> str | None:
-    """Put the matching native build, if there is one, in front of the sources."""
+    """Where the compiled modules load from, putting a matching .native build in front of the
+    sources; None when the modules run as Python."""
     if os.environ.get("KSHARK_PURE"):
+        if _compiled_beside():
+            sys.meta_path.insert(0, _SourcesFirst())
         return None
+    if _compiled_beside():
+        return str(_HERE)
     try:
         build = NATIVE_ROOT / source_digest()
     except OSError:
@@ -85,7 +125,8 @@ def _use_native() -> str | None:
     return str(build)
 
 
-# The build directory in use, or None when the modules run as Python.
+# Where the compiled modules load from (a .native build, or the installed package's directory),
+# or None when the modules run as Python.
 NATIVE_BUILD = _use_native()
 
 

@@ -44,6 +44,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests.support: helpers shared with the tests
+
+from tests.support.api import masked_text_frame  # noqa: E402
+from tests.support.procstat import cpu_seconds  # noqa: E402
+
 OUT = ROOT / "bench-out"
 PY = str(ROOT / ".venv" / "bin" / "python")
 WORKER = str(ROOT / ".venv" / "bin" / "kshark-worker")
@@ -63,20 +68,6 @@ STEP_TIMEOUT_S = 30.0
 SUBNET = "10.213.231"  # only ever configured inside the namespaces this script creates
 
 # ---- a lean websocket client (server frames are unmasked; ours are masked) ---------------------
-
-
-def masked_text(text: str) -> bytes:
-    payload = text.encode()
-    mask = os.urandom(4)
-    n = len(payload)
-    if n < 126:
-        head = bytes([0x81, 0x80 | n])
-    elif n < 65536:
-        head = bytes([0x81, 0x80 | 126]) + n.to_bytes(2, "big")
-    else:
-        head = bytes([0x81, 0x80 | 127]) + n.to_bytes(8, "big")
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return head + mask + masked
 
 
 async def ws_handshake(host: str, port: int, path: str) -> tuple[Any, bytearray]:
@@ -179,7 +170,7 @@ async def read_history(port: int, clients: int, expected: int) -> dict[str, Any]
             nbytes[i] += e - s
             return got[i] >= expected
 
-        await stream.send_all(masked_text(""))
+        await stream.send_all(masked_text_frame(""))
         await ws_read(stream, buf, on_message)
         took[i] = time.perf_counter() - t0
         await stream.aclose()
@@ -211,7 +202,7 @@ async def follow(port: int) -> dict[str, Any]:
     import trio
 
     stream, buf = await ws_handshake("127.0.0.1", port, "/api/wsFull")
-    await stream.send_all(masked_text(json.dumps({"query": "", "history": False})))
+    await stream.send_all(masked_text_frame(json.dumps({"query": "", "history": False})))
     deadline = time.monotonic() + STEP_TIMEOUT_S
     while not any(c.get("path") == "/api/wsFull" for c in _status(port).get("clients", [])):
         if time.monotonic() > deadline:
@@ -497,13 +488,6 @@ def wait_tcp(ns: str, ip: str, port: int) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"nothing listens on {ip}:{port} in {ns}")
         time.sleep(0.05)
-
-
-def cpu_seconds(pid: int) -> float:
-    """user+system CPU seconds of one process so far (/proc/PID/stat fields 14 and 15)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_delay_seconds(pid: int) -> float:

@@ -41,6 +41,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests.support: helpers shared with the tests
+
+from capture.pipeline import Output  # noqa: E402
+from tests.support.api import masked_text_frame  # noqa: E402
+from tests.support.procstat import cpu_seconds  # noqa: E402
+from tests.support.rawhttp import free_port  # noqa: E402
+
 PY = str(ROOT / ".venv" / "bin" / "python")
 HUB = str(ROOT / ".venv" / "bin" / "kshark-hub")
 
@@ -51,7 +58,6 @@ LIVE_SECONDS = 8.0
 BODY = b"{" + b'"k": "value", ' * 70 + b'"end": 1}'  # ~1 KB JSON body
 STEP_TIMEOUT_S = 60.0
 _BENCH_KEY = b'"xBenchWrittenNs":'
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # ---- the worker process ------------------------------------------------------------------------
@@ -103,13 +109,6 @@ def make_entry(
     return entry
 
 
-class _Output:
-    def __init__(self, entries: list[dict[str, Any]]) -> None:
-        self.entries = entries
-        self.packets: list[Any] = []
-        self.closed_streams: list[int] = []
-
-
 async def worker_main(data_dir: str, port: int, history: int, rate: float) -> None:
     """Fill a store, serve it; with a rate, write live entries from the first stdin line on."""
     import trio
@@ -126,7 +125,7 @@ async def worker_main(data_dir: str, port: int, history: int, rate: float) -> No
             make_entry(worker, store.allocate_stream(), ts + i)
             for i in range(start, min(history, start + 500))
         ]
-        store.write(_Output(batch))  # type: ignore[arg-type]
+        store.write(Output(batch))
     app = WorkerApp(store, stats_provider=lambda: {"worker": worker})
     async with trio.open_nursery() as nursery:
         await nursery.start(serve, app, "127.0.0.1", port)
@@ -139,24 +138,12 @@ async def worker_main(data_dir: str, port: int, history: int, rate: float) -> No
             while True:
                 now_ms = int(time.time() * 1000)
                 entry = make_entry(worker, store.allocate_stream(), now_ms, time.time_ns())
-                store.write(_Output([entry]))  # type: ignore[arg-type]
+                store.write(Output([entry]))
                 next_at += interval
                 await trio.sleep_until(next_at)
 
 
 # ---- processes ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
 class Proc:
@@ -215,14 +202,6 @@ def start_hub(ports: list[int]) -> tuple[Proc, int]:
 # ---- a lean websocket client -------------------------------------------------------------------
 
 
-def masked_text(text: str) -> bytes:
-    payload = text.encode()
-    mask = os.urandom(4)
-    n = len(payload)
-    head = bytes([0x81, 0x80 | n]) if n < 126 else bytes([0x81, 0xFE]) + n.to_bytes(2, "big")
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
 async def ws_stream(port: int, first: str, on_message: Any) -> None:
     """Open /api/wsFull, send `first`, feed each text message's bytes to on_message(recv_ns,
     data) until it returns True (server frames are unmasked and, from our servers, unfragmented
@@ -240,7 +219,7 @@ async def ws_stream(port: int, first: str, on_message: Any) -> None:
         buf += await stream.receive_some(65536)
     _, _, rest = bytes(buf).partition(b"\r\n\r\n")
     buf = bytearray(rest)
-    await stream.send_all(masked_text(first))
+    await stream.send_all(masked_text_frame(first))
     pos = 0
     try:
         while True:

@@ -45,7 +45,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 CLUSTER_SH = ROOT.parent / "shared" / "tools" / "kubernetes" / "cluster.sh"
 S = 1_000_000_000
 PODS_PER_NODE = 110  # Kubernetes' default; decides how many Node objects the cluster gets

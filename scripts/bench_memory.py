@@ -21,8 +21,6 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-
 from bench import timed  # noqa: E402
 from make_hostile_fixtures import Conversation, S, get, ok, pcap  # noqa: E402
 

@@ -2,7 +2,7 @@
 """The dashboard at a high entry rate, in Debian's Chromium; prints a markdown section
 (scripts/bench, issue 11).
 
-A feeder (tests/web/feeder.py: the worker API over a real store, writing synthetic entries of
+A feeder (tests/support/feeder.py: the worker API over a real store, writing synthetic entries of
 ENTRY.md's shape at a steady rate) serves the dashboard; Chromium (headless, Playwright) opens it
 and the feeder writes RATE entries/s for SECONDS. Measured through the DevTools protocol:
 
@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "web"))
+sys.path.insert(0, str(ROOT))  # tests.support: helpers shared with the tests
 
-from feeder import Feeder  # noqa: E402
-from web_support import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from tests.support.feeder import Feeder  # noqa: E402
+from tests.support.web import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
 LONG_TASK_MS = 50.0
 TRACE_CATEGORIES = ["toplevel", "devtools.timeline", "disabled-by-default-devtools.timeline"]

@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from tests.support.rawhttp import free_port
+
+pytestmark = pytest.mark.slow  # sets up, starts a worker and a hub, runs wscat
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_demo_check_streams_entries_through_the_hub() -> None:
     env = dict(
         os.environ,
-        KSHARK_DEMO_WORKER_PORT=str(_free_port()),
-        KSHARK_DEMO_HUB_PORT=str(_free_port()),
+        KSHARK_DEMO_WORKER_PORT=str(free_port()),
+        KSHARK_DEMO_HUB_PORT=str(free_port()),
     )
     res = subprocess.run(
         [str(ROOT / "scripts" / "demo"), "--check"],

@@ -1,26 +1,21 @@
 #!/bin/sh
 # Runs INSIDE the image's root filesystem (chroot), called by scripts/build-image as an
-# mmdebstrap customize hook. Installs kshark into /opt/kshark from the wheels that
-# scripts/build-image downloaded from PyPI on the host (the chroot has no PyPI access of its
-# own: no pip configuration, no certificates beyond Debian's), compiles the capture modules
-# with mypyc against the image's own Python, then removes the compiler again.
-#   /tmp/kshark-build/wheels   kshark's wheel, its dependencies', mypy's (build only)
-#   /tmp/kshark-build/src      the source tree (scripts/build_native.py and capture/)
+# mmdebstrap customize hook. Builds kshark's wheel with the capture modules compiled by mypyc
+# (setup.py) against the image's own Python, installs it into /opt/kshark with its dependencies
+# from the wheels that scripts/build-image downloaded from PyPI on the host (the chroot has no
+# PyPI access of its own: no pip configuration, no certificates beyond Debian's), then removes
+# the compiler again.
+#   /tmp/kshark-build/wheels   kshark's dependencies' wheels, and setuptools', wheel's and
+#                              mypy's (the build's, setup.py's build-system requires)
+#   /tmp/kshark-build/src      the source tree kshark's wheel is built from
 #   /tmp/kshark-build/kshark-probe   the pods' exec probe (deploy/image/kshark-probe)
 set -eu
 B=/tmp/kshark-build
 python3 -m venv /opt/kshark
-/opt/kshark/bin/pip install -q --no-index --find-links "$B/wheels" kshark
-
-# The mypyc build (capture/__init__.py loads it from <site-packages>/.native/<digest>/ when the
-# digest of the installed sources matches). Built here, not on the host, so that it is compiled
-# against exactly the Python it will run under.
-python3 -m venv "$B/buildvenv"
-"$B/buildvenv/bin/pip" install -q --no-index --find-links "$B/wheels" mypy
-(cd "$B/src" && "$B/buildvenv/bin/python" scripts/build_native.py)
-site=$(/opt/kshark/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-mkdir -p "$site/.native"
-mv "$B/src/.native/"* "$site/.native/"
+# KSHARK_MYPYC=1: a compiler missing here fails the build instead of making a slower image.
+KSHARK_MYPYC=1 /opt/kshark/bin/pip wheel -q --no-index --find-links "$B/wheels" --no-deps \
+  --wheel-dir "$B/dist" "$B/src"
+/opt/kshark/bin/pip install -q --no-index --find-links "$B/wheels" "$B"/dist/kshark-*.whl
 /opt/kshark/bin/python - <<'PY'
 import capture, capture.pipeline  # noqa: F401  (loads the compiled group)
 loaded = capture.native_modules_loaded()

@@ -239,7 +239,6 @@ class Relay:
             self._connected(sock.local)
             end.connected = True
             try:
-                await self._announce("up")
                 await self._pump(sock, end)
             finally:
                 self._disconnected(sock.local)
@@ -281,6 +280,7 @@ class Relay:
         budget = self.budget
         dumps = orjson.dumps
         first = True
+        serving = False
         binary_seen = 0
         while True:
             messages = await self._receive(sock)
@@ -288,6 +288,11 @@ class Relay:
             if sock.binary_dropped != binary_seen:
                 self._drop(batch, "binary frames", sock.binary_dropped - binary_seen)
                 binary_seen = sock.binary_dropped
+            if not serving and messages and not messages[0].startswith(b'{"error":'):
+                # `up` once the worker serves the stream: one still starting (or refusing the
+                # query) completes the handshake, then sends an error frame and closes.
+                serving = True
+                await self._announce("up")
             if first:
                 first = False
                 if messages and messages[0].startswith(_POSITION_PREFIX):

@@ -98,7 +98,7 @@ class _Pod(NamedTuple):
     wire: Wire
 
     def same(self, other: Any) -> bool:
-        return self[:-1] == other[:-1]
+        return bool(self[:-1] == other[:-1])
 
 
 class _Node(NamedTuple):
@@ -106,7 +106,7 @@ class _Node(NamedTuple):
     ips: tuple[str, ...]
 
     def same(self, other: Any) -> bool:
-        return self == other
+        return bool(self == other)
 
 
 class _Service(NamedTuple):
@@ -116,7 +116,7 @@ class _Service(NamedTuple):
     wire: Wire
 
     def same(self, other: Any) -> bool:
-        return self[:-1] == other[:-1]
+        return bool(self[:-1] == other[:-1])
 
 
 class _Slice(NamedTuple):
@@ -132,7 +132,7 @@ class _Slice(NamedTuple):
     wire: Wire
 
     def same(self, other: Any) -> bool:
-        return self[:-2] == other[:-2]
+        return bool(self[:-2] == other[:-2])
 
 
 def _ip(text: Any) -> str | None:
@@ -314,7 +314,7 @@ class ResolutionIndex:
         # What `resolve` reads: per IP with a history, its one record when that is the whole
         # answer at any time and port (one item, no by-port table: nearly every address), else
         # its history list. Kept by _publish whenever the history changes.
-        self._now: dict[str, Record | list[_Item]] = {}
+        self._now: dict[str, Record | list[_Item] | None] = {}
         self._unowned: dict[str, None] = {}  # insertion order = order they were released in
         self._objects: dict[str, dict[Any, Any]] = {kind: {} for kind in KINDS}
         # kind → ip → {object key: claim number}; the highest number is the newest claim.
@@ -337,7 +337,7 @@ class ResolutionIndex:
         # (the packet side went through a batch of packets in between): one dict lookup and
         # the record for nearly every address (_now), no allocation.
         found = self._now.get(ip)
-        if type(found) is list:
+        if isinstance(found, list):
             return self._at(found, port, ts_ns)
         return found
 

@@ -26,7 +26,13 @@ import trio
 from kshark.k8s.api import ApiClient
 from kshark.k8s.config import ClusterConfig
 from kshark.k8s.index import ResolutionIndex
-from kshark.k8s.listwatch import WATCH_TIMEOUT_SECONDS, ApiPath, ListWatch
+from kshark.k8s.listwatch import (
+    BACKOFF_INITIAL,
+    BACKOFF_MAX,
+    WATCH_TIMEOUT_SECONDS,
+    ApiPath,
+    ListWatch,
+)
 
 log = logging.getLogger("kshark.k8s")
 
@@ -60,11 +66,8 @@ class Resolver:
         self.config = config
         self.index = index if index is not None else ResolutionIndex()
         self.watch_timeout = watch_timeout
-        self.backoff = {
-            name: value
-            for name, value in (("backoff_initial", backoff_initial), ("backoff_max", backoff_max))
-            if value is not None
-        }
+        self.backoff_initial = BACKOFF_INITIAL if backoff_initial is None else backoff_initial
+        self.backoff_max = BACKOFF_MAX if backoff_max is None else backoff_max
         self.loops: dict[str, ListWatch] = {}
         self.started_at = time.time()
         self.synced_at: float | None = None
@@ -79,7 +82,8 @@ class Resolver:
                     paths,
                     self.index.sink(kind),
                     watch_timeout=self.watch_timeout,
-                    **self.backoff,
+                    backoff_initial=self.backoff_initial,
+                    backoff_max=self.backoff_max,
                 )
                 self.loops[kind] = loop
                 await nursery.start(loop.run)

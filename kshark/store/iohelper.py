@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 if __package__:
     from kshark.store import fileio
 else:  # the helper process, started by path (see above): this directory is sys.path[0]
-    import fileio  # type: ignore[no-redef]
+    import fileio  # type: ignore[no-redef, import-not-found]  # found at run time only
 
 if TYPE_CHECKING:
     import subprocess

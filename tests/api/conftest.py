@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 import trio
-from api_support import RunningApi, start_worker_api
+
+from tests.support.api import RunningApi, start_worker_api
 
 
 @pytest.fixture

@@ -12,8 +12,10 @@ import orjson
 import pytest
 import trio
 import trio.testing
-from api_support import RawWsClient, start_worker_api, wait_until, write_entries
 from wsproto.events import CloseConnection, Ping, TextMessage
+
+from tests.support.api import RawWsClient, start_worker_api, write_entries
+from tests.support.rawhttp import wait_until
 
 
 def spy_on_streams(app) -> list:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import trio
-from api_support import get, http_request, read_reply
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from kshark.api.httpserver import Request, Response, ServerLimits, serve, text_response
+from tests.support.rawhttp import get, http_request, read_reply
 
 BUDGET = 10
 

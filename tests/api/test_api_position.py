@@ -9,12 +9,13 @@ from pathlib import Path
 import orjson
 import pytest
 import trio
-from api_support import drain, get, http_request, loads, wait_until, write_entries
 from trio_websocket import open_websocket_url
 
 from kshark.api.httpserver import Request
 from kshark.store import Store
 from kshark.store.identity import IDENTITY_FILE, read_identity
+from tests.support.api import drain, write_entries
+from tests.support.rawhttp import get, http_request, loads, wait_until
 
 BUDGET = 10  # seconds for any one test's I/O
 

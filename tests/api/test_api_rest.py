@@ -9,19 +9,12 @@ import socket
 import dpkt
 import pytest
 import trio
-from api_support import (
-    FAKE_STATS,
-    Output,
-    get,
-    http_request,
-    loads,
-    make_entry,
-    read_reply,
-    start_worker_api,
-    wait_until,
-    write_entries,
-)
+import trio.testing
 from trio_websocket import open_websocket_url
+
+from capture.pipeline import Output
+from tests.support.api import FAKE_STATS, make_entry, start_worker_api, write_entries
+from tests.support.rawhttp import get, http_request, loads, read_reply, wait_until
 
 BUDGET = 10
 
@@ -263,9 +256,8 @@ async def test_status_reports_counters_storage_and_client_lag(api, store):
 
 
 async def test_status_shows_a_stalled_clients_lag(nursery, store):
-    from api_support import RawWsClient
-
     from kshark.api.entry_stream import StreamLimits
+    from tests.support.api import RawWsClient
 
     api = await start_worker_api(nursery, store, limits=StreamLimits(batch_entries=4))
     with trio.fail_after(BUDGET):
@@ -274,14 +266,10 @@ async def test_status_shows_a_stalled_clients_lag(nursery, store):
         client = await RawWsClient.connect(api.port, "/api/wsFull", rcvbuf=4096)
         try:
             await client.send_text("")
-            # It stops where its socket is full; the server holds one batch for it.
-            previous = -1
-            while True:
-                await trio.sleep(0.2)
-                (c,) = api.app.clients.values()
-                if c.seq == previous:
-                    break
-                previous = c.seq
+            # It stops where its socket is full; the server holds one batch for it. Entries went
+            # (the filter compiled), then no task can run and no socket is ready.
+            await wait_until(lambda: any(c.buffered_bytes > 0 for c in api.app.clients.values()))
+            await trio.testing.wait_all_tasks_blocked()
             status = loads((await get(api.port, "/status")).body)
         finally:
             await client.aclose()

@@ -8,10 +8,11 @@ import orjson
 import pytest
 import trio
 import trio.testing
-from api_support import RawWsClient, get, loads, start_worker_api, wait_until, write_entries
 from trio_websocket import open_websocket_url
 
 from kshark.api.entry_stream import StreamLimits
+from tests.support.api import RawWsClient, start_worker_api, write_entries
+from tests.support.rawhttp import get, loads, wait_until
 
 
 async def test_stalled_client_beside_a_fast_one(nursery, store):
@@ -247,7 +248,7 @@ class ScriptedStore:
 
 
 async def test_deleted_entries_at_the_end_of_a_batch_are_counted_once(nursery):
-    from api_support import make_entry
+    from tests.support.api import make_entry
 
     entries = [make_entry(n, 0) for n in range(1, 8)]
     store = ScriptedStore(entries, deleted={6, 7})
@@ -267,7 +268,7 @@ async def test_deleted_entries_at_the_end_of_a_batch_are_counted_once(nursery):
 
 
 async def test_a_batch_of_only_deleted_entries_is_counted_once(nursery):
-    from api_support import make_entry
+    from tests.support.api import make_entry
 
     entries = [make_entry(n, 0) for n in range(1, 7)]
     store = ScriptedStore(entries, deleted={4, 5, 6})

@@ -6,8 +6,10 @@ from typing import Any
 
 import orjson
 import trio
-from api_support import RawWsClient, drain, loads, wait_until, write_entries
 from trio_websocket import open_websocket_url
+
+from tests.support.api import RawWsClient, drain, write_entries
+from tests.support.rawhttp import loads, wait_until
 
 BUDGET = 10  # seconds for any one test's I/O
 
@@ -280,10 +282,10 @@ async def test_first_frame_sent_with_the_handshake_is_not_lost(api, store):
 
 
 async def test_idle_stream_gets_pings(nursery, store):
-    from api_support import start_worker_api
     from wsproto.events import Ping
 
     from kshark.api.entry_stream import StreamLimits
+    from tests.support.api import start_worker_api
 
     api = await start_worker_api(nursery, store, limits=StreamLimits(ping_interval=0.2))
     with trio.fail_after(BUDGET):
@@ -299,9 +301,8 @@ async def test_idle_stream_gets_pings(nursery, store):
 
 
 async def test_a_client_that_never_sends_its_query_is_told_and_closed(nursery, store):
-    from api_support import start_worker_api
-
     from kshark.api.entry_stream import StreamLimits
+    from tests.support.api import start_worker_api
 
     api = await start_worker_api(nursery, store, limits=StreamLimits(first_frame_timeout=0.2))
     with trio.fail_after(BUDGET):
@@ -312,10 +313,9 @@ async def test_a_client_that_never_sends_its_query_is_told_and_closed(nursery, s
 
 
 async def test_before_the_worker_has_a_store_rest_is_503_and_streams_1013(nursery):
-    from api_support import get
-
     from kshark.api.httpserver import serve
     from kshark.api.worker_app import WorkerApp
+    from tests.support.rawhttp import get
 
     box: list = []  # the worker fills this once its store exists
     app = WorkerApp(lambda: box[0])

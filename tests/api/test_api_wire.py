@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from api_support import make_entry
 
 from kshark.api.wire import (
     Projection,
@@ -16,6 +15,7 @@ from kshark.api.wire import (
     gap_frame,
     parse_first_frame,
 )
+from tests.support.api import make_entry
 
 
 @pytest.mark.parametrize(

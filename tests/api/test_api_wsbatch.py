@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 import trio
-from api_support import write_entries
 from trio_websocket import ConnectionClosed, open_websocket_url
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
@@ -17,6 +16,7 @@ from wsproto.events import AcceptConnection, Request, TextMessage
 import kshark.api.wsbatch as wsbatch
 from kshark.api.httpserver import ServerLimits, serve
 from kshark.api.wsbatch import can_batch, frame_header, send_texts
+from tests.support.api import write_entries
 
 TEXTS: list[str | bytes] = ["one", b"two", "x" * 70_000, "Grüße, 世界".encode(), "ε" * 200, ""]
 EXPECTED = ["one", "two", "x" * 70_000, "Grüße, 世界", "ε" * 200, ""]

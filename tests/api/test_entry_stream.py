@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_support import write_entries
 
 from kshark.api.entry_stream import (
     BATCH_END,
@@ -26,6 +25,7 @@ from kshark.api.kfl_thread import EVAL_SLICE_SECONDS
 from kshark.api.wire import StreamRequest
 from kshark.kfl import compile_query
 from kshark.store import Store
+from tests.support.api import write_entries
 
 
 @pytest.fixture

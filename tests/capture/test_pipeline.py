@@ -7,11 +7,11 @@ import gzip
 import struct
 
 import pytest
-from flows import T0, TcpFlow, ether, run
 
 from capture.http1 import HttpLimits
 from capture.pcapwrite import group_records
 from capture.pipeline import PipelineLimits
+from tests.support.flows import T0, TcpFlow, ether, run
 
 
 def exchange(flow: TcpFlow, request: bytes, response: bytes) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.image
+pytestmark = [pytest.mark.image, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT_S = 900.0

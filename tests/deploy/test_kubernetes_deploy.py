@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_cluster import Cluster
-from manifests import build, container, copy_with_tokens, find
+
+from tests.support.deploy_cluster import Cluster
+from tests.support.manifests import build, container, copy_with_tokens, find
 
 pytestmark = pytest.mark.kubernetes
 

@@ -23,8 +23,10 @@ from typing import Any
 import orjson
 import pytest
 import trio
-from deploy_cluster import Cluster
-from manifests import (
+from trio_websocket import ConnectionRejected, open_websocket_url
+
+from tests.support.deploy_cluster import Cluster
+from tests.support.manifests import (
     PROBE,
     REPO,
     build,
@@ -34,7 +36,7 @@ from manifests import (
     copy_with_tokens,
     find,
 )
-from trio_websocket import ConnectionRejected, open_websocket_url
+from tests.support.rawhttp import free_port
 
 VENV_BIN = Path(sys.executable).parent
 DEMO_PCAP = REPO / "fixtures" / "demo.pcap"
@@ -43,12 +45,6 @@ STEP_TIMEOUT_S = 60.0
 
 
 pytestmark = pytest.mark.kubernetes
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _loopback_address() -> str:
@@ -136,7 +132,7 @@ def deployment(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> It
     # The hub: the Deployment's command line, with the hub ServiceAccount's credentials.
     hc = container(find(built, "Deployment", "kshark-hub"), "hub")
     henv = container_env(hc, {"metadata.namespace": NS})
-    hub_port = _free_port()
+    hub_port = free_port()
     local = {
         "--host": "127.0.0.1",
         "--port": str(hub_port),
@@ -249,8 +245,7 @@ def test_entries_name_the_node_by_its_node_name_and_never_by_the_worker_pod(
     spec.nodeName as --node-name), and resolution agrees with it: the node's own address names
     the Node, never the worker pod, which is hostNetwork and so reports that address as its
     podIP."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    from make_k8s_fixtures import connection, pcap
+    from scripts.make_k8s_fixtures import connection, pcap
 
     d = deployment
     cluster, ip = d["cluster"], d["worker_ip"]
@@ -272,7 +267,7 @@ def test_entries_name_the_node_by_its_node_name_and_never_by_the_worker_pod(
     local = {
         "--iface": None,
         "--filter": None,
-        "--port": str(_free_port()),
+        "--port": str(free_port()),
         "--data-dir": str(tmp_path / "data"),
         "--token-file": str(d["tokens"]["worker-token"]),
     }

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from manifests import (
+
+from tests.support.manifests import (
     BASE,
     PROBE,
     build,

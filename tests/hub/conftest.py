@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 import trio
-from hub_support import FakeWorker
+
+from tests.support.hub import FakeWorker
 
 MakeWorker = Callable[..., Awaitable[FakeWorker]]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import trio
-from hub_support import scripted_server
 
 from kshark.hub.httpclient import MAX_HEAD, UpstreamError, http_get
+from tests.support.hub import scripted_server
 
 BUDGET = 10
 

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 import trio
-from hub_support import VENV_BIN, WorkerProcess, free_port, open_client, start_hub, wait_until
 
 from kshark.hub.limits import HubLimits
 from kshark.hub.monitor import probe
 from kshark.hub.workers import WorkerInfo
+from tests.support.hub import VENV_BIN, WorkerProcess, open_client, start_hub
+from tests.support.rawhttp import free_port, wait_until
 
 BUDGET = 40
 DEMO_ENTRIES = 24

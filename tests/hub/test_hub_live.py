@@ -1,9 +1,9 @@
 """The hub's acceptance scenario, live: nodes capturing real traffic, one hub stream in front.
 
-Four node namespaces on one bridge (tests/live/netns_harness.netns_star); in each a real HTTP
+Four node namespaces on one bridge (tests/support/netns.netns_star); in each a real HTTP
 server (python -m http.server) and a real `kshark-worker --iface eth0` capturing its traffic;
 in the hub namespace a real `kshark-hub` with a workers file listing three of the nodes, a real
-client sending requests to every node, and the test's websocket clients (tests/hub/ws_lines.py).
+client sending requests to every node, and the test's websocket clients (tests/support/ws_client.py).
 On one open hub stream:
 
 - every node's entries arrive, each with its node's `node.name`;
@@ -31,14 +31,13 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "live"))
-import netns_harness as nh
+from tests.support import netns as nh
 
 pytestmark = pytest.mark.live
 
 PY = sys.executable
 BIN = Path(sys.executable).parent
-WS_LINES = str(Path(__file__).resolve().parent / "ws_lines.py")
+WS_CLIENT = str(Path(__file__).resolve().parents[1] / "support" / "ws_client.py")
 WORKER_PORT = 30001
 HUB_PORT = 8899
 HTTP_PORT = 8080
@@ -137,12 +136,17 @@ def test_hub_in_front_of_live_nodes(star: nh.Star, tmp_path: Path) -> None:
 
     def client(first_frame: str, *extra: str) -> Lines:
         url = f"ws://{star.hub_ip}:{HUB_PORT}/api/wsFull"
-        argv = [PY, WS_LINES, url, first_frame, *extra]
+        argv = [PY, WS_CLIENT, url, first_frame, *extra]
         return Lines(start(star.hub_ns, argv, stdout=subprocess.PIPE, text=True))
 
     def worker_status(i: int) -> dict[str, Any]:
         url = f"http://{star.nodes[i].ip}:{WORKER_PORT}/status"
         return json.loads(nh.ns_run(star.hub_ns, ["curl", "-s", "--max-time", "5", url]).stdout)
+
+    def worker_ready(i: int) -> bool:
+        url = f"http://{star.nodes[i].ip}:{WORKER_PORT}/status"
+        argv = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", url]
+        return nh.ns_run(star.hub_ns, argv, check=False).stdout == "200"
 
     address = [f"{node.ip}:{WORKER_PORT}" for node in star.nodes]
     listing = tmp_path / "workers"
@@ -155,9 +159,11 @@ def test_hub_in_front_of_live_nodes(star: nh.Star, tmp_path: Path) -> None:
                             "--directory", str(webroot)],
                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         workers = [start_worker(i) for i in range(4)]
-        for node in star.nodes:
+        for i, node in enumerate(star.nodes):
             nh.wait_for_tcp(star.hub_ns, node.ip, HTTP_PORT)
-            nh.wait_for_tcp(star.hub_ns, node.ip, WORKER_PORT)
+            # Listening is not ready: a worker serves streams once its store is open (until
+            # then it refuses them, and the hub would tell the stream `down` first).
+            wait_for(f"node {i} ready", lambda i=i: worker_ready(i))
         listing.write_text("".join(f"{a}\n" for a in address[:3]))
         start(
             star.hub_ns,

@@ -26,18 +26,10 @@ from pathlib import Path
 import dpkt
 import orjson
 import trio
-from hub_support import (
-    VENV_BIN,
-    WorkerProcess,
-    free_port,
-    get,
-    open_client,
-    start_hub,
-    wait_until,
-    write_empty_pcap,
-)
 
 from kshark.hub.limits import HubLimits
+from tests.support.hub import VENV_BIN, WorkerProcess, open_client, start_hub, write_empty_pcap
+from tests.support.rawhttp import free_port, get, wait_until
 
 BUDGET = 40
 DEMO_ENTRIES = 24  # entries in fixtures/demo.pcap

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import trio
-from hub_support import Output, get, make_entry, open_client, start_hub, wait_until
+
+from capture.pipeline import Output
+from tests.support.hub import make_entry, open_client, start_hub
+from tests.support.rawhttp import get, wait_until
 
 BUDGET = 15
 

@@ -12,12 +12,13 @@ import contextlib
 
 import orjson
 import trio
-from hub_support import get, open_client, start_hub, wait_until
 
 from kshark.api.status_caps import MAX_STATUS_CLIENTS, MAX_STATUS_QUERY_CHARS, short_query
 from kshark.hub.limits import HubLimits
 from kshark.hub.monitor import probe
 from kshark.hub.workers import WorkerInfo
+from tests.support.hub import open_client, start_hub
+from tests.support.rawhttp import get, wait_until
 
 BUDGET = 60
 CLIENTS = MAX_STATUS_CLIENTS + 20

@@ -14,18 +14,16 @@ from pathlib import Path
 
 import orjson
 import trio
-from hub_support import (
-    get,
-    open_client,
-    stalled_client,
-    start_hub,
-    wait_until,
-)
+import trio.testing
 
+from capture.pipeline import Output
 from kshark.hub.limits import HubLimits
 from kshark.kfl import validate
+from tests.support.hub import open_client, stalled_client, start_hub
+from tests.support.rawhttp import get, wait_until
 
 BUDGET = 15  # seconds for any one test's I/O
+STORE_AGE_RESOLUTION_S = 0.001  # the position frame's store_age: seconds, rounded to ms
 
 
 def ids(entries: list[dict]) -> list[str]:
@@ -69,7 +67,11 @@ async def test_bad_filter_is_refused_before_any_worker_is_contacted(nursery, wor
             code = await client.drain()
         async with open_client(hub.port, {"query": "http", "since": "no-worker-in-this"}) as bad:
             bad_code = await bad.drain()
-        await trio.sleep(0.3)  # time for a (wrong) relay to reach a worker
+        assert hub.status()["clients_total"] == 0
+        # A good stream after them reaches every worker once: a (wrong) relay of theirs,
+        # started before it, would have reached a worker first.
+        async with open_client(hub.port, "") as good:
+            await good.entries_until(6)
     assert code == 1008
     assert client.entries == [] and len(client.errors) == 1
     err = client.errors[0]
@@ -78,8 +80,7 @@ async def test_bad_filter_is_refused_before_any_worker_is_contacted(nursery, wor
     assert not valid and err["type"] == "kfl" and err["message"] == message
     assert message.startswith(f"{err['line']}:{err['column']}:")
     assert bad_code == 1008 and bad.errors[0]["type"] == "cursor"
-    assert [w.ws_requests for w in workers3] == [0, 0, 0]
-    assert hub.status()["clients_total"] == 0
+    assert [w.ws_requests for w in workers3] == [1, 1, 1]
 
 
 async def test_limit_counts_across_workers(nursery, workers3):
@@ -246,12 +247,18 @@ async def test_a_slow_client_holds_the_hub_to_a_bounded_buffer(nursery, make_wor
     with trio.fail_after(BUDGET):
         slow = await stalled_client(hub.port, "/api/wsFull", "")
         await wait_until(lambda: hub.clients and w.app.app.clients)
-        await trio.sleep(1.0)  # the client reads nothing; everything upstream fills and stops
         stream = next(iter(hub.clients.values()))
         worker_client = next(iter(w.app.app.clients.values()))
+        # The client reads nothing; everything upstream fills and stops: entries flowed (both
+        # filters compiled), then no task can run and no socket is ready.
+        await wait_until(lambda: stream.status()["buffered_bytes"] > 0)
+        await trio.testing.wait_all_tasks_blocked()
         held = stream.status()
         sent, worker_seq = stream.sent, worker_client.seq
-        await trio.sleep(0.5)
+        # Two more of the hub's probes of the worker (status_interval) move nothing either.
+        probes = w.app.status_answered
+        await wait_until(lambda: w.app.status_answered >= probes + 2)
+        await trio.testing.wait_all_tasks_blocked()
         # Stalled: nothing moves, the hub holds at most its budget, the worker is held back
         # (and /status says how far behind the hub's stream on it is).
         assert stream.sent == sent and worker_client.seq == worker_seq
@@ -475,7 +482,7 @@ async def test_history_false_and_a_new_store_younger_than_the_stream(
         async with open_client(hub.port, {"query": "", "history": False}) as client:
             await client.until(lambda c: c.state_of(a.address) == "up")
             await _start_known(hub, a.address)
-            await trio.sleep(0.05)  # the new store is measurably younger than the stream
+            await _past_stream_start(hub)  # the new store is measurably younger than the stream
             a.stop(close_store=True)
             await client.until(lambda c: c.state_of(a.address) == "down")
             a.data_dir = tmp_path / "a-new"
@@ -494,9 +501,9 @@ async def test_history_false_and_a_worker_first_reached_after_the_stream_began(
     """Down when the client connected, the worker then starts on a new data directory: what
     it wrote before the hub reached it was written after the client connected, so it is sent;
     what a worker already stored before the client connected is not."""
-    from hub_support import FakeWorker, free_port
-
     from kshark.store import Store
+    from tests.support.hub import FakeWorker
+    from tests.support.rawhttp import free_port
 
     old = await make_worker("old")
     old.write(2)  # history for this client
@@ -507,7 +514,7 @@ async def test_history_false_and_a_worker_first_reached_after_the_stream_began(
         with trio.fail_after(BUDGET):
             async with open_client(hub.port, {"query": "", "history": False}) as client:
                 await client.until(lambda c: c.state_of(late.address) == "down")
-                await trio.sleep(0.05)  # the new store is measurably younger than the stream
+                await _past_stream_start(hub)  # the new store is measurably younger than the stream
                 late.store = Store(late.data_dir)
                 early = late.write(2)  # before the hub can reach it
                 await late.start(nursery)
@@ -528,6 +535,13 @@ async def _start_known(hub, address: str) -> None:
     await wait_until(lambda: any(address in s.stores for s in hub.clients.values()))
 
 
+async def _past_stream_start(hub) -> None:
+    """Until the hub's clock is past the stream's start by more than a worker's `store_age`
+    resolution (1 ms): a store made from now on is younger than the stream, measurably."""
+    (stream,) = hub.clients.values()
+    await wait_until(lambda: trio.current_time() - stream.started > 2 * STORE_AGE_RESOLUTION_S)
+
+
 def _worker_status(hub, address: str) -> dict:
     return next(w for w in hub.status()["workers"] if w["id"] == address)
 
@@ -535,3 +549,36 @@ def _worker_status(hub, address: str) -> dict:
 def _cursor(hub) -> dict[str, str]:
     clients = hub.status()["clients"]
     return clients[0]["cursor"] if clients else {}
+
+
+async def test_a_starting_worker_is_up_for_a_stream_once_it_serves_it(nursery, tmp_path: Path):
+    """A worker listens before its store is open (kshark-worker restarted on its data directory)
+    and meanwhile refuses streams: "the worker is starting", close 1013. JSON clients are told
+    `up` once it serves theirs, not at every attempt it refused."""
+    from kshark.api.httpserver import serve
+    from kshark.api.worker_app import WorkerApp
+    from kshark.store import Store
+    from tests.support.hub import CountingApp, make_entry
+
+    opened: list[Store] = []
+
+    def store() -> Store:
+        if not opened:
+            raise LookupError("not open yet")
+        return opened[0]
+
+    app = CountingApp(WorkerApp(store, stats_provider=lambda: {"worker": address}))
+    port = await nursery.start(serve, app, "127.0.0.1", 0)
+    address = f"127.0.0.1:{port}"
+    hub = await start_hub(nursery, [address])
+    with trio.fail_after(BUDGET):
+        async with open_client(hub.port, {"query": ""}) as client:
+            await wait_until(lambda: app.ws_requests >= 3)  # refused three times
+            opened.append(Store(tmp_path / "w"))
+            entry = make_entry(address, opened[0].allocate_stream())
+            opened[0].write(Output(entries=[entry]))
+            await client.entries_until(1)
+    opened[0].close()
+    assert [s["state"] for s in client.states] == ["down", "up"]
+    assert client.states[0]["reason"] == "the worker is not ready (the worker is starting)"
+    assert ids(client.entries) == [entry["id"]]

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 import trio
-from hub_support import VENV_BIN, free_port, get, open_client, start_hub, wait_until
 from trio_websocket import ConnectionRejected
 
 from kshark.cliargs import CliError
 from kshark.tokens import token_from
+from tests.support.hub import VENV_BIN, open_client, start_hub
+from tests.support.rawhttp import free_port, get, wait_until
 
 HUB = str(VENV_BIN / "kshark-hub")
 BUDGET = 30

@@ -13,10 +13,11 @@ from __future__ import annotations
 import orjson
 import pytest
 import trio
-from hostile_worker import BINARY, HostileWorker, frame
-from hub_support import get, open_client, start_hub
 
 from kshark.hub.frames import EntryMeta, read_entry, worker_gap_frame
+from tests.support.hostile_worker import BINARY, HostileWorker, frame
+from tests.support.hub import open_client, start_hub
+from tests.support.rawhttp import get
 
 BUDGET = 15
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hub_support import make_entry
 
 from capture.entries import summarize
 from kshark.api.wire import Projection
@@ -20,6 +19,7 @@ from kshark.hub.frames import (
 )
 from kshark.hub.merge import Quota, ReorderBuffer
 from kshark.hub.workers import parse_address, read_workers_file
+from tests.support.hub import make_entry
 
 W = "10.0.41.65:30001"
 

@@ -9,12 +9,13 @@ what the worker itself lost was not in the hub's /status at all.
 from __future__ import annotations
 
 import trio
-from hostile_worker import HostileWorker
-from hub_support import get, start_hub, wait_until
 
 from kshark.hub.limits import HubLimits
 from kshark.hub.monitor import probe
 from kshark.hub.workers import WorkerInfo
+from tests.support.hostile_worker import HostileWorker
+from tests.support.hub import start_hub
+from tests.support.rawhttp import get, wait_until
 
 BUDGET = 15
 LOSSES = {"dropped_kernel": 7, "dropped_ours": 2, "store": {"dropped_entries": 3}}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import trio
-from hub_support import open_client, start_hub
 
 import kshark.api.wsbatch as wsbatch
+from tests.support.hub import open_client, start_hub
 
 BUDGET = 15
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
-from hub_support import scripted_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionType
@@ -20,6 +19,7 @@ from wsproto.events import (
 from wsproto.frame_protocol import CloseReason
 
 from kshark.hub.wsio import WorkerSocket, WsClosed, WsError
+from tests.support.hub import scripted_server
 
 # One message of a worker's stream: (text or bytes, how many frames it is cut into, whether a
 # ping comes between its frames).

@@ -6,18 +6,10 @@ of fixtures/k8s built on it. Tests that change the cluster use their own namespa
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
-from cluster_support import KubeCluster, build_scenario, load_scenario
 
-
-@dataclass
-class Scenario:
-    cluster: KubeCluster
-    spec: dict[str, Any]  # fixtures/k8s/scenario.json
-    pod_by_ip: dict[str, str]  # the names the cluster gave the scenario's pods
+from tests.support.k8s_cluster import KubeCluster, Scenario, build_scenario, load_scenario
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -22,12 +21,11 @@ from typing import Any
 
 import pytest
 import trio
-from cluster_support import TRAFFIC, KubeApi
-from conftest import Scenario
-from resolver_support import in_thread
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hub"))
-from hub_support import VENV_BIN, get, open_client
+from tests.support.hub import VENV_BIN, open_client
+from tests.support.k8s_cluster import TRAFFIC, KubeApi, Scenario
+from tests.support.k8s_resolver import in_thread
+from tests.support.rawhttp import get
 
 NS = "kshark-discover"
 LABELS = {"app.kubernetes.io/name": "kshark-worker"}

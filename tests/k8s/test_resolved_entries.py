@@ -4,21 +4,17 @@ byte as with plain dicts, and read back (KFL, the summary form) as users expect.
 from __future__ import annotations
 
 import itertools
-import sys
-from pathlib import Path
 from typing import Any
 
 import orjson
-from test_index import eps, node, pod, service, settled
 
 from capture.entries import Identity, summarize
 from capture.pipeline import Pipeline
 from kshark.k8s.index import ResolutionIndex
 from kshark.kfl import compile_query
 from kshark.store import PreparedBatch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-from make_k8s_fixtures import connection
+from scripts.make_k8s_fixtures import connection
+from tests.k8s.test_index import eps, node, pod, service, settled
 
 S = 1_000_000_000
 

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import orjson
 import trio
-from cluster_support import grant, service_account_kubeconfig
-from conftest import Scenario
-from resolver_support import (
+
+from kshark.k8s.config import load_kubeconfig
+from kshark.k8s.resolver import Resolver
+from tests.support.k8s_cluster import Scenario, grant, service_account_kubeconfig
+from tests.support.k8s_resolver import (
     FRONTEND_IP,
     LINKTYPE_ETHERNET,
     connection,
@@ -29,9 +31,6 @@ from resolver_support import (
     start_pod,
     until,
 )
-
-from kshark.k8s.config import load_kubeconfig
-from kshark.k8s.resolver import Resolver
 
 
 async def test_an_ip_reused_by_another_namespace_keeps_its_old_owner_on_older_entries(

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 import trio
-from cluster_support import KubeCluster, write_kubeconfig
-from resolver_support import in_thread, owner, start_pod, until
-from tcp_proxy import TcpProxy
 
 from kshark.k8s.config import load_kubeconfig
 from kshark.k8s.resolver import Resolver
+from tests.support.k8s_cluster import KubeCluster, write_kubeconfig
+from tests.support.k8s_resolver import in_thread, owner, start_pod, until
+from tests.support.tcp_proxy import TcpProxy
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,9 @@ async def test_a_410_in_a_200_stream_relists_once_and_misses_no_change(
         await resolver.wait_settled()
         pods = resolver.loops["pods"].status
         assert owner(resolver, "10.244.5.60") == ("churn", "doomed")
-        assert (pods.relists, pods.state) == (0, "watching")
+        # Settled is the lists' end; the watch opens one request later.
+        await until("the pods' watch", lambda: pods.state == "watching")
+        assert pods.relists == 0
         resource_version = pods.resource_version
 
         proxy.cut()

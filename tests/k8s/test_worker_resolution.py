@@ -11,17 +11,20 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_support import TRAFFIC, grant, service_account_kubeconfig, wait_until
-from conftest import Scenario
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "worker"))
-from worker_cli_support import STEP_TIMEOUT_S, ServingWorker, entries, run_once
+from tests.support.k8s_cluster import (
+    TRAFFIC,
+    Scenario,
+    grant,
+    service_account_kubeconfig,
+    wait_until,
+)
+from tests.support.worker_cli import STEP_TIMEOUT_S, ServingWorker, entries, run_once
 
 N_EXCHANGES = 10
 

@@ -8,7 +8,6 @@ import types
 from typing import Any
 
 import pytest
-from kfl_samples import dns, h2_lowercase, http_get, http_post
 
 from kshark.kfl import (
     BUILTIN_MACROS,
@@ -19,6 +18,7 @@ from kshark.kfl import (
     parse_macro_spec,
     validate,
 )
+from tests.support.kfl_samples import dns, h2_lowercase, http_get, http_post
 
 
 def test_signatures() -> None:

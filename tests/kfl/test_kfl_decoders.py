@@ -5,11 +5,10 @@ from __future__ import annotations
 import base64
 import time
 
-from kfl_samples import BOOKSTORE_XML, b64
-
 from kshark.kfl import compile_query
 from kshark.kfl.decoders import MAX_DECODE_CHARS, MAX_XML_DEPTH, decode_json, decode_xml
 from kshark.kfl.values import MISSING
+from tests.support.kfl_samples import BOOKSTORE_XML, b64
 
 
 def body(query: str, text: str) -> bool:

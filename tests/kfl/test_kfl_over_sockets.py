@@ -9,7 +9,6 @@ Now each is a `kfl` error frame with line and column and close 1008 (KFL.md, "Er
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,11 +19,10 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
-from api_support import drain, get, start_worker_api, wait_until, write_entries
-
 from kshark.api import routes, wire
 from kshark.api.entry_stream import StreamLimits
+from tests.support.api import drain, start_worker_api, write_entries
+from tests.support.rawhttp import get, wait_until
 
 BUDGET = 30  # seconds: a bound on a hang, not a measure of speed
 

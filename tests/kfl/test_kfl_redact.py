@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 import pytest
-from kfl_samples import car, h2_lowercase, http_get, http_post
 
 from kshark.kfl import compile_query
+from tests.support.kfl_samples import car, h2_lowercase, http_get, http_post
 
 R = "[REDACTED]"
 

@@ -2,7 +2,7 @@
 
 Rows that deliberately differ from Kubeshark carry ``kubeshark=``: what the original does with
 the same text, so that each difference is stated where it is tested. Entries are ENTRY.md-shaped
-(kfl_samples.py).
+(tests/support/kfl_samples.py).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from kfl_samples import ENTRIES
 
 from kshark.kfl import compile_query
+from tests.support.kfl_samples import ENTRIES
 
 # The example entry's timestamp is 1703019067482; "now" is fixed 2 s later.
 NOW = 1703019067482 + 2000

@@ -1,8 +1,8 @@
 """Live capture for real: AF_PACKET rings inside throw-away network namespaces (needs root).
 
-Each test builds its own namespaces (tests/live/netns_harness.py), runs a real HTTP server and
+Each test builds its own namespaces (tests/support/netns.py), runs a real HTTP server and
 real clients (curl, urllib) there, captures with kshark.live in a separate process
-(tests/live/capture_runner.py, started with `ip netns exec`) and checks what a user would: every
+(tests/support/capture_runner.py, started with `ip netns exec`) and checks what a user would: every
 request and response is in the capture, exactly what tcpdump sees on the same interface, with
 kernel nanosecond timestamps; loopback packets once; the BPF filter really filters; losses are
 counted; no privilege → a clear refusal. Frames are decoded with dpkt here, independently of
@@ -27,14 +27,12 @@ from typing import Any
 import dpkt
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import netns_harness as nh
-
 from kshark import live
+from tests.support import netns as nh
 
 pytestmark = pytest.mark.live
 
-RUNNER = str(Path(__file__).resolve().parent / "capture_runner.py")
+RUNNER = str(Path(__file__).resolve().parents[1] / "support" / "capture_runner.py")
 PY = sys.executable
 STEP_TIMEOUT_S = 20.0  # any single wait (process start, client run, capture stop)
 SETTLE_S = 0.2  # lets the last FIN/ACKs of a finished client cross the veth before stopping

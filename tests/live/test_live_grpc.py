@@ -1,11 +1,11 @@
 """gRPC live, end to end: a real grpcio server and client, entries through the worker and the hub.
 
-Two throw-away namespaces (tests/live/netns_harness.py): in "srv" a real gRPC server (grpcio from
+Two throw-away namespaces (tests/support/netns.py): in "srv" a real gRPC server (grpcio from
 PyPI, the `shop.Catalog` service of fixtures/h2/shop.desc served through generic handlers, no
 generated code) and a real `kshark-worker --iface` capturing that interface with
 `--proto-descriptor fixtures/h2/shop.desc`; in "cli" a real grpcio client making a unary call, a
 failing unary call, a server-streaming call with gzip-compressed requests and a client-streaming
-call, a real `kshark-hub` in front of the worker, and websocket clients (tests/hub/ws_lines.py).
+call, a real `kshark-hub` in front of the worker, and websocket clients (tests/support/ws_client.py).
 What a user checks: each call is one gRPC entry on the worker's and on the hub's `/api/wsFull`,
 with the status, message count and decoded messages the client itself saw; `grpc and
 response.status != 0` on the hub selects the failed call only; the summary form names them.
@@ -24,14 +24,13 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import netns_harness as nh
+from tests.support import netns as nh
 
 pytestmark = pytest.mark.live
 
 PY = sys.executable
 BIN = Path(sys.executable).parent
-WS_LINES = str(Path(__file__).resolve().parents[1] / "hub" / "ws_lines.py")
+WS_CLIENT = str(Path(__file__).resolve().parents[1] / "support" / "ws_client.py")
 DESC = str(Path(__file__).resolve().parents[2] / "fixtures" / "h2" / "shop.desc")
 WORKER_PORT = 30001
 HUB_PORT = 8899
@@ -152,7 +151,7 @@ def test_grpc_live_through_worker_and_hub(pair: nh.Pair, tmp_path: Path) -> None
 
     def stream(url: str, query: str) -> Lines:
         return Lines(
-            start(pair.cli_ns, [PY, WS_LINES, url, query], stdout=subprocess.PIPE, text=True)
+            start(pair.cli_ns, [PY, WS_CLIENT, url, query], stdout=subprocess.PIPE, text=True)
         )
 
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}

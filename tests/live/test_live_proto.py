@@ -1,10 +1,10 @@
 """DNS live, end to end: a real resolver, real queries, entries through the worker and the hub.
 
-Two throw-away namespaces (tests/live/netns_harness.py): in "srv" a real `dnsmasq` (Debian's)
+Two throw-away namespaces (tests/support/netns.py): in "srv" a real `dnsmasq` (Debian's)
 answering for a zone of its own, and a real `kshark-worker --iface` capturing that interface
 with the documented filter for DNS (`tcp or udp port 53`); in "cli" real `dig` queries (UDP, and
 one over TCP), a real `kshark-hub` in front of the worker, and websocket clients
-(tests/hub/ws_lines.py). What a user checks: each query is one entry on the worker's
+(tests/support/ws_client.py). What a user checks: each query is one entry on the worker's
 `/api/wsFull` and on the hub's, with the answers `dig` itself printed; the summary form
 (`/api/ws`) names them; KFL on the DNS fields selects the right ones.
 """
@@ -22,14 +22,13 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import netns_harness as nh
+from tests.support import netns as nh
 
 pytestmark = pytest.mark.live
 
 PY = sys.executable
 BIN = Path(sys.executable).parent
-WS_LINES = str(Path(__file__).resolve().parents[1] / "hub" / "ws_lines.py")
+WS_CLIENT = str(Path(__file__).resolve().parents[1] / "support" / "ws_client.py")
 WORKER_PORT = 30001
 HUB_PORT = 8899
 STEP_S = 20.0
@@ -98,7 +97,7 @@ def test_dns_live_through_worker_and_hub(pair: nh.Pair, tmp_path: Path) -> None:
         return proc
 
     def stream(url: str, query: str) -> Lines:
-        argv = [PY, WS_LINES, url, query]
+        argv = [PY, WS_CLIENT, url, query]
         return Lines(start(pair.cli_ns, argv, stdout=subprocess.PIPE, text=True))
 
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}

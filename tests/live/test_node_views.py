@@ -1,6 +1,6 @@
 """`kshark-worker --iface any` on a Kubernetes node, for real: one request, one entry.
 
-A node as a bridge CNI builds it (tests/live/netns_harness.py `netns_node`: pods on veths on
+A node as a bridge CNI builds it (tests/support/netns.py `netns_node`: pods on veths on
 bridge `cni0`, an uplink to a pod of another node) and a Service's ClusterIP as kube-proxy makes
 it (nftables DNAT in the node's namespace). The worker runs in the node's namespace exactly as
 deploy/kubernetes/worker.yaml starts it: its arguments and capture filter from the DaemonSet, as
@@ -23,10 +23,15 @@ from pathlib import Path
 import dpkt
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
-import netns_harness as nh
-from manifests import build, container, container_argv, container_env, copy_with_tokens, find
+from tests.support import netns as nh
+from tests.support.manifests import (
+    build,
+    container,
+    container_argv,
+    container_env,
+    copy_with_tokens,
+    find,
+)
 
 pytestmark = pytest.mark.live
 

@@ -10,82 +10,33 @@ import subprocess
 import sys
 import textwrap
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dpkt
 import orjson
 import pytest
 import trio
 import trio.testing
 
+from capture.pipeline import Output
 from kshark.store import Store, StoreError, StoreLimits, StoreLockedError, fileio
+from tests.support.store import (
+    T0,
+    WORKER,
+    disk_usage_of,
+    frame,
+    journal_lines,
+    make_entry,
+    read_pcap,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-WORKER = "10.0.41.65:30001"
-T0 = 1_703_019_067_482_113_205  # ns; ENTRY.md's example instant
-
-
-@dataclass
-class Out:
-    entries: list[dict[str, Any]] = field(default_factory=list)
-    packets: list[tuple[int, int, int, bytes]] = field(default_factory=list)
-    closed_streams: list[int] = field(default_factory=list)
-
-
-def make_entry(stream: int, index: int, body: str = "") -> dict[str, Any]:
-    """An entry with the identity fields of ENTRY.md; nested keys deliberately unsorted."""
-    name = f"{stream:012d}.pcap"
-    return {
-        "worker": WORKER,
-        "stream": name,
-        "index": index,
-        "id": f"{WORKER}/{name}-{index}",
-        "entryFile": f"{stream:012d}_pcap-{index}_entry.json",
-        "node": {"name": "node-a", "ip": "10.0.41.65"},
-        "request": {
-            "method": "GET",
-            "path": f"/s{stream}/i{index}",
-            "headers": {"Z": "1", "A": "2"},
-        },
-        "response": {"status": 200, "content": {"text": body}},
-        "timestamp": T0 // 1_000_000 + index,
-    }
-
-
-def frame(stream: int, n: int, size: int = 60) -> bytes:
-    return (b"%d:%d:" % (stream, n)).ljust(size, b"x")
-
-
-def read_pcap(path: Path) -> tuple[int, list[tuple[int, bytes]]]:
-    """(linktype, [(ts_ns, frame)]) as dpkt reads it; dpkt gives ns files Decimal timestamps."""
-    with path.open("rb") as f:
-        reader = dpkt.pcap.Reader(f)
-        packets = [(int(ts * 1_000_000_000), bytes(buf)) for ts, buf in reader]
-        return reader.datalink(), packets
-
-
-def journal_lines(data_dir: Path) -> list[str]:
-    lines: list[str] = []
-    for seg in sorted((data_dir / "journal").iterdir()):
-        lines.extend(seg.read_text().splitlines())
-    return lines
-
-
-def disk_usage_of(data_dir: Path) -> int:
-    """What the store's files occupy, counted in 4 KiB blocks like the store does."""
-    total = 0
-    for sub in ("entries", "pcaps", "journal"):
-        for p in (data_dir / sub).iterdir():
-            total += fileio.disk_usage(p.stat().st_size, 4096)
-    return total
 
 
 def one_connection(store: Store, n_entries: int, *, close: bool = True, body: str = "") -> int:
     """Write one connection: a packet per entry, then its entries, then (optionally) its end."""
     stream = store.allocate_stream()
-    out = Out()
+    out = Output()
     for i in range(n_entries):
         out.packets.append((stream, T0 + i, 1, frame(stream, i)))
         out.entries.append(make_entry(stream, i, body))
@@ -102,7 +53,7 @@ def test_files_are_named_as_entry_md_says(tmp_path: Path) -> None:
     with Store(tmp_path) as store:
         stream = store.allocate_stream()
         entries = [make_entry(stream, 0), make_entry(stream, 1)]
-        store.write(Out(entries, [(stream, T0, 1, frame(stream, 0))], [stream]))
+        store.write(Output(entries, [(stream, T0, 1, frame(stream, 0))], [stream]))
         assert stream == 1  # 0 would read as "no stream yet" to the pipeline
         assert sorted(p.name for p in (tmp_path / "entries").iterdir()) == [
             "000000000001_pcap-0_entry.json",
@@ -177,7 +128,7 @@ def test_each_stream_has_a_pcap_dpkt_reads_with_exact_times(tmp_path: Path) -> N
             (a, T0 + 3_000_000_007, 1, frame(a, 1)),
             (b, T0 + 4, 113, big),
         ]
-        store.write(Out([make_entry(a, 0), make_entry(b, 0)], packets, []))
+        store.write(Output([make_entry(a, 0), make_entry(b, 0)], packets, []))
         # No close yet: the packets of every written entry are already on disk.
         path_a = store.pcap_path(a)
         assert path_a == tmp_path / "pcaps" / "000000000001.pcap"
@@ -199,7 +150,7 @@ def test_each_stream_has_a_pcap_dpkt_reads_with_exact_times(tmp_path: Path) -> N
 def test_packets_without_entries_are_buffered_until_close(tmp_path: Path) -> None:
     store = Store(tmp_path)
     s = store.allocate_stream()
-    store.write(Out([], [(s, T0, 1, frame(s, 0))], []))
+    store.write(Output([], [(s, T0, 1, frame(s, 0))], []))
     assert not (tmp_path / "pcaps" / "000000000001.pcap").exists()
     assert store.stats["pcap_buffered_bytes"] == 16 + 60
     store.close()
@@ -207,17 +158,17 @@ def test_packets_without_entries_are_buffered_until_close(tmp_path: Path) -> Non
 
     with Store(tmp_path) as store:
         s = store.allocate_stream()
-        store.write(Out([], [(s, T0 + 5, 1, frame(s, 5))], []))
+        store.write(Output([], [(s, T0 + 5, 1, frame(s, 5))], []))
     assert read_pcap(tmp_path / "pcaps" / f"{s:012d}.pcap") == (1, [(T0 + 5, frame(s, 5))])
 
     with Store(tmp_path) as store:
         s = store.allocate_stream()
-        store.write(Out([], [(s, T0 + 6, 1, frame(s, 6))], []))
+        store.write(Output([], [(s, T0 + 6, 1, frame(s, 6))], []))
         path = store.pcap_path(s)  # a download gets every packet received so far
         assert path is not None
         assert read_pcap(path) == (1, [(T0 + 6, frame(s, 6))])
         # A closed stream's remaining packets are written by the write that closes it.
-        store.write(Out([], [(s, T0 + 7, 1, frame(s, 7))], [s]))
+        store.write(Output([], [(s, T0 + 7, 1, frame(s, 7))], [s]))
         assert read_pcap(path)[1] == [(T0 + 6, frame(s, 6)), (T0 + 7, frame(s, 7))]
 
 
@@ -225,7 +176,7 @@ def test_a_packet_with_another_link_type_is_dropped_and_counted(tmp_path: Path) 
     with Store(tmp_path) as store:
         s = store.allocate_stream()
         store.write(
-            Out([make_entry(s, 0)], [(s, T0, 1, frame(s, 0)), (s, T0 + 1, 113, b"sll")], [])
+            Output([make_entry(s, 0)], [(s, T0, 1, frame(s, 0)), (s, T0 + 1, 113, b"sll")], [])
         )
         assert read_pcap(tmp_path / "pcaps" / f"{s:012d}.pcap") == (1, [(T0, frame(s, 0))])
         assert store.stats["pcap_linktype_mismatch"] == 1
@@ -237,8 +188,8 @@ def test_invalid_and_duplicate_entries_are_refused(tmp_path: Path) -> None:
         s = store.allocate_stream()
         evil = make_entry(s, 0) | {"entryFile": "../../../tmp/evil_entry.json"}
         missing = {k: v for k, v in make_entry(s, 1).items() if k != "entryFile"}
-        store.write(Out([evil, missing, make_entry(s, 2), make_entry(s, 2)], [], []))
-        store.write(Out([make_entry(s, 2)], [], []))
+        store.write(Output([evil, missing, make_entry(s, 2), make_entry(s, 2)], [], []))
+        store.write(Output([make_entry(s, 2)], [], []))
         assert store.stats["invalid_entries"] == 4
         assert [p.name for p in (tmp_path / "entries").iterdir()] == [
             "000000000001_pcap-2_entry.json"
@@ -262,7 +213,7 @@ def test_stream_counter_never_reuses_a_number_after_a_crash(tmp_path: Path) -> N
     first = Store(tmp_path)  # never closed: as if the process died
     used = [first.allocate_stream() for _ in range(5)]
     # Only a middle number reached the disk: the scan alone would resume at 3.
-    first.write(Out([make_entry(used[1], 0)], [], []))
+    first.write(Output([make_entry(used[1], 0)], [], []))
     second = Store(tmp_path)
     again = [second.allocate_stream() for _ in range(3)]
     assert set(again).isdisjoint(used)
@@ -390,7 +341,7 @@ def test_read_after_returns_history_in_write_order(tmp_path: Path) -> None:
             [make_entry(c, 1), make_entry(c, 2), make_entry(b, 2), make_entry(a, 3)],
         ]
         for batch in batches:
-            store.write(Out(batch, [], []))
+            store.write(Output(batch, [], []))
             written.extend(orjson.dumps(e, option=orjson.OPT_SORT_KEYS) for e in batch)
         assert len(list((tmp_path / "journal").iterdir())) == 3
         assert store.read_after(0, 100) == (list(enumerate(written, start=1)), 0)
@@ -421,7 +372,7 @@ def test_read_after_keeps_a_batch_within_max_bytes(tmp_path: Path, where: str) -
     with Store(tmp_path, limits=limits) as store:
         for n in sizes:
             entry = make_entry(store.allocate_stream(), 0, body="b" * n)
-            store.write(Out([entry], [], []))
+            store.write(Output([entry], [], []))
             written.append(orjson.dumps(entry, option=orjson.OPT_SORT_KEYS))
         small, large = len(written[0]), len(written[3])
         bound = 3 * small + 100
@@ -484,7 +435,7 @@ async def test_wait_for_seq_wakes_on_write(tmp_path: Path) -> None:
                 one_connection(store, 1)
                 await trio.testing.wait_all_tasks_blocked()
                 assert woke == [1]
-                store.write(Out([], [(1, T0, 1, frame(1, 9))], []))  # packets only: no wake-up
+                store.write(Output([], [(1, T0, 1, frame(1, 9))], []))  # packets only: no wake-up
                 await trio.testing.wait_all_tasks_blocked()
                 assert woke == [1]
                 one_connection(store, 2)
@@ -537,12 +488,12 @@ def test_retention_deletes_the_oldest_streams_and_readers_count_them(tmp_path: P
 def test_retention_empties_an_open_stream_last_and_its_pcap_restarts(tmp_path: Path) -> None:
     with Store(tmp_path, storage_limit=24 * 1024) as store:
         s = store.allocate_stream()
-        store.write(Out([make_entry(s, 0)], [(s, T0, 1, frame(s, 0))], []))
+        store.write(Output([make_entry(s, 0)], [(s, T0, 1, frame(s, 0))], []))
         big = "x" * 30_000  # one entry larger than the limit forces everything out
-        store.write(Out([make_entry(s, 1, big)], [(s, T0 + 1, 1, frame(s, 1))], []))
+        store.write(Output([make_entry(s, 1, big)], [(s, T0 + 1, 1, frame(s, 1))], []))
         assert store.stats["bytes_used"] <= 24 * 1024
         assert store.read_after(0, 10) == ([], 2)
-        store.write(Out([make_entry(s, 2)], [(s, T0 + 2, 1, frame(s, 2))], [s]))
+        store.write(Output([make_entry(s, 2)], [(s, T0 + 2, 1, frame(s, 2))], [s]))
         path = store.pcap_path(s)
         assert path is not None
         assert read_pcap(path) == (1, [(T0 + 2, frame(s, 2))])  # a fresh, valid pcap
@@ -597,7 +548,7 @@ def test_random_operations_keep_every_promise(tmp_path: Path, seed: int) -> None
             )  # crash: the old one is abandoned
             open_conns.clear()
         else:
-            out = Out()
+            out = Output()
             for _ in range(rng.randint(0, 2)):
                 s = store.allocate_stream()
                 handed_out.append(s)
@@ -704,7 +655,7 @@ def test_a_full_disk_is_counted_logged_once_and_recovered(
         assert list((tmp_path / "tmp").iterdir()) == []
 
         monkeypatch.setattr(fileio, "write_all", real_write_all)
-        store.write(Out([make_entry(s1, 2)], [(s1, T0 + 9, 1, frame(s1, 9))], [s1]))
+        store.write(Output([make_entry(s1, 2)], [(s1, T0 + 9, 1, frame(s1, 9))], [s1]))
         assert store.last_seq == 2
         assert "succeed again" in caplog.records[-1].getMessage()
         items, missed = store.read_after(1, 10)
@@ -788,6 +739,6 @@ def test_closed_store_refuses_use(tmp_path: Path) -> None:
     store.close()
     store.close()  # idempotent
     with pytest.raises(StoreError, match="closed"):
-        store.write(Out())
+        store.write(Output())
     with pytest.raises(StoreError, match="closed"):
         store.allocate_stream()

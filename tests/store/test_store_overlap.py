@@ -10,81 +10,29 @@ import os
 import signal
 import subprocess
 import threading
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import dpkt
 import orjson
 import pytest
 import trio
 import trio.testing
 
+from capture.pipeline import Output
 from kshark.store import PreparedBatch, Store, StoreLimits, fileio, iohelper
 from kshark.store.pending import PendingWrite
 from kshark.worker import StoreWriter
-
-WORKER = "10.0.41.65:30001"
-T0 = 1_703_019_067_482_113_205
-
-
-@dataclass
-class Out:
-    entries: list[dict[str, Any]] = field(default_factory=list)
-    packets: list[tuple[int, int, int, bytes]] = field(default_factory=list)
-    closed_streams: list[int] = field(default_factory=list)
-
-
-def make_entry(stream: int, index: int, body: str = "") -> dict[str, Any]:
-    name = f"{stream:012d}.pcap"
-    return {
-        "worker": WORKER,
-        "stream": name,
-        "index": index,
-        "id": f"{WORKER}/{name}-{index}",
-        "entryFile": f"{stream:012d}_pcap-{index}_entry.json",
-        "request": {"method": "GET", "path": f"/s{stream}/i{index}"},
-        "response": {"status": 200, "content": {"text": body}},
-    }
-
-
-def frame(stream: int, n: int, size: int = 60) -> bytes:
-    return (b"%d:%d:" % (stream, n)).ljust(size, b"x")
-
-
-def connection(stream: int, n: int, body: str = "", close: bool = True, t: int = T0) -> Out:
-    """One connection's batch: a packet and an entry per exchange, then (optionally) its end."""
-    return Out(
-        [make_entry(stream, i, body) for i in range(n)],
-        [(stream, t + i, 1, frame(stream, i)) for i in range(n)],
-        [stream] if close else [],
-    )
-
-
-def read_pcap(path: Path) -> list[tuple[int, bytes]]:
-    with path.open("rb") as f:
-        return [(int(ts * 1_000_000_000), bytes(buf)) for ts, buf in dpkt.pcap.Reader(f)]
-
-
-def journal_lines(data_dir: Path) -> list[str]:
-    lines: list[str] = []
-    for seg in sorted((data_dir / "journal").iterdir()):
-        lines.extend(seg.read_text().splitlines())
-    return lines
-
-
-def entry_names(data_dir: Path) -> list[str]:
-    return sorted(p.name for p in (data_dir / "entries").iterdir())
-
-
-def disk_usage_of(data_dir: Path) -> int:
-    return sum(
-        fileio.disk_usage(p.stat().st_size, 4096)
-        for sub in ("entries", "pcaps", "journal")
-        for p in (data_dir / sub).iterdir()
-    )
+from tests.support.store import (
+    T0,
+    connection,
+    disk_usage_of,
+    entry_names,
+    frame,
+    journal_lines,
+    make_entry,
+    pcap_packets,
+)
 
 
 def check_directory(data_dir: Path, *, retention: bool = False) -> int:
@@ -109,19 +57,69 @@ def check_directory(data_dir: Path, *, retention: bool = False) -> int:
     return len(lines)
 
 
-@pytest.fixture
-def slow_writes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """In-process writes in 4 KiB pieces with a pause after each, so that a reader polling
-    meanwhile would catch any file or line that shows before it is complete."""
-    real = fileio.write_all
+STEP_TIMEOUT_S = 20.0  # a bound on a hang, not a measure of speed
 
-    def slow(fd: int, data: bytes | memoryview) -> None:
+
+class Pieces:
+    """fileio.write_all in 4 KiB pieces, calling `between()` in the writing thread after each:
+    the test decides what happens while a file is half-written (a reader looks, or the writer
+    holds its files until the store's thread waits for it)."""
+
+    def __init__(self) -> None:
+        self.between: Callable[[], None] = lambda: None
+        self.count = 0
+
+
+@pytest.fixture
+def pieces(monkeypatch: pytest.MonkeyPatch) -> Pieces:
+    real = fileio.write_all
+    hook = Pieces()
+
+    def in_pieces(fd: int, data: bytes | memoryview) -> None:
         view = memoryview(data)
         for i in range(0, len(view), 4096):
             real(fd, view[i : i + 4096])
-            time.sleep(0.0005)
+            hook.count += 1
+            hook.between()
 
-    monkeypatch.setattr(fileio, "write_all", slow)
+    monkeypatch.setattr(fileio, "write_all", in_pieces)
+    return hook
+
+
+class WatchedLock:
+    """Stands in for a PendingWrite's run_io lock (its `_lock`): says when a second thread
+    starts waiting on it, which is what the store's thread does when it must finish a write
+    another thread is still doing."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.waited_on = threading.Event()
+
+    def __enter__(self) -> WatchedLock:
+        if not self._lock.acquire(blocking=False):
+            self.waited_on.set()
+            self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+def hold_files_until_waited_on(pending: PendingWrite, hook: Pieces) -> trio.Event:
+    """From its first piece on, the thread running `pending.run_io` holds its files until the
+    store's thread waits for it. Returns an event set (in Trio) once that thread is inside."""
+    inside = trio.Event()
+    lock = WatchedLock()
+    pending._lock = lock  # type: ignore[assignment]
+    token = trio.lowlevel.current_trio_token()
+
+    def first_piece() -> None:
+        hook.between = lambda: None
+        trio.from_thread.run_sync(inside.set, trio_token=token)
+        assert lock.waited_on.wait(STEP_TIMEOUT_S), "the store's thread never waited"
+
+    hook.between = first_piece
+    return inside
 
 
 def helper_alive(pid: int) -> bool:
@@ -136,7 +134,7 @@ def helper_alive(pid: int) -> bool:
 
 
 async def test_a_reader_during_run_io_sees_nothing_of_the_batch_until_finish_write(
-    tmp_path: Path, slow_writes: None
+    tmp_path: Path, pieces: Pieces
 ) -> None:
     with Store(tmp_path) as store:
         before = store.allocate_stream()
@@ -149,36 +147,38 @@ async def test_a_reader_during_run_io_sees_nothing_of_the_batch_until_finish_wri
             await store.wait_for_seq(1)
             woke.append(store.last_seq)
 
-        polls = 0
+        looks = 0
+
+        def look() -> None:
+            # The API's view, at every step of the writing thread: not a line, not a wake-up,
+            # until finish_write.
+            nonlocal looks
+            assert store.last_seq == 1
+            assert store.read_after(1, 100) == ([], 0)
+            assert woke == []
+            for i in range(6):  # /item: nothing, or the whole entry
+                data = store.entry_bytes(s, i)
+                assert data is None or orjson.loads(data)["index"] == i
+            assert check_directory(tmp_path) == 1
+            looks += 1
+
         with trio.fail_after(20):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(follower)
-                done = trio.Event()
-
-                async def io() -> None:
-                    await trio.to_thread.run_sync(pending.run_io)
-                    done.set()
-
-                nursery.start_soon(io)
-                while not done.is_set():
-                    # The API's view: not a line, not a wake-up, until finish_write.
-                    assert store.last_seq == 1
-                    assert store.read_after(1, 100) == ([], 0)
-                    assert woke == []
-                    for i in range(6):  # /item: nothing, or the whole entry
-                        data = store.entry_bytes(s, i)
-                        assert data is None or orjson.loads(data)["index"] == i
-                    assert check_directory(tmp_path) == 1
-                    polls += 1
-                    await trio.sleep(0.002)
+                token = trio.lowlevel.current_trio_token()
+                # The writing thread stops after each 4 KiB piece while the API looks.
+                pieces.between = lambda: trio.from_thread.run_sync(look, trio_token=token)
+                pieces.count = 0
+                await trio.to_thread.run_sync(pending.run_io)
+                pieces.between = lambda: None
                 assert pending.ran
+                assert looks == pieces.count > 7  # it looked inside every file, more than once
                 assert store.last_seq == 1
                 # Written, not yet announced: every file complete, no line names them yet.
                 assert len(entry_names(tmp_path)) == 7
                 assert check_directory(tmp_path) == 1
                 store.finish_write(pending)
                 assert store.last_seq == 7
-        assert polls >= 5  # the reader really looked while the files were being written
         assert woke == [7]
         items, missed = store.read_after(1, 100)
         assert [orjson.loads(b)["index"] for _, b in items] == list(range(6))
@@ -186,7 +186,7 @@ async def test_a_reader_during_run_io_sees_nothing_of_the_batch_until_finish_wri
         assert check_directory(tmp_path) == 7
         path = store.pcap_path(s)
         assert path is not None
-        assert read_pcap(path) == [(T0 + i, frame(s, i)) for i in range(6)]
+        assert pcap_packets(path) == [(T0 + i, frame(s, i)) for i in range(6)]
         assert store.stats["bytes_used"] == disk_usage_of(tmp_path)
 
 
@@ -199,7 +199,7 @@ async def test_the_helper_process_writes_while_readers_see_only_whole_files(
             for _ in range(3):
                 streams = [store.allocate_stream() for _ in range(4)]
                 pending = store.begin_write(
-                    Out(
+                    Output(
                         [make_entry(s, i, "h" * 150_000) for s in streams for i in range(3)],
                         [(s, T0 + i, 1, frame(s, i)) for s in streams for i in range(3)],
                         streams,
@@ -224,7 +224,7 @@ async def test_the_helper_process_writes_while_readers_see_only_whole_files(
                 for s in streams:
                     path = store.pcap_path(s)
                     assert path is not None
-                    assert read_pcap(path) == [(T0 + i, frame(s, i)) for i in range(3)]
+                    assert pcap_packets(path) == [(T0 + i, frame(s, i)) for i in range(3)]
         assert store.stats["write_errors"] == 0
         assert store.stats["bytes_used"] == disk_usage_of(tmp_path)
         assert list((tmp_path / "tmp").iterdir()) == []
@@ -261,7 +261,7 @@ async def test_a_full_disk_inside_run_io_is_counted_and_recovered(
         assert "ENOSPC" in errors[0].getMessage()
 
         monkeypatch.setattr(fileio, "write_all", real)
-        pending = store.begin_write(Out([make_entry(s, 2)], [(s, T0 + 9, 1, frame(s, 9))], [s]))
+        pending = store.begin_write(Output([make_entry(s, 2)], [(s, T0 + 9, 1, frame(s, 9))], [s]))
         await trio.to_thread.run_sync(pending.run_io)
         store.finish_write(pending)
         assert store.last_seq == 2
@@ -269,7 +269,7 @@ async def test_a_full_disk_inside_run_io_is_counted_and_recovered(
         assert journal_lines(tmp_path)[-1] == f"2 {s:012d}_pcap-2_entry.json"
         path = store.pcap_path(s)
         assert path is not None
-        assert read_pcap(path) == [(T0 + 9, frame(s, 9))]
+        assert pcap_packets(path) == [(T0 + 9, frame(s, 9))]
         assert store.stats["bytes_used"] == disk_usage_of(tmp_path)
 
 
@@ -294,7 +294,7 @@ async def test_a_real_full_filesystem_through_the_helper_process(tiny_tmpfs: Pat
     with Store(data) as store, trio.fail_after(30):
         assert store.start_io_helper()
 
-        async def write(out: Out) -> None:
+        async def write(out: Output) -> None:
             pending = store.begin_write(out)
             await trio.to_thread.run_sync(pending.run_io)
             store.finish_write(pending)
@@ -310,7 +310,7 @@ async def test_a_real_full_filesystem_through_the_helper_process(tiny_tmpfs: Pat
         before = store.last_seq
         assert check_directory(data) == before
         for p in (data / "pcaps").iterdir():
-            read_pcap(p)
+            pcap_packets(p)
         assert list((data / "tmp").iterdir()) == []
         ballast.unlink()
         s = store.allocate_stream()
@@ -319,7 +319,7 @@ async def test_a_real_full_filesystem_through_the_helper_process(tiny_tmpfs: Pat
         assert store.entry_bytes(s, 0) is not None
         path = store.pcap_path(s)
         assert path is not None
-        assert read_pcap(path) == [(T0, frame(s, 0))]
+        assert pcap_packets(path) == [(T0, frame(s, 0))]
         assert store.stats["bytes_used"] == disk_usage_of(data)
 
 
@@ -379,10 +379,10 @@ def test_an_open_connection_emptied_by_retention_is_not_served_before_its_files_
         assert store.entry_bytes(a, 0) is None
         store.finish_write(pending)
         assert [int(p.name[:12]) for p in (tmp_path / "pcaps").iterdir()] == [c]
-        store.write(Out([make_entry(a, 2)], [(a, T0 + 2, 1, frame(a, 2))], [a]))
+        store.write(Output([make_entry(a, 2)], [(a, T0 + 2, 1, frame(a, 2))], [a]))
         path = store.pcap_path(a)
         assert path is not None
-        assert read_pcap(path) == [(T0 + 2, frame(a, 2))]  # a fresh pcap for what follows
+        assert pcap_packets(path) == [(T0 + 2, frame(a, 2))]  # a fresh pcap for what follows
         assert store.stats["bytes_used"] == disk_usage_of(tmp_path)
 
 
@@ -415,15 +415,15 @@ def test_a_write_begun_while_another_is_outstanding_goes_after_it(tmp_path: Path
     with Store(tmp_path) as store:
         a = store.allocate_stream()
         b = store.allocate_stream()
-        p1 = store.begin_write(Out([make_entry(a, 0)], [(a, T0, 1, frame(a, 0))], []))
+        p1 = store.begin_write(Output([make_entry(a, 0)], [(a, T0, 1, frame(a, 0))], []))
         # Begun before p1 is finished: p1 is finished first (its I/O run here), then p2 begins.
         p2 = store.begin_write(
-            Out([make_entry(a, 1), make_entry(b, 0)], [(a, T0 + 1, 1, frame(a, 1))], [a])
+            Output([make_entry(a, 1), make_entry(b, 0)], [(a, T0 + 1, 1, frame(a, 1))], [a])
         )
         assert p1.finished
         assert store.last_seq == 1
         # A plain write() while p2 is outstanding: p2 goes first.
-        store.write(Out([make_entry(b, 1)], [(b, T0 + 2, 1, frame(b, 2))], [b]))
+        store.write(Output([make_entry(b, 1)], [(b, T0 + 2, 1, frame(b, 2))], [b]))
         assert p2.finished
         store.finish_write(p1)  # already finished: nothing happens
         store.finish_write(p2)
@@ -433,68 +433,67 @@ def test_a_write_begun_while_another_is_outstanding_goes_after_it(tmp_path: Path
             "3 000000000002_pcap-0_entry.json",
             "4 000000000002_pcap-1_entry.json",
         ]
-        assert read_pcap(tmp_path / "pcaps" / f"{a:012d}.pcap") == [
+        assert pcap_packets(tmp_path / "pcaps" / f"{a:012d}.pcap") == [
             (T0, frame(a, 0)),
             (T0 + 1, frame(a, 1)),
         ]
-        assert read_pcap(tmp_path / "pcaps" / f"{b:012d}.pcap") == [(T0 + 2, frame(b, 2))]
+        assert pcap_packets(tmp_path / "pcaps" / f"{b:012d}.pcap") == [(T0 + 2, frame(b, 2))]
         assert store.stats["entries_written"] == 4
         assert store.stats["bytes_used"] == disk_usage_of(tmp_path)
         other = Store(tmp_path / "other")
-        p3 = other.begin_write(Out())
+        p3 = other.begin_write(Output())
         with pytest.raises(ValueError, match="outstanding"):
             store.finish_write(p3)
         other.close()
 
 
 async def test_a_write_waits_for_the_outstanding_io_of_another_thread(
-    tmp_path: Path, slow_writes: None
+    tmp_path: Path, pieces: Pieces
 ) -> None:
     with Store(tmp_path) as store, trio.fail_after(20):
         a = store.allocate_stream()
         p1 = store.begin_write(connection(a, 4, body="z" * 30_000, close=False))
+        inside = hold_files_until_waited_on(p1, pieces)
         async with trio.open_nursery() as nursery:
-            started = trio.Event()
 
             async def io() -> None:
-                started.set()
                 await trio.to_thread.run_sync(p1.run_io)
                 store.finish_write(p1)  # finished meanwhile by the write below: no-op
 
             nursery.start_soon(io)
-            await started.wait()
-            await trio.sleep(0.005)  # the thread is inside p1's files now
+            await inside.wait()  # the thread is inside p1's files now
             # Same stream, next packets and entries: waits for p1's thread, then goes after it.
             store.write(
-                Out([make_entry(a, 4)], [(a, T0 + 4, 1, frame(a, 4))], [a]),
+                Output([make_entry(a, 4)], [(a, T0 + 4, 1, frame(a, 4))], [a]),
             )
             assert p1.finished
         assert [line.split()[1] for line in journal_lines(tmp_path)] == [
             f"{a:012d}_pcap-{i}_entry.json" for i in range(5)
         ]
-        assert read_pcap(tmp_path / "pcaps" / f"{a:012d}.pcap") == [
+        assert pcap_packets(tmp_path / "pcaps" / f"{a:012d}.pcap") == [
             (T0 + i, frame(a, i)) for i in range(5)
         ]
 
 
-async def test_pcap_path_waits_for_an_append_in_flight(tmp_path: Path, slow_writes: None) -> None:
+async def test_pcap_path_waits_for_an_append_in_flight(tmp_path: Path, pieces: Pieces) -> None:
     big = b"P" * 50_000
     with Store(tmp_path) as store, trio.fail_after(20):
         s = store.allocate_stream()
         other = store.allocate_stream()
-        store.write(Out([], [(s, T0, 1, frame(s, 0))], []))  # buffered, no file yet
+        store.write(Output([], [(s, T0, 1, frame(s, 0))], []))  # buffered, no file yet
         packets = [(s, T0 + i, 1, big) for i in range(1, 5)]
-        pending = store.begin_write(Out([make_entry(s, 0)], packets, []))
+        pending = store.begin_write(Output([make_entry(s, 0)], packets, []))
+        inside = hold_files_until_waited_on(pending, pieces)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(trio.to_thread.run_sync, pending.run_io)
-            await trio.sleep(0.002)
+            await inside.wait()
             # Another stream's download does not wait for it.
             assert store.pcap_path(other) is None
             assert not pending.finished
             path = store.pcap_path(s)  # a download now gets every packet received so far
             assert pending.finished
             assert path is not None
-            assert read_pcap(path) == [(T0, frame(s, 0))] + [(T0 + i, big) for i in range(1, 5)]
+            assert pcap_packets(path) == [(T0, frame(s, 0))] + [(T0 + i, big) for i in range(1, 5)]
 
 
 def test_close_finishes_an_outstanding_write_and_stops_the_helper(tmp_path: Path) -> None:
@@ -511,7 +510,7 @@ def test_close_finishes_an_outstanding_write_and_stops_the_helper(tmp_path: Path
         f"1 {s:012d}_pcap-0_entry.json",
         f"2 {s:012d}_pcap-1_entry.json",
     ]
-    assert read_pcap(tmp_path / "pcaps" / f"{s:012d}.pcap") == [
+    assert pcap_packets(tmp_path / "pcaps" / f"{s:012d}.pcap") == [
         (T0, frame(s, 0)),
         (T0 + 1, frame(s, 1)),
     ]
@@ -530,14 +529,16 @@ def test_a_dead_helper_is_replaced_by_in_process_writes(
         store.write(connection(a, 1, close=False))  # through the helper
         os.kill(store._helper.pid, signal.SIGKILL)  # type: ignore[union-attr]
         b = store.allocate_stream()
-        store.write(Out([make_entry(a, 1), make_entry(b, 0)], [(a, T0 + 1, 1, frame(a, 1))], [a]))
+        store.write(
+            Output([make_entry(a, 1), make_entry(b, 0)], [(a, T0 + 1, 1, frame(a, 1))], [a])
+        )
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert any("I/O helper process" in w for w in warnings)
         store.write(connection(store.allocate_stream(), 1))
         assert store.stats["write_errors"] == 0
         assert store.last_seq == 4
         assert check_directory(tmp_path) == 4
-        assert read_pcap(tmp_path / "pcaps" / f"{a:012d}.pcap") == [
+        assert pcap_packets(tmp_path / "pcaps" / f"{a:012d}.pcap") == [
             (T0, frame(a, 0)),
             (T0 + 1, frame(a, 1)),
         ]
@@ -636,8 +637,8 @@ class GatedStore:
     def start_io_helper(self) -> bool:
         return self.store.start_io_helper()
 
-    def prepare_write(self, out: Out) -> PreparedBatch:
-        return self.store.prepare_write(out)  # type: ignore[arg-type]
+    def prepare_write(self, out: Output) -> PreparedBatch:
+        return self.store.prepare_write(out)
 
     def begin_write(self, out: PreparedBatch) -> Gated:
         self.begun.append(len(out.entries))
@@ -718,7 +719,7 @@ async def test_a_cancelled_writer_loses_no_batch(tmp_path: Path) -> None:
                 assert writer.queued == 2
                 nursery.cancel_scope.cancel()  # what SIGTERM does
                 with trio.CancelScope(shield=True):
-                    await trio.sleep(0.01)
+                    await trio.testing.wait_all_tasks_blocked()  # the writer took the cancel
                 assert real.last_seq == 0  # cancelled, and still waiting for the thread
                 store.gate.release()
         finally:
@@ -730,7 +731,7 @@ async def test_a_cancelled_writer_loses_no_batch(tmp_path: Path) -> None:
         for s, n in ((a, 2), (b, 1), (c, 1)):
             path = real.pcap_path(s)
             assert path is not None
-            assert read_pcap(path) == [(T0 + i, frame(s, i)) for i in range(n)]
+            assert pcap_packets(path) == [(T0 + i, frame(s, i)) for i in range(n)]
 
 
 async def test_without_a_second_cpu_the_writer_writes_in_its_own_thread(tmp_path: Path) -> None:

@@ -7,13 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from web_support import SHOTS, Watch, launch
+
+from tests.support.web import SHOTS, STEP_MS, Watch, launch
 
 
 @pytest.fixture(scope="session")
 def playwright() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # Every wait has the suite's step deadline: actions (the page's default timeout, below) and
+    # assertions too, whose own default (5 s) a busy machine exceeds while a hub and its
+    # workers start and the page fills.
+    expect.set_options(timeout=STEP_MS)
     with sync_playwright() as p:
         yield p
 
@@ -34,7 +39,7 @@ def page(browser: Any) -> Iterator[tuple[Any, Watch]]:
     page = browser.pages[0] if browser.pages else browser.new_page()
     watch = Watch()
     watch.attach(page)
-    page.set_default_timeout(30_000)
+    page.set_default_timeout(STEP_MS)
     yield page, watch
 
 

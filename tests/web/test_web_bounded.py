@@ -1,6 +1,6 @@
 """The dashboard under a stream larger than its buffer: what it keeps is bounded, and says so.
 
-A feeder (a real worker API over a real store, tests/web/feeder.py) holds more entries than the
+A feeder (a real worker API over a real store, tests/support/feeder.py) holds more entries than the
 page keeps (BUFFER_LIMIT, 10,000) and then writes more, live. Checked, as a user would see it and
 through the DevTools protocol: the list shows exactly the newest 10,000, the toolbar says how many
 older ones were dropped, the DOM holds only the rows in sight, and the JS heap after a garbage
@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from feeder import Feeder
 from playwright.sync_api import expect
-from web_support import ROWS, STEP_MS, edge_row
+
+from tests.support.feeder import Feeder
+from tests.support.web import ROWS, STEP_MS, edge_row
 
 BUFFER_LIMIT = 10_000
 HISTORY = 12_000

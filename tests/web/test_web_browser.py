@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import expect
-from web_support import (
+
+from tests.support.rawhttp import free_port
+from tests.support.web import (
     DEMO,
     DEMO_ENTRIES,
     ROWS,
@@ -24,7 +26,6 @@ from web_support import (
     WEB_FIXTURES,
     Served,
     apply_filter,
-    free_port,
     get_json,
     http_get,
     hub,
@@ -157,7 +158,7 @@ def test_a_good_filter_shows_exactly_what_wscat_gets(
 ) -> None:
     p, watch = page
     query = 'response.status >= 400 or request.path.startsWith("/api/items")'
-    expected = wscat_ids(cluster.hub.port, query, tmp_path)
+    expected = wscat_ids(cluster.hub.port, query, tmp_path, 6 + 2)
     assert len(expected) == len(set(expected)) == 6 + 2  # demo's 404s and 500s; two /api/items
     open_dashboard(p, cluster.hub, rows=ALL)
     apply_filter(p, query)
@@ -180,10 +181,7 @@ def test_a_good_filter_shows_exactly_what_wscat_gets(
 def test_entry_detail_shows_bodies_decoded_and_downloads_its_pcap(
     page: tuple[Any, Any], cluster: Cluster, shots: Path, tmp_path: Path
 ) -> None:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-    from make_web_fixtures import BINARY_BODY, GZIP_JSON, POST_JSON
+    from scripts.make_web_fixtures import BINARY_BODY, GZIP_JSON, POST_JSON
 
     p, watch = page
     open_dashboard(
@@ -467,10 +465,7 @@ def _packets(path: Path) -> list[str]:
 def test_the_page_resumes_after_a_hub_restart_without_repeating_entries(
     page: tuple[Any, Any], tmp_path: Path
 ) -> None:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from feeder import Feeder
+    from tests.support.feeder import Feeder
 
     p, watch = page
     history, live = 40, 60

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import expect
-from web_support import (
+
+from tests.support.web import (
     DEMO,
     DEMO_ENTRIES,
     REPO,
@@ -37,7 +38,7 @@ from web_support import (
 
 pytestmark = pytest.mark.tools
 
-HOSTILE = REPO / "tests" / "hub" / "hostile_worker.py"
+HOSTILE = REPO / "tests" / "support" / "hostile_worker.py"
 LOSSES = {"dropped_kernel": 7, "dropped_ours": 2, "store": {"dropped_entries": 3}}
 
 

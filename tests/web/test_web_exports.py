@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from web_support import (
+
+from kshark.kfl import compile_query
+from tests.support.web import (
     DEMO,
     DEMO_ENTRIES,
     FIXTURES,
@@ -29,8 +31,6 @@ from web_support import (
     wait_stored,
     worker,
 )
-
-from kshark.kfl import compile_query
 
 pytestmark = pytest.mark.tools
 

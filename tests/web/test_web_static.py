@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
-from web_support import DEMO, DEMO_ENTRIES, REPO, http_get, wait_stored, worker
 
 from kshark.kfl import validate
+from tests.support.web import DEMO, DEMO_ENTRIES, REPO, http_get, wait_stored, worker
 
 STATIC = REPO / "kshark" / "web" / "static"
 TOKEN = "t0ken-ü"
@@ -93,8 +93,7 @@ def subprotocol(token: str) -> str:
 
 
 async def test_the_websocket_takes_the_token_as_a_subprotocol(tmp_path: Path) -> None:
-    sys.path.insert(0, str(REPO / "tests" / "hub"))
-    from hub_support import FakeWorker
+    from tests.support.hub import FakeWorker
 
     async with trio.open_nursery() as nursery:
         fake = FakeWorker(tmp_path / "w", token=TOKEN)

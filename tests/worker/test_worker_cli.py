@@ -3,7 +3,7 @@
 Every test starts the real executable as a subprocess and judges it only by what a user sees:
 the exit code, stdout/stderr, the files in the data directory, the API (plain HTTP, `wscat`, a
 websocket follower). Replay tests use the demo capture and shared real captures; the live tests
-(root) build private network namespaces (tests/live/netns_harness.py), run nginx in one and
+(root) build private network namespaces (tests/support/netns.py), run nginx in one and
 curl in the other, and run the worker inside the server namespace on its veth.
 """
 
@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,10 +23,8 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "live"))
-import netns_harness as nh
-from worker_cli_support import (
+from tests.support import netns as nh
+from tests.support.worker_cli import (
     DEMO,
     FIXTURES,
     SHARED_PCAPS,
@@ -44,7 +41,7 @@ from worker_cli_support import (
     worker_bin,
 )
 
-FOLLOW = str(Path(__file__).resolve().parent / "ws_follow.py")
+WS_CLIENT = str(Path(__file__).resolve().parents[1] / "support" / "ws_client.py")
 PY = sys.executable
 
 # What the demo capture holds (scripts/make_demo_capture.py): six keep-alive connections of four
@@ -232,7 +229,7 @@ def test_worker_keeps_serving_after_replay_and_wscat_streams_the_matches(
     assert Counter(e["response"]["status"] for e in expected) == {301: 3, 404: 3, 500: 3}
 
     w = serving_demo
-    time.sleep(0.3)  # well after the replay: the worker must still be serving
+    w.wait_for_log("kshark-worker: 108 packets")  # the replay's end: the worker must go on serving
     assert w.proc.poll() is None
     assert w.get("/echo") == (200, b"It's running.")
     # stdin stays open until wscat is done: it quits at EOF on stdin, before any frame came.
@@ -351,16 +348,17 @@ def nginx(pair: nh.Pair, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
 
 
 class Follower:
-    """ws_follow.py inside a namespace: a `/api/wsFull` stream opened before any traffic."""
+    """tests/support/ws_client.py inside a namespace: a `/api/wsFull` stream opened before any
+    traffic."""
 
     def __init__(self, ns: str, port: int, first_frame: str) -> None:
         self.proc = nh.run_in_ns(
-            ns, [PY, FOLLOW, str(port), first_frame],
+            ns, [PY, WS_CLIENT, f"ws://127.0.0.1:{port}/api/wsFull", first_frame, "--ready"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
         self.lines = LineReader(self.proc)
         first = self.lines.readline(STEP_TIMEOUT_S)
-        if first != "READY":
+        if first != "#ready":
             nh.stop_process(self.proc)
             raise AssertionError(f"follower: {first!r} {self.proc.stderr.read()!r}")  # type: ignore[union-attr]
 
@@ -368,7 +366,7 @@ class Follower:
         out = []
         for _ in range(n):
             line = self.lines.readline(STEP_TIMEOUT_S)
-            assert line is not None and not line.startswith("CLOSED"), (line, out)
+            assert line is not None and not line.startswith("#close"), (line, out)
             out.append(json.loads(line))
         return out
 

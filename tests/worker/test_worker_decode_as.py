@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 
 import pytest
-from worker_cli_support import ROOT, ServingWorker, entry_files, parse_summary, run_once
+
+from tests.support.worker_cli import ROOT, ServingWorker, entry_files, parse_summary, run_once
 
 PROTO = ROOT.parent / "shared" / "pcaps-proto"
 

@@ -8,15 +8,13 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from worker_cli_support import DEMO, STEP_TIMEOUT_S, ServingWorker, worker_bin
+from tests.support.worker_cli import DEMO, STEP_TIMEOUT_S, ServingWorker, worker_bin
 
 TOKEN_ENV = "KSHARK_TOKEN"
 NOT_A_SIZE = "(e.g. 1GiB, 512MiB, 64KiB, 4096)"

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import trio
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from worker_cli_support import FIXTURES, ServingWorker, read_pcap
-
 from kshark.store import PendingWrite, PreparedBatch, Store
 from kshark.worker import BatchLimits, WorkerConfig, run_worker
+from tests.support.worker_cli import FIXTURES, ServingWorker, read_pcap
 
 BURST = FIXTURES / "worker" / "gzip-burst.pcap.gz"
 BURST_ENTRIES = 100

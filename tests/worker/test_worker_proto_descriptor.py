@@ -3,13 +3,11 @@ and a file that cannot be used refused in one line before anything starts."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from worker_cli_support import FIXTURES, entries, run_once
+from tests.support.worker_cli import FIXTURES, entries, run_once
 
 GRPC = FIXTURES / "h2" / "grpc-calls.pcap"
 DESC = FIXTURES / "h2" / "shop.desc"

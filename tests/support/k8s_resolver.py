@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import functools
 import itertools
-import sys
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import trio
-from cluster_support import REPO, KubeApi
 
 from capture.entries import Identity
 from capture.pipeline import Pipeline
 from kshark.k8s.resolver import Resolver
-
-sys.path.insert(0, str(REPO / "scripts"))
-from make_k8s_fixtures import connection
+from scripts.make_k8s_fixtures import connection
+from tests.support.k8s_cluster import KubeApi
 
 __all__ = [
     "FRONTEND_IP",

@@ -357,6 +357,15 @@ class KubeCluster:
 # ---- the scenario of fixtures/k8s -------------------------------------------------------------
 
 
+@dataclass
+class Scenario:
+    """fixtures/k8s's cluster built on a KubeCluster (tests/k8s/conftest.py's `scenario`)."""
+
+    cluster: KubeCluster
+    spec: dict[str, Any]  # fixtures/k8s/scenario.json
+    pod_by_ip: dict[str, str]  # the names the cluster gave the scenario's pods
+
+
 def load_scenario() -> dict[str, Any]:
     data: dict[str, Any] = json.loads(SCENARIO.read_text())
     return data

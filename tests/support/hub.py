@@ -12,11 +12,9 @@ import base64
 import contextlib
 import os
 import signal
-import socket
 import struct
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +22,9 @@ import orjson
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-# The raw wsproto client lives with the API tests; the hub's tests use the same one.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
-from api_support import Output, RawWsClient
+from capture.pipeline import Output
+from tests.support.api import RawWsClient
+from tests.support.rawhttp import get, loads
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_PCAP = REPO / "fixtures" / "demo.pcap"
@@ -101,15 +99,20 @@ def make_entry(
 
 
 class CountingApp:
-    """A worker app that counts the websocket streams it was asked to serve."""
+    """A worker app that counts the websocket streams it was asked to serve and the /status
+    requests it answered (the hub's probes: a test waits for the next one instead of a time)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
         self.ws_paths = app.ws_paths
         self.ws_requests = 0
+        self.status_answered = 0
 
     async def handle_http(self, request: Any) -> Any:
-        return await self.app.handle_http(request)
+        response = await self.app.handle_http(request)
+        if request.path == "/status":
+            self.status_answered += 1
+        return response
 
     async def handle_ws(self, request: Any, ws: Any) -> None:
         self.ws_requests += 1
@@ -212,10 +215,6 @@ async def start_hub(
 # ---- clients --------------------------------------------------------------------------------
 
 
-def loads(text: str | bytes) -> Any:
-    return orjson.loads(text)
-
-
 class Client:
     """A websocket client of the hub that sorts what it receives into entries and frames."""
 
@@ -315,60 +314,7 @@ async def stalled_client(port: int, path: str, first_frame: str, rcvbuf: int = 4
 # ---- HTTP -------------------------------------------------------------------------------------
 
 
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return loads(self.body)
-
-
-async def get(port: int, target: str, headers: dict[str, str] | None = None) -> Reply:
-    """GET over a fresh connection (Connection: close), body read to the end."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        head = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-        for k, v in (headers or {}).items():
-            head += f"{k}: {v}\r\n"
-        await stream.send_all((head + "\r\n").encode())
-        buf = bytearray()
-        while data := await stream.receive_some(65536):
-            buf += data
-    end = buf.index(b"\r\n\r\n")
-    lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
-    hdrs = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        hdrs[k.strip().lower()] = v.strip()
-    body = bytes(buf[end + 4 :])
-    if hdrs.get("transfer-encoding") == "chunked":
-        out = bytearray()
-        while True:
-            size_line, _, rest = body.partition(b"\r\n")
-            size = int(size_line, 16)
-            if size == 0:
-                break
-            out += rest[:size]
-            body = rest[size + 2 :]
-        body = bytes(out)
-    return Reply(int(lines[0].split(" ")[1]), hdrs, body)
-
-
-async def wait_until(predicate: Any, interval: float = 0.01) -> None:
-    """Poll until true (the caller's fail_after bounds it): for state with no event to await."""
-    while not predicate():  # noqa: ASYNC110
-        await trio.sleep(interval)
-
-
 # ---- real worker processes ------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_empty_pcap(path: Path) -> Path:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import base64
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
@@ -25,6 +24,8 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+
+from capture.pipeline import Output
 
 WORKER = "127.0.0.1:30001"
 HTTP_PROTOCOL = {
@@ -42,15 +43,6 @@ HTTP_PROTOCOL = {
     "referenceLink": "https://datatracker.ietf.org/doc/html/rfc2616",
     "version": "1.1",
 }
-
-
-@dataclass
-class Output:
-    """What Store.write consumes (the pipeline's Output, built by hand)."""
-
-    entries: list[dict[str, Any]] = field(default_factory=list)
-    packets: list[tuple[int, int, int, bytes]] = field(default_factory=list)
-    closed_streams: list[int] = field(default_factory=list)
 
 
 def make_entry(
@@ -149,67 +141,6 @@ def write_entries(store: Any, specs: list[dict[str, Any]]) -> list[dict[str, Any
     entries = [make_entry(store.allocate_stream(), 0, **spec) for spec in specs]
     store.write(Output(entries=entries))
     return entries
-
-
-def loads(text: str | bytes) -> Any:
-    return orjson.loads(text)
-
-
-# ---- raw HTTP -------------------------------------------------------------------------------
-
-
-@dataclass
-class HttpReply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
-async def http_request(port: int, raw: bytes) -> HttpReply:
-    """Send `raw` as is on a new connection; read one response (Content-Length or until close)."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        await stream.send_all(raw)
-        return await read_reply(stream, head_only=raw.startswith(b"HEAD "))
-
-
-async def read_reply(stream: trio.abc.Stream, *, head_only: bool = False) -> HttpReply:
-    buf = bytearray()
-    while b"\r\n\r\n" not in buf:
-        data = await stream.receive_some(65536)
-        if not data:
-            raise EOFError(f"connection closed before a response head: {bytes(buf)!r}")
-        buf += data
-    end = buf.index(b"\r\n\r\n")
-    lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    headers = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        headers[k.strip().lower()] = v.strip()
-    body = bytearray(buf[end + 4 :])
-    if head_only:
-        return HttpReply(status, headers, b"")
-    if "content-length" in headers:
-        n = int(headers["content-length"])
-        while len(body) < n:
-            data = await stream.receive_some(65536)
-            if not data:
-                break
-            body += data
-        return HttpReply(status, headers, bytes(body[:n]))
-    while True:
-        data = await stream.receive_some(65536)
-        if not data:
-            return HttpReply(status, headers, bytes(body))
-        body += data
-
-
-async def get(port: int, target: str, headers: dict[str, str] | None = None) -> HttpReply:
-    head = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n"
-    for k, v in (headers or {}).items():
-        head += f"{k}: {v}\r\n"
-    return await http_request(port, (head + "\r\n").encode())
 
 
 # ---- raw websocket ----------------------------------------------------------------------------
@@ -345,13 +276,6 @@ async def start_worker_api(
         )
     )
     return RunningApi(app, port, store)
-
-
-async def wait_until(predicate: Any, interval: float = 0.005) -> None:
-    """Poll `predicate` until true (the caller's fail_after bounds the wait). Polling, because
-    the state watched (server-side client registry) has no event to wait on."""
-    while not predicate():  # noqa: ASYNC110
-        await trio.sleep(interval)
 
 
 async def drain(ws: Any) -> tuple[list[str], int]:

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -49,12 +48,6 @@ STEP_S = 30.0
 STEP_MS = STEP_S * 1000
 
 LISTENING_RE = re.compile(r"api listening on \S+ port (\d+)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def empty_pcap(path: Path) -> Path:
@@ -171,29 +164,40 @@ def stored_ids(data_dir: Path, worker_id: str) -> set[str]:
     return ids
 
 
-def wscat_ids(port: int, query: str, tmp: Path) -> list[str]:
-    """The ids `wscat -x QUERY` receives from ws://127.0.0.1:PORT/api/wsFull (it stays 2 s after
-    sending the filter; the stores are complete before it starts)."""
+def wscat_ids(port: int, query: str, tmp: Path, count: int) -> list[str]:
+    """The ids `wscat -x QUERY` receives from ws://127.0.0.1:PORT/api/wsFull, once it has
+    received `count` (the stores are complete before it starts). Its output file is polled (no
+    event to wait on in another process) up to STEP_S: a fixed `-w` window would end early on a
+    busy machine."""
     wscat = shutil.which("wscat")
     assert wscat, "wscat is not installed: scripts/setup installs it (npm install -g wscat)"
     out_path, err_path = tmp / "wscat.out", tmp / "wscat.err"
+
+    def ids() -> list[str]:
+        text = out_path.read_text()
+        whole = text[: text.rfind("\n") + 1]  # a line still being written is not read yet
+        return [json.loads(line)["id"] for line in whole.splitlines() if line.strip()]
+
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         proc = subprocess.Popen(
-            [wscat, "--connect", f"ws://127.0.0.1:{port}/api/wsFull", "-x", query, "-w", "2"],
+            [wscat, "--connect", f"ws://127.0.0.1:{port}/api/wsFull", "-x", query],
             stdin=subprocess.PIPE,
             stdout=out,
             stderr=err,
         )
     assert proc.stdin is not None
+    deadline = time.monotonic() + STEP_S
     try:
-        proc.wait(STEP_S)
+        while len(got := ids()) < count:
+            assert proc.poll() is None, f"wscat exited: {err_path.read_text()} {got}"
+            assert time.monotonic() < deadline, f"wscat received {len(got)} of {count}: {got}"
+            time.sleep(0.05)  # polling another process's output: there is no event to wait on
     finally:
         proc.stdin.close()
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err_path.read_text()
-    return [json.loads(line)["id"] for line in out_path.read_text().splitlines() if line.strip()]
+            proc.terminate()
+        proc.wait(STEP_S)
+    return ids()
 
 
 def tshark_count(path: Path, display_filter: str | None = None) -> int:

@@ -181,6 +181,15 @@ class ServingWorker:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait_for_log(self, text: str) -> str:
+        """Poll the log file (another process's: no event to wait on) until it holds `text`."""
+        deadline = time.monotonic() + STEP_TIMEOUT_S
+        while text not in (log := self.log()):
+            assert self.proc.poll() is None, f"the worker exited: {log}"
+            assert time.monotonic() < deadline, f"no {text!r} in the log: {log}"
+            time.sleep(0.02)
+        return log
+
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 

@@ -7,8 +7,7 @@ is deleted when the context manager exits, even when the test failed.
 
 Import from a test module with::
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))   # tests/live
-    import netns_harness as nh
+    from tests.support import netns as nh
 
 Building blocks:
 
