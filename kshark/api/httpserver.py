@@ -314,7 +314,7 @@ class _Server:
             return True
         auth = request.headers.get("authorization", "")
         scheme, _, value = auth.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token):
+        if scheme.lower() == "bearer" and _token_matches(value.strip(), self.token):
             return True
         given = request.query.get("token") or _subprotocol_token(request)
         return given is not None and hmac.compare_digest(given.encode(), self.token)
@@ -522,6 +522,17 @@ def _request_of(event: h11.Request, remote: str) -> Request:
         version="HTTP/" + event.http_version.decode("ascii"),
         remote=remote,
     )
+
+
+def _token_matches(value: str, token: bytes) -> bool:
+    """Whether a header's `value` (decoded as latin-1, so its bytes as sent) is `token`.
+
+    The token is text; its bytes on the wire are UTF-8 from curl, the hub and the dashboard,
+    but latin-1 from clients that send a str header as it is (Python's http.client, requests).
+    Both are accepted; each comparison takes constant time."""
+    as_sent = hmac.compare_digest(value.encode("latin-1"), token)
+    as_text = hmac.compare_digest(value.encode(), token)
+    return as_sent | as_text
 
 
 def _subprotocol_token(request: Request) -> str | None:

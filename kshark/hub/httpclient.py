@@ -122,12 +122,12 @@ async def http_get(
     conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
     try:
         headers = [
-            ("Host", address),
-            ("User-Agent", f"kshark-hub/{__version__}"),
-            ("Connection", "close"),
+            (b"Host", address.encode()),
+            (b"User-Agent", f"kshark-hub/{__version__}".encode()),
+            (b"Connection", b"close"),
         ]
-        if token:
-            headers.append(("Authorization", f"Bearer {token}"))
+        if token:  # UTF-8, as the worker compares it (h11 would refuse a non-ASCII str)
+            headers.append((b"Authorization", b"Bearer " + token.encode()))
         request = conn.send(h11.Request(method="GET", target=target, headers=headers))
         with trio.fail_after(io_timeout):
             await stream.send_all(request + conn.send(h11.EndOfMessage()))

@@ -282,7 +282,9 @@ async def _handshake(
             (b"Sec-WebSocket-Key", key),
             (b"Sec-WebSocket-Version", b"13"),
             (b"User-Agent", f"kshark-hub/{__version__}".encode()),
-            *((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers),
+            # Values as UTF-8: a token may be any printable text, and the worker compares the
+            # raw bytes (what curl sends from a UTF-8 shell).
+            *((name.encode("ascii"), value.encode()) for name, value in headers),
         ],
     )
     await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))

@@ -292,9 +292,30 @@ async def test_a_body_of_unknown_length_is_chunked_for_1_1_and_ends_with_the_con
             port, b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         )
         assert reply.headers["transfer-encoding"] == "chunked"
-        assert reply.body == b"4\r\none,\r\n3\r\ntwo\r\n0\r\n\r\n"
+        assert (reply.chunks, reply.body) == ((4, 3), b"one,two")  # one chunk per part sent
         # HTTP/1.0 knows no chunks: the body is what comes before the server closes.
         reply = await http_request(port, b"GET /stream HTTP/1.0\r\n\r\n")
         assert "transfer-encoding" not in reply.headers
         assert reply.headers["connection"] == "close"
         assert reply.body == b"one,two"
+
+
+async def test_a_token_beyond_ascii_is_accepted_as_utf8_and_as_latin1(nursery):
+    """curl and the hub send a header's text as UTF-8; Python's http.client as latin-1 (and a
+    browser's fetch would, below U+0100). Either is the token; other bytes are not."""
+    with trio.fail_after(BUDGET):
+        _, port = await start(nursery, token="tøken")
+
+        async def with_auth(value: bytes) -> int:
+            head = b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            return (
+                await http_request(port, head + b"Authorization: " + value + b"\r\n\r\n")
+            ).status
+
+        assert await with_auth("Bearer tøken".encode()) == 200
+        assert await with_auth("Bearer tøken".encode("latin-1")) == 200
+        assert await with_auth(b"Bearer t\xc3\xb8ke") == 401
+        assert await with_auth(b"Bearer t\xf8ke") == 401
+        _, port = await start(nursery, token="€-token")
+        assert await with_auth("Bearer €-token".encode()) == 200
+        assert await with_auth(b"Bearer ?-token") == 401

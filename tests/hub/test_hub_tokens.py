@@ -191,3 +191,21 @@ def _accepts(port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+async def test_a_worker_token_beyond_ascii_reaches_the_worker(nursery, make_worker) -> None:
+    """A token is any printable text: the hub's probe and its streams send it as UTF-8 (h11
+    refuses a non-ASCII str header; a latin-1 encoding would miss the worker's UTF-8 token)."""
+    token = "wörker-€-token"
+    w = await make_worker("w", token=token)
+    w.write(3)
+    hub = await start_hub(nursery, [w.address], token="c", worker_token=token)
+    headers = [(b"Authorization", b"Bearer c")]
+    with trio.fail_after(BUDGET):
+        async with open_client(hub.port, "", headers=headers) as client:
+            await client.entries_until(3)
+        # The probe of its /status got past the token check (the app counts what reaches it).
+        await wait_until(lambda: w.app.status_answered >= 1)
+    (status,) = hub.status()["workers"]
+    assert (status["state"], status["status_problem"], status["last_error"]) == ("up", None, None)
+    assert sorted(e["id"] for e in client.entries) == sorted(e["id"] for e in w.written)

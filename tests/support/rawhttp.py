@@ -34,6 +34,7 @@ class Reply:
     status: int
     headers: dict[str, str]  # names lower-cased
     body: bytes  # de-chunked
+    chunks: tuple[int, ...] = ()  # a chunked body's chunk sizes, as sent (without the last 0)
 
     def json(self) -> Any:
         return loads(self.body)
@@ -82,13 +83,14 @@ async def read_reply(stream: trio.abc.Stream, *, head_only: bool = False) -> Rep
             body += data
         return Reply(status, headers, bytes(body[:n]))
     if headers.get("transfer-encoding") == "chunked":
-        return Reply(status, headers, await _dechunk(stream, body))
+        sizes: list[int] = []
+        return Reply(status, headers, await _dechunk(stream, body, sizes), tuple(sizes))
     while data := await stream.receive_some(65536):
         body += data
     return Reply(status, headers, bytes(body))
 
 
-async def _dechunk(stream: trio.abc.Stream, buf: bytearray) -> bytes:
+async def _dechunk(stream: trio.abc.Stream, buf: bytearray, sizes: list[int]) -> bytes:
     out = bytearray()
 
     async def more() -> None:
@@ -105,6 +107,7 @@ async def _dechunk(stream: trio.abc.Stream, buf: bytearray) -> bytes:
         del buf[: len(line) + 2]
         if size == 0:
             return bytes(out)
+        sizes.append(size)
         while len(buf) < size + 2:
             await more()
         out += buf[:size]

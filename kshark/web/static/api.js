@@ -22,11 +22,15 @@ export class HttpError extends Error {
   }
 }
 
-function base64url(text) {
-  const bytes = new TextEncoder().encode(text);
+/** `text`'s UTF-8 bytes, one character each: what a header value or btoa() carries as bytes. */
+function utf8Binary(text) {
   let binary = "";
-  for (const b of bytes) binary += String.fromCharCode(b);
-  return btoa(binary).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+  for (const b of new TextEncoder().encode(text)) binary += String.fromCharCode(b);
+  return binary;
+}
+
+function base64url(text) {
+  return btoa(utf8Binary(text)).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
 }
 
 export class Api {
@@ -50,7 +54,9 @@ export class Api {
   }
 
   headers() {
-    return this.token ? { Authorization: `Bearer ${this.token}` } : {};
+    // As UTF-8 bytes, as curl sends them: fetch() would send a character up to U+00FF as one
+    // byte and refuse any above.
+    return this.token ? { Authorization: `Bearer ${utf8Binary(this.token)}` } : {};
   }
 
   async get(path, params) {
