@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import re
 import sys
 import time
@@ -38,29 +37,10 @@ import re2  # type: ignore[import-untyped]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kshark.kfl import compile_query
+from tests.support import kfl_samples
 
-ENTRY: dict[str, Any] = json.loads(
-    """{"dst":{"endpointSlice":null,"ip":"10.0.53.101","name":"","namespace":"","pod":null,
- "port":"80","service":null},"elapsedTime":2,"entryFile":"000000020017_pcap-0_entry.json",
- "error":null,"failed":false,"id":"10.0.41.65:30001/000000020017.pcap-0","index":0,
- "node":{"ip":"10.0.41.65","name":"ip-10-0-41-65.ec2.internal"},"outgoing":false,"passed":false,
- "protocol":{"abbr":"HTTP","backgroundColor":"#416CDE","fontSize":12,"foregroundColor":"#ffffff",
- "layer3":"ip","layer4":"tcp","longName":"Hypertext Transfer Protocol -- HTTP/1.1","macro":"http",
- "name":"http","ports":["80","443","8080"],"priority":0,
- "referenceLink":"https://datatracker.ietf.org/doc/html/rfc2616","version":"1.1"},"record":"",
- "request":{"bodySize":0,"cookies":{},"headers":{"Accept":"application/json","Host":"catalogue",
- "User-Agent":"Go-http-client/1.1"},"headersSize":-1,"httpVersion":"HTTP/1.1","method":"GET",
- "path":"/catalogue","pathSegments":["catalogue"],"queryString":{"size":"5","tags":"blue"},
- "targetUri":"/catalogue?size=5&tags=blue","url":"/catalogue?size=5&tags=blue"},"requestSize":152,
- "response":{"bodySize":77,"content":{"encoding":"base64",
- "mimeType":"application/json; charset=utf-8","size":77,
- "text":"W3siaWQiOiIzMzk1YTQzZS0yZDg4LTQwZGUtYjk1Zi1lMDBlMTUwMjA4NWIiLCJuYW1lIjoiQ29sb3VyZnVsIiwicHJpY2UiOjE4fV0="},
- "cookies":{},"headers":{"Content-Length":"77","Content-Type":"application/json; charset=utf-8"},
- "headersSize":-1,"httpVersion":"HTTP/1.1","redirectURL":"","status":200,"statusText":"OK"},
- "responseSize":237,"src":{"endpointSlice":null,"ip":"10.0.53.77","name":"","namespace":"",
- "pod":null,"port":"51846","service":null},"startTime":"2023-12-19T20:51:07.482113205Z",
- "stream":"000000020017.pcap","timestamp":1703019067482,"tls":false,"worker":"10.0.41.65:30001"}"""
-)
+# The ENTRY.md example: the KFL tests' entry (tests/support is shared with the benches).
+ENTRY: dict[str, Any] = kfl_samples.http_get()
 
 _LOOKUP = (KeyError, TypeError, IndexError)
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,37 +16,15 @@ from capture.entries import Identity
 from capture.pipeline import Pipeline, PipelineLimits
 from capture.protobuf import ProtoDecoder
 from capture.sources import CaptureFile
+from tests.support.generated import check_generated
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "make_h2_fixtures.py"
 FIXTURES = REPO / "fixtures" / "h2"
 EXPECTED: dict[str, Any] = json.loads((FIXTURES / "expected.json").read_text())
 
 
-def _generate(out: Path) -> dict[str, bytes]:
-    subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(out)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
-
-
-@pytest.fixture(scope="module")
-def fresh(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    return _generate(tmp_path_factory.mktemp("h2"))
-
-
-def test_committed_fixtures_match_the_generator(fresh: dict[str, bytes]) -> None:
-    assert set(fresh) == {p.name for p in FIXTURES.iterdir()}
-    stale = sorted(n for n, data in fresh.items() if (FIXTURES / n).read_bytes() != data)
-    assert not stale, f"run scripts/make_h2_fixtures.py: out of date: {stale}"
-
-
-def test_generator_is_deterministic(fresh: dict[str, bytes], tmp_path: Path) -> None:
-    again = _generate(tmp_path)
-    assert [n for n in fresh if again[n] != fresh[n]] == []
+def test_committed_fixtures_match_the_generator_and_it_is_deterministic(tmp_path: Path) -> None:
+    check_generated("make_h2_fixtures.py", FIXTURES, tmp_path)
 
 
 def run(

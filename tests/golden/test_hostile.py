@@ -22,9 +22,9 @@ import pytest
 from capture.entries import Identity
 from capture.pipeline import Pipeline
 from capture.sources import CaptureFile
+from tests.support.generated import check_generated
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "make_hostile_fixtures.py"
 HOSTILE = REPO / "fixtures" / "hostile"
 S = 1_000_000_000
 TS_MAX = 0xFFFFFFFF * S + 999_999_999
@@ -53,24 +53,10 @@ def paths(name: str) -> list[str]:
 # -- the generator --------------------------------------------------------------------------------
 
 
-def _generate(out: Path) -> dict[str, bytes]:
-    subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(out)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
-
-
 def test_committed_hostile_fixtures_are_the_generators_output_and_it_is_deterministic(
     tmp_path: Path,
 ) -> None:
-    fresh = _generate(tmp_path / "a")
-    assert sorted(fresh) == sorted(p.name for p in HOSTILE.iterdir())
-    stale = [n for n, data in fresh.items() if (HOSTILE / n).read_bytes() != data]
-    assert not stale, f"run scripts/make_hostile_fixtures.py: out of date: {stale}"
-    assert _generate(tmp_path / "b") == fresh
+    fresh = check_generated("make_hostile_fixtures.py", HOSTILE, tmp_path)
     assert sum(map(len, fresh.values())) < 200_000
 
 

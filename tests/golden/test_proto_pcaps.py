@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -30,12 +28,12 @@ from capture import dns
 from capture.entries import Identity
 from capture.pipeline import Output, Pipeline
 from capture.sources import CaptureFile
+from tests.support.generated import check_generated
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTO = ROOT.parent / "shared" / "pcaps-proto"
 ORACLE = PROTO / "oracle"
 FIXTURES = ROOT / "fixtures" / "dns"
-SCRIPT = ROOT / "scripts" / "make_dns_fixtures.py"
 
 DNS_CAPTURES = [
     "df-dns-tcp-multi.pcap",
@@ -258,19 +256,8 @@ def test_dns_fixture(name: str) -> None:
     assert got == spec["entries"]
 
 
-def _generate(out: Path) -> dict[str, bytes]:
-    subprocess.run([sys.executable, str(SCRIPT), "--out", str(out)], check=True,
-                   capture_output=True, timeout=120)  # fmt: skip
-    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
-
-
 def test_dns_fixtures_are_what_the_script_writes(tmp_path: Path) -> None:
-    fresh = _generate(tmp_path / "a")
-    committed = {p.name: p.read_bytes() for p in sorted(FIXTURES.iterdir())}
-    assert sorted(fresh) == sorted(committed)
-    assert [n for n in fresh if fresh[n] != committed[n]] == [], "run scripts/make_dns_fixtures.py"
-    again = _generate(tmp_path / "b")
-    assert again == fresh  # deterministic
+    check_generated("make_dns_fixtures.py", FIXTURES, tmp_path)
 
 
 # DNS inside the HTTP corpus (../shared/pcaps, whose oracle is HTTP only): (queries, responses)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import base64
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
 
 from kshark.kfl import validate
+from tests.support.generated import check_generated
 from tests.support.web import DEMO, DEMO_ENTRIES, REPO, http_get, wait_stored, worker
 
 STATIC = REPO / "kshark" / "web" / "static"
@@ -158,12 +157,5 @@ def test_the_example_queries_are_valid_kfl() -> None:
 
 
 def test_committed_web_fixtures_match_their_generator(tmp_path: Path) -> None:
-    subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "make_web_fixtures.py"), "--out", str(tmp_path)],
-        check=True,
-        timeout=120,
-    )
-    fresh = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    committed = {p.name: p.read_bytes() for p in (REPO / "fixtures" / "web").iterdir()}
-    assert sorted(fresh) == sorted(committed) == ["bodies.pcap", "xss.pcap"]
-    assert [n for n in fresh if fresh[n] != committed[n]] == [], "run scripts/make_web_fixtures.py"
+    fresh = check_generated("make_web_fixtures.py", REPO / "fixtures" / "web", tmp_path)
+    assert sorted(fresh) == ["bodies.pcap", "xss.pcap"]
