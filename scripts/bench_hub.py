@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))  # tests.support: helpers shared with the tests
 
 from capture.pipeline import Output  # noqa: E402
 from tests.support.api import masked_text_frame  # noqa: E402
-from tests.support.procstat import cpu_seconds  # noqa: E402
+from tests.support.procstat import cpu_seconds, stop_process  # noqa: E402
 from tests.support.rawhttp import free_port  # noqa: E402
 
 PY = str(ROOT / ".venv" / "bin" / "python")
@@ -167,13 +167,7 @@ class Proc:
         return cpu_seconds(self.p.pid)
 
     def stop(self) -> None:
-        if self.p.poll() is None:
-            self.p.terminate()
-            try:
-                self.p.wait(5)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait(5)
+        stop_process(self.p, 5)
 
 
 def start_worker(tmp: Path, name: str, history: int, rate: float = 0) -> tuple[Proc, int]:

@@ -15,6 +15,16 @@ from tests.support.api import RawWsClient, start_worker_api, write_entries
 from tests.support.rawhttp import get, loads, wait_until
 
 
+def held_by_streams(snapshot: tracemalloc.Snapshot) -> int:
+    """Bytes still allocated with the worker's stream code (its app, its entry stream) in their
+    stack: what the server holds for its clients."""
+    files = [
+        tracemalloc.Filter(True, f"*kshark/api/{m}.py", all_frames=True)
+        for m in ("worker_app", "entry_stream")
+    ]
+    return sum(stat.size for stat in snapshot.filter_traces(files).statistics("filename"))
+
+
 async def test_stalled_client_beside_a_fast_one(nursery, store):
     limits = StreamLimits(batch_entries=16, batch_bytes=256 * 1024)
     api = await start_worker_api(nursery, store, limits=limits)
@@ -48,15 +58,7 @@ async def test_stalled_client_beside_a_fast_one(nursery, store):
                 snapshot = tracemalloc.take_snapshot()
             finally:
                 tracemalloc.stop()
-            held = sum(
-                stat.size
-                for stat in snapshot.filter_traces(
-                    [
-                        tracemalloc.Filter(True, f"*kshark/api/{m}.py", all_frames=True)
-                        for m in ("worker_app", "entry_stream")
-                    ]
-                ).statistics("filename")
-            )
+            held = held_by_streams(snapshot)
             assert len(received) == total == len(set(received))
             assert fast_state.seq == store.last_seq == total
             # The stalled client stopped far behind, and what the server holds for it stays
@@ -105,15 +107,7 @@ async def test_a_client_that_stops_reading_holds_its_byte_budget_with_entries_of
             snapshot = tracemalloc.take_snapshot()
         finally:
             tracemalloc.stop()
-    held = sum(
-        stat.size
-        for stat in snapshot.filter_traces(
-            [
-                tracemalloc.Filter(True, f"*kshark/api/{m}.py", all_frames=True)
-                for m in ("worker_app", "entry_stream")
-            ]
-        ).statistics("filename")
-    )
+    held = held_by_streams(snapshot)
     assert state.buffered_bytes <= max(limits.batch_bytes, largest)
     assert held <= budget, (held, budget)
     status = loads((await get(api.port, "/status")).body)

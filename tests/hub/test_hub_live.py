@@ -19,7 +19,6 @@ and beside it: a bad filter is refused and contacts no worker; limit(n) counts a
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ from typing import Any
 import pytest
 
 from tests.support import netns as nh
+from tests.support.store import stored_ids
 
 pytestmark = pytest.mark.live
 
@@ -249,12 +249,3 @@ def test_hub_in_front_of_live_nodes(star: nh.Star, tmp_path: Path) -> None:
         assert all(e["request"]["path"] == "/hello.txt" for e in mine)
     assert node1_states == ["up", "down", "up"]
     assert stream_closed is None  # the stream was never ended by a worker failing
-
-
-def stored_ids(data_dir: Path, worker: str) -> set[str]:
-    """Every entry id a worker's data directory holds (from the entry file names)."""
-    out = set()
-    for name in os.listdir(data_dir / "entries"):
-        stream, _, rest = name.partition("_pcap-")
-        out.add(f"{worker}/{stream}.pcap-{rest.removesuffix('_entry.json')}")
-    return out

@@ -29,7 +29,7 @@ import trio
 
 from kshark.hub.limits import HubLimits
 from tests.support.hub import VENV_BIN, WorkerProcess, open_client, start_hub, write_empty_pcap
-from tests.support.rawhttp import free_port, get, wait_until
+from tests.support.rawhttp import accepts, free_port, get, wait_until
 
 BUDGET = 40
 DEMO_ENTRIES = 24  # entries in fixtures/demo.pcap
@@ -136,7 +136,7 @@ async def test_kshark_hub_command_with_a_workers_file(tmp_path: Path):
         with trio.fail_after(BUDGET):
             await w1.wait_serving(DEMO_ENTRIES)
             await w2.wait_serving(DEMO_ENTRIES)
-            await wait_until(lambda: _accepts(port))
+            await wait_until(lambda: accepts(port))
             async with open_client(port, "") as client:  # raw text, as wscat sends
                 await client.entries_until(DEMO_ENTRIES)
                 listing.write_text(f"{w1.address}\n{w2.address}\n")  # joins mid-stream
@@ -244,14 +244,6 @@ async def test_a_worker_back_on_a_new_data_directory_is_not_aliased(nursery, tmp
 def _stream_cursor(hub) -> dict[str, str]:
     clients = hub.status()["clients"]
     return clients[0]["cursor"] if clients else {}
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-    except OSError:
-        return False
-    return True
 
 
 def test_kshark_hub_refuses_bad_arguments():

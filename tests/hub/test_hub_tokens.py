@@ -19,7 +19,7 @@ from trio_websocket import ConnectionRejected
 from kshark.cliargs import CliError
 from kshark.tokens import token_from
 from tests.support.hub import VENV_BIN, open_client, start_hub
-from tests.support.rawhttp import free_port, get, wait_until
+from tests.support.rawhttp import accepts, free_port, get, wait_until
 
 HUB = str(VENV_BIN / "kshark-hub")
 BUDGET = 30
@@ -127,7 +127,7 @@ async def test_tokens_from_a_file_and_the_environment_protect_the_hub(
     )  # fmt: skip
     try:
         with trio.fail_after(BUDGET):
-            await wait_until(lambda: _accepts(port))
+            await wait_until(lambda: accepts(port))
             cmdline = await trio.Path(f"/proc/{hub.pid}/cmdline").read_bytes()
             anonymous = await get(port, "/status")
             with pytest.raises(ConnectionRejected):
@@ -161,7 +161,7 @@ async def test_insecure_no_token_is_explicit_and_warned(make_worker, tmp_path: P
         os.close(err)
     try:
         with trio.fail_after(BUDGET):
-            await wait_until(lambda: _accepts(port))
+            await wait_until(lambda: accepts(port))
             status = await get(port, "/status")
     finally:
         hub.terminate()
@@ -181,16 +181,6 @@ async def test_serving_beyond_loopback_without_a_token_is_warned(nursery, caplog
     warned = [r.getMessage() for r in caplog.records if "without a client token" in r.getMessage()]
     assert len(warned) == 1
     assert warned[0].startswith("serving on 0.0.0.0 without a client token")
-
-
-def _accepts(port: int) -> bool:
-    import socket
-
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-    except OSError:
-        return False
-    return True
 
 
 async def test_a_worker_token_beyond_ascii_reaches_the_worker(nursery, make_worker) -> None:

@@ -9,8 +9,6 @@ The capture and what each exchange must resolve to: scripts/make_k8s_fixtures.py
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from tests.support.k8s_cluster import (
     wait_until,
 )
 from tests.support.worker_cli import STEP_TIMEOUT_S, ServingWorker, entries, run_once
+from tests.support.wscat import wscat_query
 
 N_EXCHANGES = 10
 
@@ -69,29 +68,6 @@ def check_side(got: dict[str, Any], want: dict[str, Any], pod_by_ip: dict[str, s
         assert got["endpointSlice"]["metadata"]["namespace"] == ns, where
     else:
         assert got["endpointSlice"] is None, where
-
-
-def wscat_query(port: int, query: str, tmp_path: Path) -> list[dict[str, Any]]:
-    """What `wscat --connect ws://…/api/wsFull -x QUERY -w 2` prints, parsed."""
-    wscat = shutil.which("wscat")
-    if wscat is None:
-        pytest.fail("wscat is not installed: scripts/setup installs it (npm install -g wscat)")
-    out_path, err_path = tmp_path / "wscat.out", tmp_path / "wscat.err"
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = subprocess.Popen(
-            [wscat, "--connect", f"ws://127.0.0.1:{port}/api/wsFull", "-x", query, "-w", "2"],
-            stdin=subprocess.PIPE, stdout=out, stderr=err,
-        )  # fmt: skip
-    assert proc.stdin is not None
-    try:
-        proc.wait(STEP_TIMEOUT_S)  # wscat leaves 2 s after sending the filter
-    finally:
-        proc.stdin.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err_path.read_text()
-    return [json.loads(line) for line in out_path.read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")

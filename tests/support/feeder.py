@@ -186,15 +186,10 @@ class Feeder:
         return int(line[1])
 
     def stop(self) -> None:
-        import subprocess
+        # Imported here: this file also runs as a program, by path, where tests.support is not.
+        from tests.support.procstat import stop_process
 
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc, 10)
 
 
 if __name__ == "__main__":

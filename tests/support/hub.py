@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
 import signal
 import struct
 import subprocess
@@ -24,7 +23,9 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from capture.pipeline import Output
 from tests.support.api import RawWsClient
+from tests.support.procstat import stop_process
 from tests.support.rawhttp import get, loads
+from tests.support.store import stored_ids
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_PCAP = REPO / "fixtures" / "demo.pcap"
@@ -406,20 +407,11 @@ class WorkerProcess:
         if self.proc is not None and self.proc.poll() is None:
             if self.paused:
                 self.resume()  # a stopped process would only act on SIGTERM once continued
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+            stop_process(self.proc, 5)
 
     def stored_ids(self) -> set[str]:
         """The id of every entry in its data directory (from the file names)."""
-        ids = set()
-        for name in os.listdir(self.data_dir / "entries"):
-            stream, _, rest = name.partition("_pcap-")
-            ids.add(f"{self.address}/{stream}.pcap-{rest.removesuffix('_entry.json')}")
-        return ids
+        return stored_ids(self.data_dir, self.address)
 
 
 async def scripted_server(

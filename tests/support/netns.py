@@ -38,12 +38,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tests.support.procstat import TERMINATE_GRACE_S, stop_process
+
 # Only addresses inside this /16 are ever configured, and only inside namespaces we create.
 SUBNET_PREFIX = "10.213"
 NAME_PREFIX = "ksk"
 # How long `ip` commands and process shutdowns may take before the harness gives up.
 COMMAND_TIMEOUT_S = 20.0
-TERMINATE_GRACE_S = 3.0
+
 
 _counter = itertools.count(1)
 
@@ -276,17 +278,6 @@ def netns_star(n: int, *, ipv6: bool = False) -> Iterator[Star]:
 def run_in_ns(ns: str, argv: Sequence[str], **popen_kw: Any) -> subprocess.Popen[Any]:
     """Start `argv` inside namespace `ns` (via `ip netns exec`); the caller owns the process."""
     return subprocess.Popen(["ip", "netns", "exec", ns, *argv], **popen_kw)
-
-
-def stop_process(proc: subprocess.Popen[Any], grace_s: float = TERMINATE_GRACE_S) -> None:
-    """SIGTERM, wait up to grace_s, then SIGKILL: ends one process this harness started."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(grace_s)
 
 
 @contextlib.contextmanager

@@ -22,6 +22,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def accepts(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:PORT now (another process's server)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except OSError:
+        return False
+    return True
+
+
 async def wait_until(predicate: Any, interval: float = 0.005) -> None:
     """Poll `predicate` until true (the caller's fail_after bounds the wait). Only for state with
     no event to wait on: a server's client registry, another process's files."""

@@ -3,6 +3,7 @@ holds read back (pcaps with dpkt, an independent reader)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,15 @@ def journal_lines(data_dir: Path) -> list[str]:
     for seg in sorted((data_dir / "journal").iterdir()):
         lines.extend(seg.read_text().splitlines())
     return lines
+
+
+def stored_ids(data_dir: Path, worker: str) -> set[str]:
+    """The id of every entry in a worker's data directory (from the entry file names)."""
+    ids = set()
+    for name in os.listdir(data_dir / "entries"):
+        stream, _, rest = name.partition("_pcap-")
+        ids.add(f"{worker}/{stream}.pcap-{rest.removesuffix('_entry.json')}")
+    return ids
 
 
 def entry_names(data_dir: Path) -> list[str]:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.wscat import wscat_binary
+
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "fixtures"
 WEB_FIXTURES = FIXTURES / "web"
@@ -155,22 +157,12 @@ def wait_stored(served: Served, entries: int) -> None:
         time.sleep(0.05)  # polling /status: there is no event to wait on
 
 
-def stored_ids(data_dir: Path, worker_id: str) -> set[str]:
-    """The id of every entry in a worker's data directory (from the file names)."""
-    ids = set()
-    for name in os.listdir(data_dir / "entries"):
-        stream, _, rest = name.partition("_pcap-")
-        ids.add(f"{worker_id}/{stream}.pcap-{rest.removesuffix('_entry.json')}")
-    return ids
-
-
 def wscat_ids(port: int, query: str, tmp: Path, count: int) -> list[str]:
     """The ids `wscat -x QUERY` receives from ws://127.0.0.1:PORT/api/wsFull, once it has
     received `count` (the stores are complete before it starts). Its output file is polled (no
     event to wait on in another process) up to STEP_S: a fixed `-w` window would end early on a
     busy machine."""
-    wscat = shutil.which("wscat")
-    assert wscat, "wscat is not installed: scripts/setup installs it (npm install -g wscat)"
+    wscat = wscat_binary()
     out_path, err_path = tmp / "wscat.out", tmp / "wscat.err"
 
     def ids() -> list[str]:

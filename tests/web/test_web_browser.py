@@ -18,6 +18,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.support.rawhttp import free_port
+from tests.support.store import stored_ids
 from tests.support.web import (
     DEMO,
     DEMO_ENTRIES,
@@ -31,7 +32,6 @@ from tests.support.web import (
     hub,
     page_url,
     shown_ids,
-    stored_ids,
     tshark_count,
     validate_har,
     wait_stored,

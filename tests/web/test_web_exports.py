@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from kshark.kfl import compile_query
+from tests.support.store import stored_ids
 from tests.support.web import (
     DEMO,
     DEMO_ENTRIES,
@@ -25,7 +26,6 @@ from tests.support.web import (
     Served,
     http_get,
     hub,
-    stored_ids,
     tshark_count,
     validate_har,
     wait_stored,

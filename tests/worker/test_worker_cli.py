@@ -40,6 +40,7 @@ from tests.support.worker_cli import (
     run_once,
     worker_bin,
 )
+from tests.support.wscat import wscat_binary, wscat_lines
 
 WS_CLIENT = str(Path(__file__).resolve().parents[1] / "support" / "ws_client.py")
 PY = sys.executable
@@ -220,9 +221,7 @@ def serving_demo(tmp_path: Path) -> Iterator[ServingWorker]:
 def test_worker_keeps_serving_after_replay_and_wscat_streams_the_matches(
     tmp_path: Path, serving_demo: ServingWorker
 ) -> None:
-    wscat = shutil.which("wscat")
-    if wscat is None:
-        pytest.fail("wscat is not installed: scripts/setup installs it (npm install -g wscat)")
+    wscat_binary()  # before anything else: a missing wscat is a setup failure, said first
     # What the filter must select, by a plain Python filter over a --once run's files.
     once_ok(tmp_path / "once", DEMO)
     expected = [e for e in entries(tmp_path / "once") if e["response"].get("status", 0) > 300]
@@ -232,25 +231,7 @@ def test_worker_keeps_serving_after_replay_and_wscat_streams_the_matches(
     w.wait_for_log("kshark-worker: 108 packets")  # the replay's end: the worker must go on serving
     assert w.proc.poll() is None
     assert w.get("/echo") == (200, b"It's running.")
-    # stdin stays open until wscat is done: it quits at EOF on stdin, before any frame came.
-    # Output goes to files, so nothing can block on a full pipe meanwhile.
-    out_path, err_path = tmp_path / "wscat.out", tmp_path / "wscat.err"
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = subprocess.Popen(
-            [wscat, "--connect", f"ws://127.0.0.1:{w.port}/api/wsFull",
-             "-x", "response.status > 300", "-w", "2"],
-            stdin=subprocess.PIPE, stdout=out, stderr=err,
-        )  # fmt: skip
-    assert proc.stdin is not None
-    try:
-        proc.wait(STEP_TIMEOUT_S)  # -w 2: wscat leaves 2 s after sending the filter
-    finally:
-        proc.stdin.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err_path.read_text()
-    lines = out_path.read_text().splitlines()
+    lines = wscat_lines(w.port, "response.status > 300", tmp_path)
     got = [json.loads(line) for line in lines]
     assert all(isinstance(g, dict) for g in got)
     assert len(got) == len(expected) == 9
