@@ -13,7 +13,7 @@ address against the first state the worker knew (docs/kubernetes.md, "Time").
 What each exchange must resolve to is written here by hand from the layout (docs/kubernetes.md
 states the rules), never from running kshark.
 
-Deterministic (tests/k8s/test_fixtures_uptodate.py regenerates and compares bytes):
+Deterministic (tests/k8s/test_k8s_fixtures_uptodate.py regenerates and compares bytes):
 
     .venv/bin/python scripts/make_k8s_fixtures.py            # rewrites fixtures/k8s/
     .venv/bin/python scripts/make_k8s_fixtures.py --out DIR  # writes somewhere else
